@@ -1,0 +1,178 @@
+"""Reading collections: BEIR folders, JSONL/TSV files of (id, text), and ir_datasets ids.
+
+Readers never skip or silently mangle a record: a malformed line stops the read with the file and
+line named, duplicate ids are refused with the ids listed, and empty texts are kept (they become
+empty bags, reported by the index build). Bytes that are not UTF-8 are an error by default, with
+`encoding_errors="replace"` to index such files anyway.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokretrieve.errors import CorpusError
+
+IRDS_PREFIX = "irds:"
+ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
+TEXT_FIELDS = ("text", "contents", "body", "query")
+
+
+def read_documents(spec: str | Path, encoding_errors: str = "strict") -> list[tuple[str, str]]:
+    """All (id, text) pairs of a collection named by a folder, a file or `irds:<id>`."""
+    spec_text = str(spec)
+    if spec_text.startswith(IRDS_PREFIX):
+        return _irds_documents(spec_text[len(IRDS_PREFIX):])
+    path = Path(spec)
+    if path.is_dir():
+        corpus = path / "corpus.jsonl"
+        if not corpus.is_file():
+            raise CorpusError(f"{path} is a folder without corpus.jsonl (a BEIR folder has "
+                              "corpus.jsonl, queries.jsonl and qrels/)")
+        path = corpus
+    return check_unique(_read_records(path, encoding_errors), str(path))
+
+
+def read_queries(spec: str | Path, encoding_errors: str = "strict") -> list[tuple[str, str]]:
+    """(query id, text) pairs from a BEIR folder's queries.jsonl, a file, or `irds:<id>`."""
+    spec_text = str(spec)
+    if spec_text.startswith(IRDS_PREFIX):
+        dataset = _irds_load(spec_text[len(IRDS_PREFIX):])
+        return check_unique(((q.query_id, _irds_query_text(q)) for q in dataset.queries_iter()),
+                            spec_text)
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "queries.jsonl"
+    return check_unique(_read_records(path, encoding_errors), str(path))
+
+
+def read_qrels(spec: str | Path, split: str = "test") -> dict[str, dict[str, int]]:
+    """Relevance judgments {query id: {doc id: grade}} from a BEIR folder, a TSV or `irds:<id>`."""
+    spec_text = str(spec)
+    if spec_text.startswith(IRDS_PREFIX):
+        qrels: dict[str, dict[str, int]] = {}
+        for qrel in _irds_load(spec_text[len(IRDS_PREFIX):]).qrels_iter():
+            qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
+        return qrels
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        raise CorpusError(f"qrels file not found: {path}")
+    qrels = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
+                continue  # blank line or BEIR's "query-id corpus-id score" header
+            if len(row) == 4:  # TREC qrels: qid iteration docid grade
+                row = [row[0], row[2], row[3]]
+            if len(row) != 3 or not row[2].lstrip("-").isdigit():
+                raise CorpusError(f"{path}:{number}: expected 'query-id<TAB>doc-id<TAB>grade'")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    return qrels
+
+
+def check_unique(records: Iterable[tuple[str, str]], source: str) -> list[tuple[str, str]]:
+    """Materialise records, refusing duplicate ids (they would make results ambiguous)."""
+    records = list(records)
+    counts = Counter(doc_id for doc_id, _ in records)
+    duplicates = [doc_id for doc_id, count in counts.items() if count > 1]
+    if duplicates:
+        shown = ", ".join(repr(d) for d in duplicates[:10])
+        more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+        raise CorpusError(f"{source}: duplicate ids {shown}{more}: ids must be unique")
+    return records
+
+
+def _read_records(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:
+    if not path.is_file():
+        raise CorpusError(f"file not found: {path}")
+    if path.suffix == ".tsv":
+        yield from _read_tsv(path, encoding_errors)
+    else:
+        yield from _read_jsonl(path, encoding_errors)
+
+
+def _lines(path: Path, encoding_errors: str) -> Iterator[tuple[int, str]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8", errors=encoding_errors)
+            except UnicodeDecodeError as error:
+                raise CorpusError(
+                    f"{path}:{number}: bytes that are not UTF-8 at column {error.start + 1}; "
+                    "fix the file or pass --encoding-errors replace"
+                ) from None
+
+
+def _read_jsonl(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:
+    for number, line in _lines(path, encoding_errors):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CorpusError(f"{path}:{number}: malformed JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise CorpusError(f"{path}:{number}: expected a JSON object, got "
+                              f"{type(record).__name__}")
+        yield _record_id(record, path, number), _record_text(record, path, number)
+
+
+def _read_tsv(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:
+    for number, line in _lines(path, encoding_errors):
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0].strip():
+            raise CorpusError(f"{path}:{number}: expected 'id<TAB>text'")
+        yield fields[0].strip(), "\t".join(fields[1:])
+
+
+def _record_id(record: dict, path: Path, number: int) -> str:
+    for key in ID_FIELDS:
+        value = record.get(key)
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    raise CorpusError(f"{path}:{number}: no id field (one of {', '.join(ID_FIELDS)})")
+
+
+def _record_text(record: dict, path: Path, number: int) -> str:
+    """BEIR's convention: the title, when there is one, joined before the text."""
+    field = next((key for key in TEXT_FIELDS if key in record), None)
+    if field is None:
+        raise CorpusError(f"{path}:{number}: no text field (one of {', '.join(TEXT_FIELDS)})")
+    text, title = record[field], record.get("title") or ""
+    if not isinstance(text, str) or not isinstance(title, str):
+        raise CorpusError(f"{path}:{number}: '{field}' and 'title' must be strings")
+    return f"{title} {text}".strip() if title.strip() else text
+
+
+def _irds_load(dataset_id: str):
+    import ir_datasets
+
+    try:
+        return ir_datasets.load(dataset_id)
+    except KeyError:
+        raise CorpusError(f"unknown ir_datasets id '{dataset_id}' "
+                          "(see https://ir-datasets.com for the list)") from None
+
+
+def _irds_documents(dataset_id: str) -> list[tuple[str, str]]:
+    dataset = _irds_load(dataset_id)
+    if not dataset.has_docs():
+        raise CorpusError(f"ir_datasets '{dataset_id}' has no documents")
+    records = []
+    for doc in dataset.docs_iter():
+        title = getattr(doc, "title", "") or ""
+        text = getattr(doc, "text", None) or doc.default_text()
+        records.append((doc.doc_id, f"{title} {text}".strip() if title else text))
+    return check_unique(records, f"irds:{dataset_id}")
+
+
+def _irds_query_text(query) -> str:
+    return getattr(query, "text", None) or query.default_text()

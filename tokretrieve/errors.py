@@ -1,0 +1,25 @@
+"""Exceptions raised on bad input.
+
+Every public entry point turns bad input into one of these, with a message that names the
+input and says what to do, so that CLI users see one clear line instead of a traceback.
+"""
+
+
+class TokretrieveError(ValueError):
+    """Base class: the input (a file, a model name, an index, a parameter) is not usable."""
+
+
+class CorpusError(TokretrieveError):
+    """A corpus or query file is malformed: the message names the file and line."""
+
+
+class ModelLoadError(TokretrieveError):
+    """A model name could not be resolved or loaded."""
+
+
+class IndexFormatError(TokretrieveError):
+    """An index folder is missing, damaged, or written by another format version or model."""
+
+
+class EmptyQueryError(TokretrieveError):
+    """A query is empty or tokenizes to no usable token."""

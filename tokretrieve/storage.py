@@ -1,0 +1,118 @@
+"""On-disk index folders: atomic writes, the JSON manifest, memory-mapped arrays.
+
+An index is a folder of plain `.npy` arrays plus `manifest.json`; nothing is pickled, so numpy
+alone can inspect it. A build writes into a hidden sibling folder, fsyncs every file, and only then
+swaps it in: a crash or an exception during the build leaves the previous index at that path
+untouched. The swap is two renames (old aside, new in); should a crash fall between them, the next
+load puts the previous index back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from tokretrieve.errors import IndexFormatError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def previous_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.previous")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on normal exit it replaces `path`, on error it vanishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    restore_interrupted_swap(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
+    try:
+        yield staging
+        _fsync_tree(staging)
+        backup = previous_path(path)
+        if path.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(path, backup)
+        os.replace(staging, path)
+        _fsync_dir(path.parent)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def restore_interrupted_swap(path: Path) -> None:
+    """Put a previous index back if a crash fell between the two renames of a swap."""
+    backup = previous_path(path)
+    if backup.is_dir() and not path.exists():
+        os.replace(backup, path)
+
+
+def save_array(folder: Path, name: str, array: np.ndarray) -> None:
+    np.save(folder / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+
+
+def load_array(folder: Path, name: str, mmap: bool = True) -> np.ndarray:
+    file = folder / f"{name}.npy"
+    if not file.is_file():
+        raise IndexFormatError(
+            f"{folder}: {file.name} is missing; the index is damaged, rebuild it")
+    return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+
+
+def read_manifest(folder: str | Path, kind: str) -> dict:
+    """Read and validate a manifest: the folder must hold an index of `kind` in our version."""
+    folder = Path(folder)
+    restore_interrupted_swap(folder)
+    file = folder / MANIFEST
+    if not file.is_file():
+        raise IndexFormatError(f"{folder} is not a tokretrieve index (no {MANIFEST}); "
+                               "build one with `tokretrieve index`")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexFormatError(f"{file} is not valid JSON ({error}); rebuild the index") from None
+    if manifest.get("format") != kind:
+        raise IndexFormatError(f"{folder} holds a '{manifest.get('format')}' index, not '{kind}'")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{folder} was written in format version {version}; this tokretrieve reads version "
+            f"{FORMAT_VERSION}: rebuild the index with this version")
+    return manifest
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes on disk of every file in an index folder."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for sub in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        _fsync_dir(sub)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
