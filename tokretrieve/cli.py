@@ -18,7 +18,7 @@ from tokretrieve.dense import DenseIndex
 from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.models import ALIASES, DEFAULT_MODEL
-from tokretrieve.projection import WEIGHTINGS
+from tokretrieve.projection import DEFAULT_WEIGHTING, WEIGHTINGS
 from tokretrieve.search import Hit
 from tokretrieve.sparse_index import DEFAULT_K, DEFAULT_PC1_STRENGTH, QUERY_MODES, SparseIndex
 from tokretrieve.storage import folder_bytes
@@ -97,8 +97,10 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pc1-strength", type=float, default=None,
                         help="move embeddings by this much along PC1 before projecting "
                              f"(0 = off; default {DEFAULT_PC1_STRENGTH})")
-    parser.add_argument("--weighting", choices=WEIGHTINGS, default="shifted",
-                        help="how token weights derive from logits (default shifted)")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default=DEFAULT_WEIGHTING,
+                        help=f"how token weights derive from logits (default {DEFAULT_WEIGHTING})")
+    parser.add_argument("--no-merge-variants", dest="merge_variants", action="store_false",
+                        help="keep case and word-boundary variants of a token apart")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")
@@ -126,7 +128,8 @@ def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
     encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length,
                            batch_size=args.batch_size)
     index = SparseIndex.build(docs, encoder, output, k=args.k, weighting=args.weighting,
-                              pc1_strength=strength, source=corpus)
+                              pc1_strength=strength, merge_variants=args.merge_variants,
+                              source=corpus)
     elapsed = time.perf_counter() - started
     manifest = index.manifest
     print(f"indexed {manifest['doc_count']} documents ({manifest['postings']} postings, "
@@ -142,7 +145,8 @@ def _same_settings(manifest: dict, args: argparse.Namespace, corpus: str,
             and (args.method is None or model["method"] == args.method)
             and model["max_length"] == args.max_length and projection["k"] == args.k
             and projection["weighting"] == args.weighting
-            and projection["pc1_strength"] == strength)
+            and projection["pc1_strength"] == strength
+            and projection["merge_variants"] == args.merge_variants)
 
 
 def _default_output(corpus: str) -> Path:
@@ -217,7 +221,8 @@ def _run_info(args: argparse.Namespace) -> int:
         ("model", f"{model['name']} ({model['method']}, max_length {model['max_length']})"),
         ("model sha256", model["content_hash"]),
         ("projection", f"k={projection['k']}, weighting={projection['weighting']}, "
-                       f"pc1_strength={projection['pc1_strength']}"),
+                       f"pc1_strength={projection['pc1_strength']}, "
+                       f"merge_variants={projection['merge_variants']}"),
         ("bytes on disk", f"{folder_bytes(index.path):,}"),
     ]
     for key, value in rows:

@@ -18,7 +18,12 @@ from tqdm.auto import tqdm
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.models import DEFAULT_MODEL, LoadedModel, load_model
 from tokretrieve.pooling import EmbeddingMethod, get_method
-from tokretrieve.projection import KeyTokenProjector, PC1Adjustment, Weighting
+from tokretrieve.projection import (
+    DEFAULT_WEIGHTING,
+    KeyTokenProjector,
+    PC1Adjustment,
+    Weighting,
+)
 
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_BATCH_SIZE = 32
@@ -99,7 +104,7 @@ class Encoder:
         bar.close()
         return out
 
-    def bags(self, embeddings: np.ndarray, k: int, weighting: Weighting = "shifted",
+    def bags(self, embeddings: np.ndarray, k: int, weighting: Weighting = DEFAULT_WEIGHTING,
              adjustment: PC1Adjustment | None = None) -> sp.csr_matrix:
         """Key-token bags (texts x vocab CSR) of embeddings; zero embeddings give empty bags."""
         projector = self.projector(adjustment)
@@ -116,7 +121,7 @@ class Encoder:
             matrix.eliminate_zeros()
         return matrix.tocsr()
 
-    def key_tokens(self, text: str, k: int = 10, weighting: Weighting = "shifted",
+    def key_tokens(self, text: str, k: int = 10, weighting: Weighting = DEFAULT_WEIGHTING,
                    adjustment: PC1Adjustment | None = None,
                    is_query: bool = False) -> list[tuple[str, float]]:
         """The text's key tokens: its top-k vocabulary entries with their weights, best first."""

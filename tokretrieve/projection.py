@@ -20,6 +20,8 @@ from tokretrieve.errors import TokretrieveError
 
 Weighting = Literal["shifted", "softmax", "log1p_relu", "logit"]
 WEIGHTINGS: tuple[str, ...] = ("shifted", "softmax", "log1p_relu", "logit")
+# Softmax beat the other weightings on Cranfield (README, "Choosing defaults").
+DEFAULT_WEIGHTING: Weighting = "softmax"
 
 
 def first_principal_direction(embeddings: np.ndarray, max_sample: int = 10_000,
@@ -111,7 +113,7 @@ class KeyTokenProjector:
         return logits
 
     def bags(self, embeddings: torch.Tensor, k: int,
-             weighting: Weighting = "shifted") -> sp.csr_matrix:
+             weighting: Weighting = DEFAULT_WEIGHTING) -> sp.csr_matrix:
         """Top-k positive-weight tokens of each embedding, as a (texts x vocab) CSR matrix."""
         k = check_top_k(k)
         check_weighting(weighting)

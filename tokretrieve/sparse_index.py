@@ -26,6 +26,7 @@ from tokretrieve.encoder import Encoder, bag_tokens, token_text
 from tokretrieve.errors import EmptyQueryError, IndexFormatError, TokretrieveError
 from tokretrieve.models import load_tokenizer
 from tokretrieve.projection import (
+    DEFAULT_WEIGHTING,
     PC1Adjustment,
     Weighting,
     check_top_k,
@@ -41,6 +42,7 @@ from tokretrieve.storage import (
     save_array,
     write_manifest,
 )
+from tokretrieve.vocabulary import variant_map
 
 FORMAT = "tokretrieve.sparse"
 DEFAULT_K = 128
@@ -55,13 +57,14 @@ class SparseIndex:
 
     def __init__(self, path: Path, manifest: dict, postings: Postings, doc_ids: np.ndarray,
                  embeddings: np.ndarray, pc1_direction: np.ndarray,
-                 encoder: Encoder | None = None):
+                 token_map: np.ndarray | None = None, encoder: Encoder | None = None):
         self.path = path
         self.manifest = manifest
         self.postings = postings
         self.doc_ids = doc_ids
         self.embeddings = embeddings
         self.pc1_direction = pc1_direction
+        self.token_map = token_map
         self._encoder = encoder
         self._tokenizer = None
         self._idf: np.ndarray | None = None
@@ -70,8 +73,9 @@ class SparseIndex:
     @classmethod
     def build(cls, docs: Iterable[tuple[str, str]], encoder: Encoder,
               path: str | Path = "index/default", k: int = DEFAULT_K,
-              weighting: Weighting = "shifted", pc1_strength: float = DEFAULT_PC1_STRENGTH,
-              progress: bool = True, source: str = "") -> SparseIndex:
+              weighting: Weighting = DEFAULT_WEIGHTING, pc1_strength: float = DEFAULT_PC1_STRENGTH,
+              merge_variants: bool = True, progress: bool = True,
+              source: str = "") -> SparseIndex:
         """Encode `docs` ((id, text) pairs) and write the index to `path`, atomically."""
         k = check_top_k(k)
         check_weighting(weighting)
@@ -81,18 +85,20 @@ class SparseIndex:
         doc_ids = [doc_id for doc_id, _ in records]
         embeddings = encoder.embed([text for _, text in records], progress=progress)
         return cls.from_embeddings(doc_ids, embeddings, encoder, path, k, weighting,
-                                   pc1_strength, source)
+                                   pc1_strength, merge_variants, source)
 
     @classmethod
     def from_embeddings(cls, doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
                         path: str | Path | None = "index/default", k: int = DEFAULT_K,
-                        weighting: Weighting = "shifted",
+                        weighting: Weighting = DEFAULT_WEIGHTING,
                         pc1_strength: float = DEFAULT_PC1_STRENGTH,
-                        source: str = "") -> SparseIndex:
+                        merge_variants: bool = True, source: str = "") -> SparseIndex:
         """Derive an index from dense embeddings already computed by `encoder`.
 
         Projection and top-k are a small matrix product, so every variant of k, weighting and
         PC1 strength comes from one encoding pass. With `path=None` nothing is written.
+        `merge_variants` folds case and word-boundary variants of a token into one entry
+        (see tokretrieve.vocabulary), in documents and queries alike.
         """
         k = check_top_k(k)
         check_weighting(weighting)
@@ -105,7 +111,9 @@ class SparseIndex:
         direction = (first_principal_direction(embeddings[present]) if present.any()
                      else np.zeros(embeddings.shape[1], dtype=np.float32))
         adjustment = PC1Adjustment(direction, float(pc1_strength))
-        bags = encoder.bags(embeddings, k, weighting, adjustment)
+        token_map = (variant_map(encoder.tokenizer, encoder.model.vocab_size)
+                     if merge_variants else None)
+        bags = merge_tokens(encoder.bags(embeddings, k, weighting, adjustment), token_map)
         empty = [doc_ids[i] for i in np.flatnonzero(np.diff(bags.indptr) == 0)]
         if empty:
             shown = ", ".join(repr(d) for d in empty[:5])
@@ -122,12 +130,13 @@ class SparseIndex:
             "empty_document_ids": empty[:100],
             "vocab_size": encoder.model.vocab_size,
             "model": _model_record(encoder),
-            "projection": {"k": k, "weighting": weighting, "pc1_strength": float(pc1_strength)},
+            "projection": {"k": k, "weighting": weighting, "pc1_strength": float(pc1_strength),
+                           "merge_variants": bool(merge_variants)},
         }
         postings = _token_major(bags)
         ids = np.array(doc_ids, dtype=str)
         if path is None:
-            return cls(Path(), manifest, postings, ids, embeddings, direction, encoder)
+            return cls(Path(), manifest, postings, ids, embeddings, direction, token_map, encoder)
         with atomic_directory(path) as staging:
             save_array(staging, "doc_ids", ids)
             save_array(staging, "postings_indptr", postings.indptr)
@@ -135,6 +144,8 @@ class SparseIndex:
             save_array(staging, "postings_weights", postings.weights)
             save_array(staging, "embeddings", embeddings)
             save_array(staging, "pc1_direction", direction)
+            if token_map is not None:
+                save_array(staging, "token_map", token_map)
             encoder.tokenizer.save_pretrained(staging / "tokenizer")
             write_manifest(staging, manifest)
         return cls.load(path, encoder=encoder)
@@ -158,8 +169,10 @@ class SparseIndex:
         doc_ids = load_array(path, "doc_ids", mmap)
         if len(doc_ids) != postings.n_docs or postings.vocab_size != manifest["vocab_size"]:
             raise IndexFormatError(f"{path}: arrays disagree with the manifest; rebuild the index")
+        token_map = (load_array(path, "token_map", mmap=False)
+                     if manifest["projection"]["merge_variants"] else None)
         return cls(path, manifest, postings, doc_ids, load_array(path, "embeddings", mmap),
-                   load_array(path, "pc1_direction", mmap=False), encoder)
+                   load_array(path, "pc1_direction", mmap=False), token_map, encoder)
 
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:
@@ -214,21 +227,34 @@ class SparseIndex:
         if not isinstance(query, str) or not query.strip():
             raise EmptyQueryError(f"query {query!r} is empty")
         if mode == "model":
-            return self.model_query_bags([query], query_k)[0]
+            return self.model_query_bags([query], query_k, token_weighting)[0]
         if mode == "tokens":
             return self.token_query_bag(query, token_weighting)
         raise TokretrieveError(f"unknown query mode '{mode}': choose one of "
                                f"{', '.join(QUERY_MODES)}")
 
-    def model_query_bags(self, queries: Sequence[str], query_k: int | None = None
+    def model_query_bags(self, queries: Sequence[str], query_k: int | None = None,
+                         token_weighting: TokenWeighting = "idf"
                          ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Queries encoded like documents (PromptEOL/SGPT query side), batched."""
+        """Queries encoded like documents (PromptEOL/SGPT query side), batched; with "idf" each
+        query token's weight is also multiplied by its idf over the document bags, so tokens
+        that every bag shares count for little."""
         encoder = self.encoder
         embeddings = encoder.embed(queries, is_query=True)
-        bags = encoder.bags(embeddings, check_top_k(query_k or self.k), self.weighting,
-                            self.adjustment)
-        return [(bags.indices[bags.indptr[i]:bags.indptr[i + 1]].astype(np.int64),
-                 bags.data[bags.indptr[i]:bags.indptr[i + 1]]) for i in range(len(queries))]
+        bags = merge_tokens(encoder.bags(embeddings, check_top_k(query_k or self.k),
+                                         self.weighting, self.adjustment), self.token_map)
+        return [self._weigh(bags.indices[bags.indptr[i]:bags.indptr[i + 1]].astype(np.int64),
+                            bags.data[bags.indptr[i]:bags.indptr[i + 1]], token_weighting)
+                for i in range(len(queries))]
+
+    def _weigh(self, tokens: np.ndarray, weights: np.ndarray,
+               token_weighting: TokenWeighting) -> tuple[np.ndarray, np.ndarray]:
+        if token_weighting == "idf":
+            return tokens, weights * self.idf[tokens].astype(np.float32)
+        if token_weighting == "count":
+            return tokens, weights
+        raise TokretrieveError(f"unknown token weighting '{token_weighting}': "
+                               "choose idf or count")
 
     def token_query_bag(self, query: str, token_weighting: TokenWeighting = "idf"
                         ) -> tuple[np.ndarray, np.ndarray]:
@@ -239,16 +265,12 @@ class SparseIndex:
                        dtype=np.int64)
         special = np.array(tokenizer.all_special_ids, dtype=np.int64)
         ids = ids[(ids < self.postings.vocab_size) & ~np.isin(ids, special)]
+        if self.token_map is not None:
+            ids = self.token_map[ids].astype(np.int64)
         if len(ids) == 0:
             raise EmptyQueryError(f"query {query!r} tokenizes to no usable token")
         tokens, counts = np.unique(ids, return_counts=True)
-        weights = counts.astype(np.float32)
-        if token_weighting == "idf":
-            weights = weights * self.idf[tokens].astype(np.float32)
-        elif token_weighting != "count":
-            raise TokretrieveError(f"unknown token weighting '{token_weighting}': "
-                                   "choose idf or count")
-        return tokens, weights
+        return self._weigh(tokens, counts.astype(np.float32), token_weighting)
 
     def search(self, query: str, k: int = 10, mode: QueryMode = "model",
                **bag_options) -> list[Hit]:
@@ -264,8 +286,8 @@ class SparseIndex:
         check_top_k(k)
         if mode == "model":
             present = [i for i, q in enumerate(queries) if isinstance(q, str) and q.strip()]
-            bags = dict(zip(present, self.model_query_bags([queries[i] for i in present],
-                                                           query_k), strict=True))
+            bags = dict(zip(present, self.model_query_bags(
+                [queries[i] for i in present], query_k, token_weighting), strict=True))
         else:
             bags = {}
             for i, query in enumerate(queries):
@@ -292,9 +314,13 @@ class SparseIndex:
     def explain(self, text: str, k: int | None = None,
                 is_query: bool = False) -> list[tuple[str, float]]:
         """The key tokens this index would store for `text` (same k, weighting and PC1)."""
-        bag_ids, bag_weights = (self.model_query_bags([text], k or self.k)[0] if is_query else
-                                _single_bag(self.encoder, text, k or self.k, self.weighting,
-                                            self.adjustment))
+        if is_query:
+            bag_ids, bag_weights = self.model_query_bags([text], k or self.k, "count")[0]
+        else:
+            encoder = self.encoder
+            bag = merge_tokens(encoder.bags(encoder.embed([text]), k or self.k, self.weighting,
+                                            self.adjustment), self.token_map)
+            bag_ids, bag_weights = bag.indices, bag.data
         return bag_tokens(self.tokenizer, bag_ids, bag_weights)
 
     def document_bag(self, doc_id: str) -> list[tuple[str, float]]:
@@ -309,10 +335,13 @@ class SparseIndex:
         return bag_tokens(self.tokenizer, tokens, np.asarray(self.postings.weights)[at])
 
 
-def _single_bag(encoder: Encoder, text: str, k: int, weighting: Weighting,
-                adjustment: PC1Adjustment) -> tuple[np.ndarray, np.ndarray]:
-    bag = encoder.bags(encoder.embed([text]), k, weighting, adjustment)
-    return bag.indices.astype(np.int64), bag.data
+def merge_tokens(bags: sp.csr_matrix, token_map: np.ndarray | None) -> sp.csr_matrix:
+    """Re-key bag columns through `token_map`, summing the weights of merged variants."""
+    if token_map is None:
+        return bags
+    merged = sp.csr_matrix((bags.data, token_map[bags.indices], bags.indptr), shape=bags.shape)
+    merged.sum_duplicates()
+    return merged
 
 
 def _token_major(bags: sp.csr_matrix) -> Postings:
