@@ -18,12 +18,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.corpus import check_unique
 from tokretrieve.encoder import Encoder, bag_tokens, token_text
 from tokretrieve.errors import EmptyQueryError, IndexFormatError, TokretrieveError
+from tokretrieve.kernels import batch_top_k
 from tokretrieve.models import load_tokenizer
 from tokretrieve.projection import (
     DEFAULT_WEIGHTING,
@@ -33,7 +35,7 @@ from tokretrieve.projection import (
     check_weighting,
     first_principal_direction,
 )
-from tokretrieve.search import Hit, Postings, top_k
+from tokretrieve.search import Hit, Postings
 from tokretrieve.storage import (
     FORMAT_VERSION,
     atomic_directory,
@@ -296,13 +298,49 @@ class SparseIndex:
         if len(bags) < len(queries):
             warnings.warn(f"{len(queries) - len(bags)} query(ies) were empty or tokenized to "
                           "nothing and got no hits", stacklevel=2)
-        return [self.search_bag(*bags[i], k=k) if i in bags else [] for i in range(len(queries))]
+        ranked = iter(self.search_bags([bags[i] for i in sorted(bags)], k=k))
+        return [next(ranked) if i in bags else [] for i in range(len(queries))]
 
     def search_bag(self, token_ids: np.ndarray, weights: np.ndarray, k: int = 10) -> list[Hit]:
-        """Exact top-k for a query bag given as token ids and weights."""
-        token_ids = np.asarray(token_ids, dtype=np.int64)
-        weights = np.asarray(weights, dtype=np.float32)
-        docs, scores = top_k(self.postings.scores(token_ids, weights), k)
+        """Exact top-k for one query bag given as token ids and weights."""
+        return self.search_bags([(token_ids, weights)], k)[0]
+
+    def search_bags(self, bags: Sequence[tuple[np.ndarray, np.ndarray]],
+                    k: int = 10) -> list[list[Hit]]:
+        """Exact top-k for many query bags at once, scored in parallel by the compiled kernel.
+
+        Tokens with a non-positive weight are ignored: they cannot raise a score.
+        """
+        k = check_top_k(k)
+        cleaned = [self._clean_bag(ids, weights) for ids, weights in bags]
+        lengths = np.array([len(ids) for ids, _ in cleaned], dtype=np.int64)
+        query_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        query_tokens = (np.concatenate([ids for ids, _ in cleaned]) if cleaned
+                        else np.zeros(0, dtype=np.int64))
+        query_weights = (np.concatenate([w for _, w in cleaned]) if cleaned
+                         else np.zeros(0, dtype=np.float32))
+        postings = self.postings
+        docs, scores, counts = batch_top_k(postings.indptr, postings.docs, postings.weights,
+                                           postings.n_docs, query_indptr, query_tokens,
+                                           query_weights, min(k, max(postings.n_docs, 1)),
+                                           numba.get_num_threads())
+        return [self._hits(ids, weights, docs[q, :counts[q]], scores[q, :counts[q]])
+                for q, (ids, weights) in enumerate(cleaned)]
+
+    def _clean_bag(self, token_ids: np.ndarray,
+                   weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        token_ids = np.asarray(token_ids, dtype=np.int64).ravel()
+        weights = np.asarray(weights, dtype=np.float32).ravel()
+        if token_ids.shape != weights.shape:
+            raise TokretrieveError(f"a query bag has {len(token_ids)} tokens but "
+                                   f"{len(weights)} weights")
+        if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= self.postings.vocab_size):
+            raise TokretrieveError(f"query token ids must lie in [0, {self.postings.vocab_size})")
+        keep = weights > 0
+        return token_ids[keep], weights[keep]
+
+    def _hits(self, token_ids: np.ndarray, weights: np.ndarray, docs: np.ndarray,
+              scores: np.ndarray) -> list[Hit]:
         tokenizer = self.tokenizer
         return [
             Hit(str(self.doc_ids[doc]), float(score),
