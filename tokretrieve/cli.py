@@ -18,7 +18,7 @@ from tokretrieve.dense import DenseIndex
 from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.models import ALIASES, DEFAULT_MODEL
-from tokretrieve.projection import DEFAULT_WEIGHTING, WEIGHTINGS
+from tokretrieve.projection import DEFAULT_WEIGHTING, WEIGHTINGS, check_top_k
 from tokretrieve.search import Hit
 from tokretrieve.sparse_index import DEFAULT_K, DEFAULT_PC1_STRENGTH, QUERY_MODES, SparseIndex
 from tokretrieve.storage import folder_bytes
@@ -31,16 +31,22 @@ DEMO_CORPUS = Path("../shared/data/cranfield")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"
-    try:
-        return args.run(args)
-    except TokretrieveError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written over an existing index", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except TokretrieveError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: nothing was written over an existing index", file=sys.stderr)
+            return 130
+
+
+def _show_warning(message, *_details) -> None:
+    """Warnings (empty documents, empty queries) as one plain line, without source lines."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,6 +119,7 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
     """Build the index, or reuse the one at `output` when it was built with the same settings."""
+    check_top_k(args.k)  # fail before minutes of model loading, not after
     strength = DEFAULT_PC1_STRENGTH if args.pc1_strength is None else args.pc1_strength
     if not args.rebuild and (output / "manifest.json").is_file():
         try:

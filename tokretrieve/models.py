@@ -157,7 +157,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"could not load model '{name}': it is not an alias ({', '.join(ALIASES)}), "
-            f"a readable local folder or .gguf file, nor a hub id reachable from here ({error})"
+            f"a readable local folder or .gguf file, nor a hub id reachable from here "
+            f"({' '.join(str(error).split())})"
         ) from error
     model.to(device).eval()
     if is_causal:
@@ -189,7 +190,9 @@ def load_tokenizer(source: str):
 def _load_transformers(source: str, dtype: torch.dtype):
     """Load a causal LM where the checkpoint has one, else the bare encoder."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a bar per weight file is noise next to ours
     config = AutoConfig.from_pretrained(source)
     architectures = config.architectures or []
     is_causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
