@@ -1,4 +1,5 @@
-# One command each: `make demo` (install + index Cranfield + query), `make test`, `make bench`.
+# One command each: `make demo` (install + index Cranfield + query), `make test`, `make bench`,
+# `make bench-speed`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 CORPUS ?= ../shared/data/cranfield
 MODEL ?= minilm
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench bench-speed
 
 install: $(STAMP)
 
@@ -31,3 +32,6 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+bench-speed: install
+	$(BIN)/python -m bench.speed
