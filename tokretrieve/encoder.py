@@ -82,18 +82,20 @@ class Encoder:
         return [head + prefix + body + suffix + tail for body in bodies]
 
     def embed(self, texts: Sequence[str], is_query: bool = False,
-              progress: bool = False) -> np.ndarray:
+              progress: bool | tqdm = False) -> np.ndarray:
         """Dense embeddings (texts x hidden, float32), the way the model was trained to embed.
 
         Empty or whitespace-only texts get a zero vector: they have no content to match.
+        `progress` shows a bar, or advances one the caller already shows.
         """
         texts = _check_texts(texts)
         out = np.zeros((len(texts), self.model.hidden_size), dtype=np.float32)
         present = [i for i, text in enumerate(texts) if text.strip()]
         ids = self.input_ids([texts[i] for i in present], is_query)
         order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
-        bar = tqdm(total=len(texts), unit="doc", desc="encoding", disable=not progress,
-                   smoothing=0.1)
+        own_bar = not isinstance(progress, tqdm)
+        bar = (tqdm(total=len(texts), unit="doc", desc="encoding", disable=not progress,
+                    smoothing=0.1) if own_bar else progress)
         bar.update(len(texts) - len(present))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
@@ -101,7 +103,8 @@ class Encoder:
                 pooled = self._forward([ids[j] for j in batch])
                 out[[present[j] for j in batch]] = pooled.float().cpu().numpy()
                 bar.update(len(batch))
-        bar.close()
+        if own_bar:
+            bar.close()
         return out
 
     def bags(self, embeddings: np.ndarray, k: int, weighting: Weighting = DEFAULT_WEIGHTING,

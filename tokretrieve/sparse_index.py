@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from tokretrieve.checkpoint import checkpoint_path, encode_resumable
 from tokretrieve.corpus import check_unique
 from tokretrieve.encoder import Encoder, bag_tokens, token_text
 from tokretrieve.errors import EmptyQueryError, IndexFormatError, TokretrieveError
@@ -78,16 +80,24 @@ class SparseIndex:
               weighting: Weighting = DEFAULT_WEIGHTING, pc1_strength: float = DEFAULT_PC1_STRENGTH,
               merge_variants: bool = True, progress: bool = True,
               source: str = "") -> SparseIndex:
-        """Encode `docs` ((id, text) pairs) and write the index to `path`, atomically."""
+        """Encode `docs` ((id, text) pairs) and write the index to `path`, atomically.
+
+        Encoding saves its progress in chunks beside `path`: rerunning an interrupted build
+        resumes where it stopped (see tokretrieve.checkpoint).
+        """
         k = check_top_k(k)
         check_weighting(weighting)
         records = check_unique(_check_records(docs), source or "documents")
         if not records:
             raise TokretrieveError("no documents to index: the collection is empty")
         doc_ids = [doc_id for doc_id, _ in records]
-        embeddings = encoder.embed([text for _, text in records], progress=progress)
-        return cls.from_embeddings(doc_ids, embeddings, encoder, path, k, weighting,
-                                   pc1_strength, merge_variants, source)
+        checkpoint = checkpoint_path(Path(path))
+        embeddings = encode_resumable(encoder, doc_ids, [text for _, text in records],
+                                      checkpoint, progress)
+        index = cls.from_embeddings(doc_ids, embeddings, encoder, path, k, weighting,
+                                    pc1_strength, merge_variants, source)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        return index
 
     @classmethod
     def from_embeddings(cls, doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
