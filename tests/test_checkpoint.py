@@ -18,7 +18,7 @@ class Interrupted(Exception):
 
 def counting(encoder, fail_on_call=None):
     """Wrap encoder.embed to count the texts it encodes and fail on a given call."""
-    original, seen = encoder.embed, []
+    original, seen = type(encoder).embed.__get__(encoder), []
 
     def embed(texts, **options):
         if fail_on_call is not None and len(seen) + 1 == fail_on_call:
