@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from tokretrieve.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.projection import KeyTokenProjector, PC1Adjustment, first_principal_direction
-from tokretrieve.vocabulary import normalise_token, variant_map
+from tokretrieve.vocabulary import variant_map
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 50)
 # λ grid in multiples of the mean embedding norm: λ is in the embedding's own units and norms
@@ -105,9 +105,9 @@ def uninformative_tokens(tokenizer, token_map: np.ndarray, own_ids: Sequence[Seq
                              return_counts=True)
     frequent = {int(t) for t, c in zip(seen, counts, strict=True)
                 if c > max_df * max(len(own_ids), 1)}
-    spelled = tokenizer.convert_ids_to_tokens([int(t) for t in seen])
-    wordless = {int(t) for t, token in zip(seen, spelled, strict=True)
-                if token is None or not any(ch.isalnum() for ch in normalise_token(token))}
+    # Decoded, not the raw entry: byte-level BPE spells a newline 'Ċ', which looks like a letter.
+    wordless = {int(t) for t in seen
+                if not any(ch.isalnum() for ch in tokenizer.decode([int(t)]))}
     return frequent | wordless
 
 
@@ -199,7 +199,7 @@ def _aggregate(top_hits: torch.Tensor, best_rank: torch.Tensor, scored: torch.Te
     return AlignmentMetrics(
         hit_rate=hit_rate,
         mrr=float((1.0 / ranks).mean()),
-        median_best_rank=float(ranks.median()),
+        median_best_rank=float(np.median(ranks.numpy())),  # torch.median takes the lower
         mean_best_rank=float(finite.mean()) if len(finite) else float("inf"),
         texts=int(scored.sum()),
     )

@@ -43,6 +43,7 @@ from tokretrieve.vocabulary import variant_map
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 FIGURE_DPI = 80
 SHOWN_COMPONENTS = 20
@@ -193,6 +194,7 @@ def plot_spectrum(analysis: Analysis, path: Path) -> Path:
     ax.bar(positions + 0.2, analysis.spectrum.centred_variance_share[:shown], 0.4,
            label="centred (PCA)")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("component")
     ax.set_ylabel("share")
     ax.set_title(f"{analysis.model}: share per principal component", fontsize=10)
@@ -206,6 +208,7 @@ def plot_backbone_change(analysis: Analysis, path: Path) -> Path:
     difference = analysis.backbone.change.mean_difference
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot(np.arange(1, len(difference) + 1), difference, linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("component i of the backbone's embeddings")
     ax.set_ylabel("mean change (embedder - backbone)")
@@ -290,7 +293,8 @@ def render_markdown(analysis: Analysis, image_dir: str = "", level: int = 1) -> 
         f"letter or digit, and tokens in more than {analysis.max_df:.0%} of the sampled texts "
         f"({analysis.uninformative} canonical tokens here), are not counted: they occur in every "
         "text and would reward the shared component.",
-        "- *hit@k*: share of the top-k decoded tokens that are own tokens, averaged over texts.",
+        "- *hit@k*: share of the top-k decoded tokens that are own tokens, averaged over texts. "
+        "Variants of one word take separate slots of the decoded list, so each counts.",
         "- *Best rank*: rank in the whole vocabulary of the text's highest-scored own token; "
         "*MRR*: mean of 1/best rank.",
         "- *Calibration*: the grid λ with the highest hit@k; ties go to the smallest |λ|. "
