@@ -152,3 +152,30 @@ def test_demo_indexes_and_queries_a_beir_folder(beir_folder, tiny_llama_dir, tmp
     assert "=== query q1: heat flow" in out and "=== query q2: wing drag" in out
     assert "--- mode tokens" in out and "--- mode model" in out
     assert SparseIndex.load(output).manifest["doc_count"] == 4
+
+
+def test_pc1_strength_auto_records_the_calibration(beir_folder, tiny_llama_dir, tmp_path, capsys):
+    """--pc1-strength auto stores the chosen λ and its curve; the λ is the curve's best point,
+    and `calibrate` prints the same choice."""
+    output = tmp_path / "idx"
+    assert build(beir_folder, tiny_llama_dir, output, "--pc1-strength", "auto") == 0
+    projection = SparseIndex.load(output).manifest["projection"]
+    calibration = projection["calibration"]
+    best = max(point["hit_rate"] for point in calibration["curve"])
+    assert projection["pc1_strength"] == calibration["strength"]
+    assert any(point["strength"] == calibration["strength"] and point["hit_rate"] == best
+               for point in calibration["curve"])
+    capsys.readouterr()
+    assert main(["calibrate", str(beir_folder), "--model", str(tiny_llama_dir)]) == 0
+    chosen = [line for line in capsys.readouterr().out.splitlines() if "<- chosen" in line]
+    assert len(chosen) == 1 and float(chosen[0].split()[0]) == pytest.approx(
+        calibration["strength"], abs=1e-4)
+    assert main(["info", "--index", str(output)]) == 0
+    assert "pc1 calibrated" in capsys.readouterr().out
+
+
+def test_pc1_strength_rejects_words_other_than_auto(beir_folder, tiny_llama_dir, tmp_path,
+                                                   capsys):
+    with pytest.raises(SystemExit):
+        build(beir_folder, tiny_llama_dir, tmp_path / "idx", "--pc1-strength", "strong")
+    assert "expected a number or 'auto'" in capsys.readouterr().err

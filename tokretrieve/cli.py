@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from tokretrieve.alignment import calibrate_pc1_strength
 from tokretrieve.corpus import read_documents, read_queries
 from tokretrieve.dense import DenseIndex
 from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, Encoder
@@ -80,6 +81,26 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--query", action="store_true", help="encode the text as a query")
     explain.set_defaults(run=_run_explain)
 
+    calibrate = commands.add_parser(
+        "calibrate", help="choose the PC1 strength for a corpus (no relevance data needed)")
+    calibrate.add_argument("corpus", help="BEIR folder, JSONL/TSV file, or irds:<id>")
+    calibrate.add_argument("--model", default=DEFAULT_MODEL)
+    calibrate.add_argument("--method", help="embedding method (default: the model's)")
+    calibrate.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
+    calibrate.add_argument("--sample", type=int, default=300, help="texts sampled (default 300)")
+    calibrate.set_defaults(run=_run_calibrate)
+
+    analyze = commands.add_parser(
+        "analyze", help="report key-token alignment, the PC1 spectrum and the calibrated λ")
+    analyze.add_argument("--corpus", required=True, help="BEIR folder, JSONL/TSV, or irds:<id>")
+    analyze.add_argument("--model", default=DEFAULT_MODEL)
+    analyze.add_argument("--method", help="embedding method (default: the model's)")
+    analyze.add_argument("--backbone", help="the generative LLM the embedder was trained from")
+    analyze.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
+    analyze.add_argument("--sample", type=int, default=300, help="texts sampled (default 300)")
+    analyze.add_argument("--output", required=True, help="folder for report.md and its plots")
+    analyze.set_defaults(run=_run_analyze)
+
     info = commands.add_parser("info", help="describe an index")
     info.add_argument("--index", required=True)
     info.set_defaults(run=_run_info)
@@ -100,9 +121,10 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help="prompteol, sgpt, mean or last (default: the model's)")
     parser.add_argument("--k", type=int, default=DEFAULT_K,
                         help=f"key tokens kept per document (default {DEFAULT_K})")
-    parser.add_argument("--pc1-strength", type=float, default=None,
-                        help="move embeddings by this much along PC1 before projecting "
-                             f"(0 = off; default {DEFAULT_PC1_STRENGTH})")
+    parser.add_argument("--pc1-strength", type=_strength, default=None,
+                        help="move embeddings by this much along PC1 before projecting; 0 = off, "
+                             "'auto' = calibrate on the corpus (default "
+                             f"{DEFAULT_PC1_STRENGTH})")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default=DEFAULT_WEIGHTING,
                         help=f"how token weights derive from logits (default {DEFAULT_WEIGHTING})")
     parser.add_argument("--no-merge-variants", dest="merge_variants", action="store_false",
@@ -115,6 +137,15 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="non-UTF-8 bytes: stop with an error (strict) or replace them")
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild even if an index with the same settings exists")
+
+
+def _strength(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
@@ -152,7 +183,8 @@ def _same_settings(manifest: dict, args: argparse.Namespace, corpus: str,
             and (args.method is None or model["method"] == args.method)
             and model["max_length"] == args.max_length and projection["k"] == args.k
             and projection["weighting"] == args.weighting
-            and projection["pc1_strength"] == strength
+            and (projection["calibration"] is not None if strength == "auto"
+                 else projection["pc1_strength"] == strength)
             and projection["merge_variants"] == args.merge_variants)
 
 
@@ -214,6 +246,31 @@ def _run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_calibrate(args: argparse.Namespace) -> int:
+    texts = [text for _, text in read_documents(args.corpus)]
+    encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length)
+    calibration = calibrate_pc1_strength(encoder, texts, sample=args.sample, progress=True)
+    print(f"{'λ':>10}  {calibration.criterion}")
+    for strength, hit_rate in calibration.curve:
+        chosen = "  <- chosen" if strength == calibration.strength else ""
+        print(f"{strength:10.4f}  {hit_rate:.4f}{chosen}")
+    print(f"use: tokretrieve index {args.corpus} --model {args.model} "
+          f"--pc1-strength {calibration.strength:.4g}   (or --pc1-strength auto)")
+    return 0
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from tokretrieve.analysis import write_analysis_report  # matplotlib: only when asked
+
+    texts = [text for _, text in read_documents(args.corpus)]
+    encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length)
+    backbone = (Encoder.load(args.backbone, method=encoder.method.name,
+                             max_length=args.max_length) if args.backbone else None)
+    report = write_analysis_report(encoder, texts, args.output, backbone, sample=args.sample)
+    print(f"wrote {report}")
+    return 0
+
+
 def _run_info(args: argparse.Namespace) -> int:
     index = SparseIndex.load(args.index)
     manifest = index.manifest
@@ -232,6 +289,11 @@ def _run_info(args: argparse.Namespace) -> int:
                        f"merge_variants={projection['merge_variants']}"),
         ("bytes on disk", f"{folder_bytes(index.path):,}"),
     ]
+    calibration = projection["calibration"]
+    if calibration:
+        rows.insert(-1, ("pc1 calibrated", f"λ={calibration['strength']:.4g} by "
+                                           f"{calibration['criterion']} on "
+                                           f"{calibration['sample']} texts"))
     for key, value in rows:
         print(f"{key:>14}: {value}")
     return 0

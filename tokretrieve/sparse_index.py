@@ -23,6 +23,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from tokretrieve.alignment import Calibration, calibrate_pc1_strength
 from tokretrieve.checkpoint import checkpoint_path, encode_resumable
 from tokretrieve.corpus import check_unique
 from tokretrieve.encoder import Encoder, bag_tokens, token_text
@@ -77,13 +78,16 @@ class SparseIndex:
     @classmethod
     def build(cls, docs: Iterable[tuple[str, str]], encoder: Encoder,
               path: str | Path = "index/default", k: int = DEFAULT_K,
-              weighting: Weighting = DEFAULT_WEIGHTING, pc1_strength: float = DEFAULT_PC1_STRENGTH,
+              weighting: Weighting = DEFAULT_WEIGHTING,
+              pc1_strength: float | Literal["auto"] = DEFAULT_PC1_STRENGTH,
               merge_variants: bool = True, progress: bool = True,
               source: str = "") -> SparseIndex:
         """Encode `docs` ((id, text) pairs) and write the index to `path`, atomically.
 
         Encoding saves its progress in chunks beside `path`: rerunning an interrupted build
-        resumes where it stopped (see tokretrieve.checkpoint).
+        resumes where it stopped (see tokretrieve.checkpoint). `pc1_strength="auto"` picks λ by
+        the key-token alignment of a corpus sample (tokretrieve.alignment, no relevance data) and
+        records the choice and its curve in the manifest.
         """
         k = check_top_k(k)
         check_weighting(weighting)
@@ -91,11 +95,15 @@ class SparseIndex:
         if not records:
             raise TokretrieveError("no documents to index: the collection is empty")
         doc_ids = [doc_id for doc_id, _ in records]
+        texts = [text for _, text in records]
         checkpoint = checkpoint_path(Path(path))
-        embeddings = encode_resumable(encoder, doc_ids, [text for _, text in records],
-                                      checkpoint, progress)
+        embeddings = encode_resumable(encoder, doc_ids, texts, checkpoint, progress)
+        calibration = None
+        if pc1_strength == "auto":
+            calibration = calibrate_pc1_strength(encoder, texts, embeddings=embeddings)
+            pc1_strength = calibration.strength
         index = cls.from_embeddings(doc_ids, embeddings, encoder, path, k, weighting,
-                                    pc1_strength, merge_variants, source)
+                                    pc1_strength, merge_variants, source, calibration)
         shutil.rmtree(checkpoint, ignore_errors=True)
         return index
 
@@ -104,14 +112,18 @@ class SparseIndex:
                         path: str | Path | None = "index/default", k: int = DEFAULT_K,
                         weighting: Weighting = DEFAULT_WEIGHTING,
                         pc1_strength: float = DEFAULT_PC1_STRENGTH,
-                        merge_variants: bool = True, source: str = "") -> SparseIndex:
+                        merge_variants: bool = True, source: str = "",
+                        calibration: Calibration | None = None) -> SparseIndex:
         """Derive an index from dense embeddings already computed by `encoder`.
 
         Projection and top-k are a small matrix product, so every variant of k, weighting and
         PC1 strength comes from one encoding pass. With `path=None` nothing is written.
         `merge_variants` folds case and word-boundary variants of a token into one entry
-        (see tokretrieve.vocabulary), in documents and queries alike.
+        (see tokretrieve.vocabulary), in documents and queries alike. A `calibration` that chose
+        `pc1_strength` is recorded in the manifest.
         """
+        if isinstance(pc1_strength, str) or not np.isfinite(pc1_strength):
+            raise TokretrieveError(f"pc1_strength must be a finite number, got {pc1_strength!r}")
         k = check_top_k(k)
         check_weighting(weighting)
         embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -143,7 +155,8 @@ class SparseIndex:
             "vocab_size": encoder.model.vocab_size,
             "model": _model_record(encoder),
             "projection": {"k": k, "weighting": weighting, "pc1_strength": float(pc1_strength),
-                           "merge_variants": bool(merge_variants)},
+                           "merge_variants": bool(merge_variants),
+                           "calibration": calibration and calibration.manifest_record()},
         }
         postings = _token_major(bags)
         ids = np.array(doc_ids, dtype=str)
