@@ -8,7 +8,6 @@ empty bags, reported by the index build). Bytes that are not UTF-8 are an error 
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -63,15 +62,16 @@ def read_qrels(spec: str | Path, split: str = "test") -> dict[str, dict[str, int
     if not path.is_file():
         raise CorpusError(f"qrels file not found: {path}")
     qrels = {}
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
-                continue  # blank line or BEIR's "query-id corpus-id score" header
-            if len(row) == 4:  # TREC qrels: qid iteration docid grade
-                row = [row[0], row[2], row[3]]
-            if len(row) != 3 or not row[2].lstrip("-").isdigit():
-                raise CorpusError(f"{path}:{number}: expected 'query-id<TAB>doc-id<TAB>grade'")
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    for number, line in _lines(path, "strict"):
+        row = line.split()  # BEIR's tabs and TREC's spaces alike
+        if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
+            continue  # blank line or BEIR's "query-id corpus-id score" header
+        if len(row) == 4:  # TREC qrels: qid iteration docid grade
+            row = [row[0], row[2], row[3]]
+        if len(row) != 3 or not row[2].lstrip("-").isdigit():
+            raise CorpusError(f"{path}:{number}: expected 'query-id doc-id grade' (BEIR TSV) or "
+                              "'query-id iteration doc-id grade' (TREC)")
+        qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     return qrels
 
 
@@ -100,7 +100,9 @@ def _lines(path: Path, encoding_errors: str) -> Iterator[tuple[int, str]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                yield number, raw.decode("utf-8", errors=encoding_errors)
+                # utf-8-sig on line 1: a byte-order mark is not part of the first id.
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8",
+                                         errors=encoding_errors)
             except UnicodeDecodeError as error:
                 raise CorpusError(
                     f"{path}:{number}: bytes that are not UTF-8 at column {error.start + 1}; "

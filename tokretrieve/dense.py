@@ -23,7 +23,11 @@ class DenseIndex:
     """Exact cosine search (faiss.IndexFlatIP) over one model's document embeddings."""
 
     def __init__(self, doc_ids: np.ndarray, embeddings: np.ndarray, encoder: Encoder | None):
-        vectors = np.ascontiguousarray(embeddings, dtype=np.float32).copy()
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+        # Empty documents have zero vectors: no content, so they are never returned (as in the
+        # sparse index), rather than ranked at cosine 0 above documents with negative cosine.
+        self._rows = np.flatnonzero(np.any(vectors, axis=1))
+        vectors = vectors[self._rows]
         faiss.normalize_L2(vectors)
         self.doc_ids = doc_ids
         self.faiss_index = faiss.IndexFlatIP(vectors.shape[1])
@@ -71,10 +75,12 @@ class DenseIndex:
         k = check_top_k(k)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).copy()
         faiss.normalize_L2(vectors)
+        if len(self) == 0:
+            return [[] for _ in range(len(vectors))]
         scores, rows = self.faiss_index.search(vectors, min(k, len(self)))
         present = np.any(vectors, axis=1)
         return [
-            [Hit(str(self.doc_ids[r]), float(s), []) for s, r in zip(srow, rrow, strict=True)
-             if r >= 0] if present[q] else []
+            [Hit(str(self.doc_ids[self._rows[r]]), float(s), [])
+             for s, r in zip(srow, rrow, strict=True) if r >= 0] if present[q] else []
             for q, (srow, rrow) in enumerate(zip(scores, rows, strict=True))
         ]

@@ -49,6 +49,16 @@ class Encoder:
             for is_query in (False, True)
         }
         self._special_wrap = _special_wrap_ids(tokenizer)
+        positions = getattr(model.backbone.config, "max_position_embeddings", None)
+        if positions and max_length > positions:
+            raise TokretrieveError(f"max_length {max_length} exceeds the {positions} positions "
+                                   f"model '{model.name}' can take: use --max-length {positions} "
+                                   "or less")
+        overhead = len(self._special_wrap[0]) + len(self._special_wrap[1]) + max(
+            len(a) + len(b) for a, b in self._wrap_ids.values())
+        if max_length <= overhead:
+            raise TokretrieveError(f"max_length {max_length} leaves no room for text: the "
+                                   f"'{method.name}' prompt and special tokens take {overhead}")
         self._special_ids = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
 
     @classmethod
@@ -73,7 +83,7 @@ class Encoder:
         prefix, suffix = self._wrap_ids[is_query]
         head, tail = self._special_wrap
         overhead = len(prefix) + len(suffix) + len(head) + len(tail)
-        budget = max(self.max_length - overhead, 1)
+        budget = self.max_length - overhead
         texts = list(texts)
         if not texts:
             return []

@@ -229,7 +229,7 @@ def _dequantized_copy(gguf_path: Path) -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         os.replace(staging, target)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         if (target / "config.json").is_file():  # another process finished the same copy first
             return target
         raise ModelLoadError(f"could not de-quantize {gguf_path} into {target}: {error}") from error

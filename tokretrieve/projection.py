@@ -122,10 +122,13 @@ class KeyTokenProjector:
         take = min(k + 1, vocab) if weighting == "shifted" else min(k, vocab)
         values, ids = torch.topk(logits, take, dim=1)
         if weighting == "shifted":
-            if take > k:
-                values, ids = values[:, :k] - values[:, k:], ids[:, :k]
-            else:
-                values = values - values[:, -1:]
+            # The cut-off is the (k+1)-th *usable* logit; where fewer than k+1 tokens are usable
+            # (excluded tokens are -inf), the lowest usable logit, so that token weighs 0.
+            lowest_usable = logits.masked_fill(~torch.isfinite(logits), torch.inf).amin(
+                dim=1, keepdim=True)
+            cutoff = values[:, k:k + 1] if take > k else lowest_usable
+            cutoff = torch.where(torch.isfinite(cutoff), cutoff, lowest_usable)
+            values, ids = values[:, :k] - cutoff, ids[:, :k]
         elif weighting == "softmax":
             values = torch.exp(values - torch.logsumexp(logits, dim=1, keepdim=True))
         elif weighting == "log1p_relu":

@@ -42,6 +42,7 @@ from tokretrieve.search import Hit, Postings
 from tokretrieve.storage import (
     FORMAT_VERSION,
     atomic_directory,
+    check_replaceable,
     load_array,
     read_manifest,
     save_array,
@@ -52,6 +53,12 @@ from tokretrieve.vocabulary import variant_map
 FORMAT = "tokretrieve.sparse"
 DEFAULT_K = 128
 DEFAULT_PC1_STRENGTH = 0.0
+REQUIRED_KEYS = ("doc_count", "postings", "vocab_size", "model", "projection", "source",
+                 "empty_documents", "created")
+REQUIRED_SECTIONS = {
+    "model": ("name", "source", "content_hash", "method", "max_length", "hidden_size"),
+    "projection": ("k", "weighting", "pc1_strength", "merge_variants", "calibration"),
+}
 QueryMode = Literal["model", "tokens"]
 QUERY_MODES = ("model", "tokens")
 TokenWeighting = Literal["idf", "count"]
@@ -94,6 +101,7 @@ class SparseIndex:
         records = check_unique(_check_records(docs), source or "documents")
         if not records:
             raise TokretrieveError("no documents to index: the collection is empty")
+        check_replaceable(Path(path))  # refuse before minutes of encoding, not after
         doc_ids = [doc_id for doc_id, _ in records]
         texts = [text for _, text in records]
         checkpoint = checkpoint_path(Path(path))
@@ -182,7 +190,7 @@ class SparseIndex:
         """Open an index folder (memory-mapped by default). `encoder` serves `model` queries;
         without one, the index's own model is loaded on the first such query."""
         path = Path(path)
-        manifest = read_manifest(path, FORMAT)
+        manifest = read_manifest(path, FORMAT, REQUIRED_KEYS, REQUIRED_SECTIONS)
         if encoder is not None:
             _check_same_model(manifest, encoder, path)
         postings = Postings(
@@ -266,7 +274,8 @@ class SparseIndex:
         that every bag shares count for little."""
         encoder = self.encoder
         embeddings = encoder.embed(queries, is_query=True)
-        bags = merge_tokens(encoder.bags(embeddings, check_top_k(query_k or self.k),
+        query_k = self.k if query_k is None else check_top_k(query_k)
+        bags = merge_tokens(encoder.bags(embeddings, query_k,
                                          self.weighting, self.adjustment), self.token_map)
         return [self._weigh(bags.indices[bags.indptr[i]:bags.indptr[i + 1]].astype(np.int64),
                             bags.data[bags.indptr[i]:bags.indptr[i + 1]], token_weighting)
@@ -300,6 +309,7 @@ class SparseIndex:
     def search(self, query: str, k: int = 10, mode: QueryMode = "model",
                **bag_options) -> list[Hit]:
         """The k best documents for `query`, with the tokens that matched."""
+        check_top_k(k)
         return self.search_bag(*self.query_bag(query, mode, **bag_options), k=k)
 
     def batch_search(self, queries: Sequence[str], k: int = 10, mode: QueryMode = "model",
@@ -376,10 +386,11 @@ class SparseIndex:
                 is_query: bool = False) -> list[tuple[str, float]]:
         """The key tokens this index would store for `text` (same k, weighting and PC1)."""
         if is_query:
-            bag_ids, bag_weights = self.model_query_bags([text], k or self.k, "count")[0]
+            bag_ids, bag_weights = self.model_query_bags([text], k, "count")[0]
         else:
             encoder = self.encoder
-            bag = merge_tokens(encoder.bags(encoder.embed([text]), k or self.k, self.weighting,
+            bag = merge_tokens(encoder.bags(encoder.embed([text]),
+                                            self.k if k is None else k, self.weighting,
                                             self.adjustment), self.token_map)
             bag_ids, bag_weights = bag.indices, bag.data
         return bag_tokens(self.tokenizer, bag_ids, bag_weights)

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +33,11 @@ def previous_path(path: Path) -> Path:
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield an empty staging folder; on normal exit it replaces `path`, on error it vanishes."""
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    restore_interrupted_swap(path)
-    if path.exists() and not (path / MANIFEST).is_file() and (
-            not path.is_dir() or any(path.iterdir())):
-        raise IndexFormatError(f"refusing to write an index over {path}: it exists and is not "
-                               "a tokretrieve index; choose another path or remove it")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
+    _remove_abandoned_staging(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-{os.getpid()}-",
+                                    dir=path.parent))
     try:
         yield staging
         _fsync_tree(staging)
@@ -52,6 +50,35 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(backup, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse a target that exists and is not an index: replacing it would delete the user's
+    files. Also repairs a swap a crash interrupted, so the check sees the real state."""
+    restore_interrupted_swap(path)
+    if path.exists() and not (path / MANIFEST).is_file() and (
+            not path.is_dir() or any(path.iterdir())):
+        raise IndexFormatError(f"refusing to write an index over {path}: it exists and is not "
+                               "a tokretrieve index; choose another path or remove it")
+
+
+def _remove_abandoned_staging(path: Path) -> None:
+    """Delete staging folders of builds of `path` whose process is gone (killed mid-build);
+    those of a build still running are left alone."""
+    for staging in path.parent.glob(f".{path.name}.building-*"):
+        pid = staging.name.removeprefix(f".{path.name}.building-").split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def restore_interrupted_swap(path: Path) -> None:
@@ -78,8 +105,10 @@ def write_manifest(folder: Path, manifest: dict) -> None:
                                    encoding="utf-8")
 
 
-def read_manifest(folder: str | Path, kind: str) -> dict:
-    """Read and validate a manifest: the folder must hold an index of `kind` in our version."""
+def read_manifest(folder: str | Path, kind: str, required: Sequence[str] = (),
+                  required_sections: dict[str, Sequence[str]] | None = None) -> dict:
+    """Read and validate a manifest: the folder must hold an index of `kind` in our version,
+    with the `required` keys (and the keys `required_sections` lists inside sub-records)."""
     folder = Path(folder)
     restore_interrupted_swap(folder)
     file = folder / MANIFEST
@@ -97,6 +126,13 @@ def read_manifest(folder: str | Path, kind: str) -> dict:
         raise IndexFormatError(
             f"{folder} was written in format version {version}; this tokretrieve reads version "
             f"{FORMAT_VERSION}: rebuild the index with this version")
+    missing = [key for key in required if key not in manifest]
+    missing += [f"{section}.{key}" for section, keys in (required_sections or {}).items()
+                if isinstance(manifest.get(section), dict)
+                for key in keys if key not in manifest[section]]
+    if missing:
+        raise IndexFormatError(f"{file} lacks {', '.join(missing)}: the index is damaged or "
+                               "from an unreleased build; rebuild it")
     return manifest
 
 

@@ -1,0 +1,258 @@
+"""Bad input: every case ends in a tokretrieve error whose message names the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from refimpl import random_texts
+
+from tokretrieve import (
+    CorpusError,
+    EmptyQueryError,
+    Encoder,
+    ModelLoadError,
+    SparseIndex,
+    TokretrieveError,
+)
+from tokretrieve.corpus import read_documents, read_qrels, read_queries
+
+DOCS = [(f"d{i}", t) for i, t in enumerate(random_texts(10, seed=61, low=3, high=8))]
+
+
+@pytest.fixture
+def encoder(tiny_encoder):
+    return tiny_encoder("llama", "prompteol")
+
+
+@pytest.fixture(scope="module")
+def small_index(tiny_encoder, tmp_path_factory):
+    return SparseIndex.build(DOCS, tiny_encoder("llama", "prompteol"),
+                             tmp_path_factory.mktemp("errors") / "idx", k=6, progress=False)
+
+
+def write_lines(path, lines: list[bytes]):
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- corpus files
+def test_jsonl_reads_ids_titles_and_texts(tmp_path):
+    """A well-formed JSONL file: ids from any id field, title joined before text, blank lines
+    skipped, an empty text kept."""
+    file = write_lines(tmp_path / "c.jsonl", [
+        b'{"_id": "a", "title": "Wing", "text": "flutter at speed"}',
+        b"",
+        b'{"id": 7, "text": "heat"}',
+        b'{"doc_id": "e", "text": ""}',
+    ])
+    assert read_documents(file) == [("a", "Wing flutter at speed"), ("7", "heat"), ("e", "")]
+
+
+def test_non_utf8_bytes_name_the_line(tmp_path):
+    """Bytes that are not UTF-8 stop the read naming file and line; 'replace' reads them."""
+    file = write_lines(tmp_path / "c.jsonl", [
+        b'{"_id": "a", "text": "fine"}',
+        b'{"_id": "b", "text": "caf\xe9 latin-1"}',
+    ])
+    with pytest.raises(CorpusError, match=r"c\.jsonl:2: .*not UTF-8"):
+        read_documents(file)
+    records = read_documents(file, encoding_errors="replace")
+    assert records[1] == ("b", "caf\ufffd latin-1")
+
+
+def test_duplicate_ids_are_refused_and_named(tmp_path, encoder):
+    """Duplicate ids are refused in files and in build, listing the ids."""
+    file = write_lines(tmp_path / "c.jsonl", [
+        b'{"_id": "x1", "text": "a"}', b'{"_id": "x2", "text": "b"}',
+        b'{"_id": "x1", "text": "c"}', b'{"_id": "x2", "text": "d"}', b'{"_id": "x3", "text": "e"}',
+    ])
+    with pytest.raises(CorpusError, match="duplicate ids 'x1', 'x2'"):
+        read_documents(file)
+    with pytest.raises(CorpusError, match="duplicate ids 'd1'"):
+        SparseIndex.build([*DOCS, ("d1", "again")], encoder, tmp_path / "idx", progress=False)
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize("line,message", [
+    (b'{"text": "no id here"}', r"c\.jsonl:2: no id field"),
+    (b'{"_id": "  ", "text": "blank id"}', r"c\.jsonl:2: no id field"),
+    (b'{"_id": "b", "title": "only a title"}', r"c\.jsonl:2: no text field"),
+    (b'{"_id": "b", "text": 12}', r"c\.jsonl:2: 'text' and 'title' must be strings"),
+    (b'{"_id": "b", "text": "x"', r"c\.jsonl:2: malformed JSON"),
+    (b"not json at all", r"c\.jsonl:2: malformed JSON"),
+    (b'["b", "x"]', r"c\.jsonl:2: expected a JSON object, got list"),
+])
+def test_malformed_jsonl_names_line_and_problem(tmp_path, line, message):
+    """Each malformed record stops the read with the line number and what is wrong."""
+    file = write_lines(tmp_path / "c.jsonl", [b'{"_id": "a", "text": "ok"}', line,
+                                              b'{"_id": "c", "text": "ok"}'])
+    with pytest.raises(CorpusError, match=message):
+        read_documents(file)
+
+
+def test_tsv_and_beir_folder(tmp_path):
+    """TSV files read as id<TAB>text; a bad TSV line is named; a folder needs corpus.jsonl."""
+    tsv = tmp_path / "q.tsv"
+    tsv.write_text("q1\twing flutter\nq2\theat\twith tab\n", encoding="utf-8")
+    assert read_queries(tsv) == [("q1", "wing flutter"), ("q2", "heat\twith tab")]
+    tsv.write_text("q1\twing\njust-an-id\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"q\.tsv:2: expected 'id<TAB>text'"):
+        read_queries(tsv)
+    with pytest.raises(CorpusError, match=r"without corpus.jsonl"):
+        read_documents(tmp_path)
+    with pytest.raises(CorpusError, match="file not found"):
+        read_documents(tmp_path / "missing.jsonl")
+
+
+def test_tsv_with_byte_order_mark(tmp_path):
+    """A UTF-8 file starting with a BOM (as many Windows editors save it) reads the same ids,
+    or is refused; the first id is never silently changed."""
+    tsv = tmp_path / "q.tsv"
+    tsv.write_bytes("\ufeffq1\twing flutter\nq2\theat\n".encode())
+    try:
+        records = read_queries(tsv)
+    except CorpusError:
+        return
+    assert [doc_id for doc_id, _ in records] == ["q1", "q2"]
+
+
+def test_qrels_reading(tmp_path):
+    """BEIR qrels (header skipped) and TREC qrels; a malformed row names its line."""
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n1\t184\t3\n1\t29\t0\n2\t5\t1\n")
+    assert read_qrels(tmp_path) == {"1": {"184": 3, "29": 0}, "2": {"5": 1}}
+    trec = tmp_path / "run.qrels"
+    trec.write_text("1 0 184 2\n1 0 185 1\n")  # TREC qrels, space separated
+    assert read_qrels(trec) == {"1": {"184": 2, "185": 1}}
+    trec.write_text("1\t0\t184\t2\n")
+    assert read_qrels(trec) == {"1": {"184": 2}}
+    trec.write_text("1 0 184 2\n1 184 high\n")  # a malformed row names its line
+    with pytest.raises(CorpusError, match=r"run\.qrels:2: expected 'query-id doc-id grade'"):
+        read_qrels(trec)
+
+
+def test_records_must_be_id_text_pairs(encoder, tmp_path):
+    """build refuses records that are not (non-empty id, str text) pairs, naming them."""
+    with pytest.raises(TokretrieveError, match=r"document 1 is not an .id, text. pair"):
+        SparseIndex.build([("a", "x"), ("b",)], encoder, tmp_path / "i", progress=False)
+    with pytest.raises(TokretrieveError, match="document 0 has an empty or non-string id"):
+        SparseIndex.build([(" ", "x")], encoder, tmp_path / "i", progress=False)
+    with pytest.raises(TokretrieveError, match="document 'a' has a NoneType text"):
+        SparseIndex.build([("a", None)], encoder, tmp_path / "i", progress=False)
+    with pytest.raises(TokretrieveError, match="collection is empty"):
+        SparseIndex.build([], encoder, tmp_path / "i", progress=False)
+
+
+# ---------------------------------------------------------------------------- empty documents
+def test_empty_and_whitespace_texts_become_empty_bags(encoder, tmp_path):
+    """Empty and whitespace-only texts are indexed as empty bags: a warning names them, the
+    manifest counts them, they never match, and the other documents are unaffected."""
+    docs = [*DOCS[:4], ("blank", ""), ("spaces", "  \t \n "), *DOCS[4:]]
+    with pytest.warns(UserWarning, match="2 document.*empty.*'blank', 'spaces'"):
+        index = SparseIndex.build(docs, encoder, tmp_path / "idx", k=6, weighting="shifted",
+                                  pc1_strength=-1.0, progress=False)
+    assert index.manifest["empty_documents"] == 2
+    assert index.manifest["empty_document_ids"] == ["blank", "spaces"]
+    assert index.manifest["doc_count"] == len(docs)
+    docs_column = np.asarray(index.postings.docs)
+    assert 4 not in docs_column and 5 not in docs_column
+    assert not np.asarray(index.embeddings)[[4, 5]].any()
+    plain = SparseIndex.build(DOCS, encoder, tmp_path / "plain", k=6, weighting="shifted",
+                              pc1_strength=-1.0, progress=False)
+    for query in random_texts(3, seed=62):
+        with_blanks = index.search(query, k=20, token_weighting="count")
+        assert all(h.doc_id not in ("blank", "spaces") for h in with_blanks)
+        # PC1 is estimated without the empty rows, so every other bag is exactly the same
+        expected = plain.search(query, k=20, token_weighting="count")
+        assert [(h.doc_id, h.score) for h in with_blanks] == [(h.doc_id, h.score)
+                                                              for h in expected]
+
+
+# ---------------------------------------------------------------------------- models
+def test_unknown_model_name(tmp_path):
+    """Names that are no alias, folder, GGUF file or reachable hub id: ModelLoadError naming
+    the name (and the aliases)."""
+    with pytest.raises(ModelLoadError, match=r"could not load model 'no-such-model-xyz'.*minilm"):
+        Encoder.load("no-such-model-xyz")
+    with pytest.raises(ModelLoadError, match="model folder not found"):
+        Encoder.load(str(tmp_path / "missing-folder"))
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        Encoder.load(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelLoadError, match="model name is empty"):
+        Encoder.load("  ")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{broken")
+    with pytest.raises(ModelLoadError, match="could not load model"):
+        Encoder.load(str(tmp_path / "junk"))
+
+
+def test_unknown_method_and_bad_sizes(tiny_llama_dir):
+    """An unknown embedding method or a non-positive max_length is refused at load."""
+    with pytest.raises(TokretrieveError, match="unknown embedding method 'cls'"):
+        Encoder.load(str(tiny_llama_dir), method="cls")
+    with pytest.raises(TokretrieveError, match="must be positive"):
+        Encoder.load(str(tiny_llama_dir), max_length=0)
+
+
+# ---------------------------------------------------------------------------- k
+@pytest.mark.parametrize("k", [0, -3, 2.5, True, None])
+def test_bad_k_for_build_and_search(encoder, small_index, tmp_path, k):
+    """k must be a positive integer for build, search and batch_search."""
+    with pytest.raises(TokretrieveError, match="k must be a positive integer"):
+        SparseIndex.build(DOCS, encoder, tmp_path / "idx", k=k, progress=False)
+    assert not (tmp_path / "idx").exists()
+    for mode in ("model", "tokens"):
+        with pytest.raises(TokretrieveError, match="k must be a positive integer"):
+            small_index.search(DOCS[0][1], k=k, mode=mode)
+        with pytest.raises(TokretrieveError, match="k must be a positive integer"):
+            small_index.batch_search([DOCS[0][1]], k=k, mode=mode)
+    if k not in (0, None):
+        with pytest.raises(TokretrieveError, match="k must be a positive integer"):
+            small_index.search(DOCS[0][1], mode="model", query_k=k)
+
+
+def test_query_k_zero_is_refused(small_index):
+    """query_k=0 is refused like k=0, not taken as the index default."""
+    with pytest.raises(TokretrieveError, match="k must be a positive integer"):
+        small_index.search(DOCS[0][1], mode="model", query_k=0)
+
+
+# ---------------------------------------------------------------------------- queries
+@pytest.mark.parametrize("mode", ["model", "tokens"])
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_empty_query_raises(small_index, mode, query):
+    """An empty or whitespace-only query raises EmptyQueryError in both modes."""
+    with pytest.raises(EmptyQueryError, match="is empty"):
+        small_index.search(query, mode=mode)
+
+
+def test_query_of_unknown_tokens_raises_in_tokens_mode(small_index):
+    """Words outside the vocabulary tokenize to <unk> only: no usable token."""
+    with pytest.raises(EmptyQueryError, match="tokenizes to no usable token"):
+        small_index.search("zzyzx qwerty", mode="tokens")
+
+
+def test_unknown_query_mode_and_token_weighting(small_index):
+    """Unknown query modes and token weightings are refused, naming the bad value."""
+    with pytest.raises(TokretrieveError, match="unknown query mode 'dense'"):
+        small_index.search("wing", mode="dense")
+    with pytest.raises(TokretrieveError, match="unknown token weighting 'bm25'"):
+        small_index.search("wing", mode="tokens", token_weighting="bm25")
+
+
+@pytest.mark.parametrize("mode", ["model", "tokens"])
+def test_batch_search_gives_empty_results_for_empty_queries(small_index, mode):
+    """batch_search does not fail the batch: empty (or, in tokens mode, unusable) queries get
+    [] and one warning counts them; the others get their normal hits."""
+    df = np.diff(np.asarray(small_index.postings.indptr))
+    good = (DOCS[2][1] if mode == "model"
+            else small_index.tokenizer.convert_ids_to_tokens(int(np.argmax(df))))
+    queries = ["", good, "   ", "zzyzx"] if mode == "tokens" else ["", good, "   "]
+    with pytest.warns(UserWarning, match=f"{len(queries) - 1} query"):
+        batch = small_index.batch_search(queries, k=5, mode=mode)
+    assert batch[0] == [] and batch[2] == []
+    if mode == "tokens":
+        assert batch[3] == []
+    expected = small_index.search(good, k=5, mode=mode)
+    assert expected and [h.doc_id for h in batch[1]] == [h.doc_id for h in expected]
