@@ -19,9 +19,9 @@ from tokretrieve.dense import DenseIndex
 from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.models import ALIASES, DEFAULT_MODEL
-from tokretrieve.projection import DEFAULT_WEIGHTING, WEIGHTINGS, check_top_k
+from tokretrieve.projection import WEIGHTINGS, check_top_k
 from tokretrieve.search import Hit
-from tokretrieve.sparse_index import DEFAULT_K, DEFAULT_PC1_STRENGTH, QUERY_MODES, SparseIndex
+from tokretrieve.sparse_index import DEFAULT_K, QUERY_MODES, SparseIndex
 from tokretrieve.storage import folder_bytes
 from tokretrieve.trec import write_run
 
@@ -123,12 +123,12 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help=f"key tokens kept per document (default {DEFAULT_K})")
     parser.add_argument("--pc1-strength", type=_strength, default=None,
                         help="move embeddings by this much along PC1 before projecting; 0 = off, "
-                             "'auto' = calibrate on the corpus (default "
-                             f"{DEFAULT_PC1_STRENGTH})")
-    parser.add_argument("--weighting", choices=WEIGHTINGS, default=DEFAULT_WEIGHTING,
-                        help=f"how token weights derive from logits (default {DEFAULT_WEIGHTING})")
-    parser.add_argument("--no-merge-variants", dest="merge_variants", action="store_false",
-                        help="keep case and word-boundary variants of a token apart")
+                             "'auto' = calibrate on the corpus (default: the model's measured "
+                             "multiple of the mean embedding norm, else auto)")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default=None,
+                        help="how token weights derive from logits (default: the model's)")
+    parser.add_argument("--merge-variants", action="store_true",
+                        help="fold case and word-boundary variants of a token into one")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")
@@ -151,7 +151,7 @@ def _strength(value: str) -> float | str:
 def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
     """Build the index, or reuse the one at `output` when it was built with the same settings."""
     check_top_k(args.k)  # fail before minutes of model loading, not after
-    strength = DEFAULT_PC1_STRENGTH if args.pc1_strength is None else args.pc1_strength
+    strength = args.pc1_strength
     if not args.rebuild and (output / "manifest.json").is_file():
         try:
             existing = SparseIndex.load(output)
@@ -177,14 +177,14 @@ def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
 
 
 def _same_settings(manifest: dict, args: argparse.Namespace, corpus: str,
-                   strength: float) -> bool:
+                   strength: float | str | None) -> bool:
     model, projection = manifest["model"], manifest["projection"]
     return (manifest.get("source") == corpus and model["name"] == args.model
             and (args.method is None or model["method"] == args.method)
             and model["max_length"] == args.max_length and projection["k"] == args.k
-            and projection["weighting"] == args.weighting
+            and args.weighting in (None, projection["weighting"])
             and (projection["calibration"] is not None if strength == "auto"
-                 else projection["pc1_strength"] == strength)
+                 else strength in (None, projection["pc1_strength"]))
             and projection["merge_variants"] == args.merge_variants)
 
 

@@ -18,12 +18,7 @@ from tqdm.auto import tqdm
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.models import DEFAULT_MODEL, LoadedModel, load_model
 from tokretrieve.pooling import EmbeddingMethod, get_method
-from tokretrieve.projection import (
-    DEFAULT_WEIGHTING,
-    KeyTokenProjector,
-    PC1Adjustment,
-    Weighting,
-)
+from tokretrieve.projection import KeyTokenProjector, PC1Adjustment, Weighting
 
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_BATCH_SIZE = 32
@@ -117,9 +112,11 @@ class Encoder:
             bar.close()
         return out
 
-    def bags(self, embeddings: np.ndarray, k: int, weighting: Weighting = DEFAULT_WEIGHTING,
+    def bags(self, embeddings: np.ndarray, k: int, weighting: Weighting | None = None,
              adjustment: PC1Adjustment | None = None) -> sp.csr_matrix:
-        """Key-token bags (texts x vocab CSR) of embeddings; zero embeddings give empty bags."""
+        """Key-token bags (texts x vocab CSR) of embeddings; zero embeddings give empty bags.
+        `weighting` defaults to the model's (see models.ALIASES)."""
+        weighting = weighting or self.model.default_weighting
         projector = self.projector(adjustment)
         rows = []
         with torch.inference_mode():
@@ -134,7 +131,7 @@ class Encoder:
             matrix.eliminate_zeros()
         return matrix.tocsr()
 
-    def key_tokens(self, text: str, k: int = 10, weighting: Weighting = DEFAULT_WEIGHTING,
+    def key_tokens(self, text: str, k: int = 10, weighting: Weighting | None = None,
                    adjustment: PC1Adjustment | None = None,
                    is_query: bool = False) -> list[tuple[str, float]]:
         """The text's key tokens: its top-k vocabulary entries with their weights, best first."""

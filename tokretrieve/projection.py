@@ -20,8 +20,6 @@ from tokretrieve.errors import TokretrieveError
 
 Weighting = Literal["shifted", "softmax", "log1p_relu", "logit"]
 WEIGHTINGS: tuple[str, ...] = ("shifted", "softmax", "log1p_relu", "logit")
-# Softmax beat the other weightings on Cranfield (README, "Choosing defaults").
-DEFAULT_WEIGHTING: Weighting = "softmax"
 
 
 def first_principal_direction(embeddings: np.ndarray, max_sample: int = 10_000,
@@ -113,7 +111,7 @@ class KeyTokenProjector:
         return logits
 
     def bags(self, embeddings: torch.Tensor, k: int,
-             weighting: Weighting = DEFAULT_WEIGHTING) -> sp.csr_matrix:
+             weighting: Weighting) -> sp.csr_matrix:
         """Top-k positive-weight tokens of each embedding, as a (texts x vocab) CSR matrix."""
         k = check_top_k(k)
         check_weighting(weighting)

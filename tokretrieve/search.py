@@ -52,16 +52,21 @@ class Postings:
         return scores
 
     def contributions(self, token_ids: np.ndarray, token_weights: np.ndarray,
-                      doc: int) -> list[tuple[int, float]]:
-        """(token, query weight x document weight) for the query tokens found in `doc`."""
-        found = []
-        for token, weight in zip(token_ids.tolist(), token_weights.tolist(), strict=True):
+                      docs: np.ndarray) -> np.ndarray:
+        """(docs x query tokens) float32 matrix of query weight x document weight, 0 where the
+        document lacks the token: one binary search per token for all `docs` at once."""
+        docs = np.asarray(docs, dtype=np.int64)
+        out = np.zeros((len(docs), len(token_ids)), dtype=np.float32)
+        for column, (token, weight) in enumerate(zip(token_ids.tolist(), token_weights.tolist(),
+                                                     strict=True)):
             start, end = int(self.indptr[token]), int(self.indptr[token + 1])
-            at = start + int(np.searchsorted(self.docs[start:end], doc))
-            if at < end and self.docs[at] == doc:
-                found.append((token, float(np.float32(weight) * self.weights[at])))
-        found.sort(key=lambda pair: -pair[1])
-        return found
+            if start == end:
+                continue
+            posting_docs = self.docs[start:end]
+            at = np.minimum(np.searchsorted(posting_docs, docs), end - start - 1)
+            found = posting_docs[at] == docs
+            out[found, column] = np.float32(weight) * self.weights[start + at[found]]
+        return out
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,6 @@ from tokretrieve.errors import EmptyQueryError, IndexFormatError, TokretrieveErr
 from tokretrieve.kernels import batch_top_k
 from tokretrieve.models import load_tokenizer
 from tokretrieve.projection import (
-    DEFAULT_WEIGHTING,
     PC1Adjustment,
     Weighting,
     check_top_k,
@@ -51,8 +50,9 @@ from tokretrieve.storage import (
 from tokretrieve.vocabulary import variant_map
 
 FORMAT = "tokretrieve.sparse"
-DEFAULT_K = 128
-DEFAULT_PC1_STRENGTH = 0.0
+# k = 512 gave the best nDCG@10 of every k tried (8..512) for both offline models on Cranfield,
+# in both query modes (bench/README.md); --k 128 quarters the index for about -0.03 nDCG@10.
+DEFAULT_K = 512
 REQUIRED_KEYS = ("doc_count", "postings", "vocab_size", "model", "projection", "source",
                  "empty_documents", "created")
 REQUIRED_SECTIONS = {
@@ -80,24 +80,28 @@ class SparseIndex:
         self._encoder = encoder
         self._tokenizer = None
         self._idf: np.ndarray | None = None
+        self._token_texts: dict[int, str] = {}
 
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, docs: Iterable[tuple[str, str]], encoder: Encoder,
               path: str | Path = "index/default", k: int = DEFAULT_K,
-              weighting: Weighting = DEFAULT_WEIGHTING,
-              pc1_strength: float | Literal["auto"] = DEFAULT_PC1_STRENGTH,
-              merge_variants: bool = True, progress: bool = True,
+              weighting: Weighting | None = None,
+              pc1_strength: float | Literal["auto"] | None = None,
+              merge_variants: bool = False, progress: bool = True,
               source: str = "") -> SparseIndex:
         """Encode `docs` ((id, text) pairs) and write the index to `path`, atomically.
 
         Encoding saves its progress in chunks beside `path`: rerunning an interrupted build
         resumes where it stopped (see tokretrieve.checkpoint). `pc1_strength="auto"` picks λ by
         the key-token alignment of a corpus sample (tokretrieve.alignment, no relevance data) and
-        records the choice and its curve in the manifest.
+        records the choice and its curve in the manifest. `weighting=None` and
+        `pc1_strength=None` take the model's measured defaults (models.ALIASES); a model without
+        them gets its family's weighting and a calibrated λ.
         """
         k = check_top_k(k)
-        check_weighting(weighting)
+        check_weighting(weighting or encoder.model.default_weighting)
+        asked_auto = pc1_strength == "auto"
         records = check_unique(_check_records(docs), source or "documents")
         if not records:
             raise TokretrieveError("no documents to index: the collection is empty")
@@ -107,9 +111,16 @@ class SparseIndex:
         checkpoint = checkpoint_path(Path(path))
         embeddings = encode_resumable(encoder, doc_ids, texts, checkpoint, progress)
         calibration = None
-        if pc1_strength == "auto":
-            calibration = calibrate_pc1_strength(encoder, texts, embeddings=embeddings)
-            pc1_strength = calibration.strength
+        if asked_auto or (pc1_strength is None and encoder.model.default_pc1_relative is None):
+            try:
+                calibration = calibrate_pc1_strength(encoder, texts, embeddings=embeddings)
+                pc1_strength = calibration.strength
+            except TokretrieveError as error:
+                if asked_auto:
+                    raise
+                warnings.warn(f"PC1 strength left at 0: calibration impossible ({error})",
+                              stacklevel=2)
+                pc1_strength = 0.0
         index = cls.from_embeddings(doc_ids, embeddings, encoder, path, k, weighting,
                                     pc1_strength, merge_variants, source, calibration)
         shutil.rmtree(checkpoint, ignore_errors=True)
@@ -118,9 +129,9 @@ class SparseIndex:
     @classmethod
     def from_embeddings(cls, doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
                         path: str | Path | None = "index/default", k: int = DEFAULT_K,
-                        weighting: Weighting = DEFAULT_WEIGHTING,
-                        pc1_strength: float = DEFAULT_PC1_STRENGTH,
-                        merge_variants: bool = True, source: str = "",
+                        weighting: Weighting | None = None,
+                        pc1_strength: float | None = None,
+                        merge_variants: bool = False, source: str = "",
                         calibration: Calibration | None = None) -> SparseIndex:
         """Derive an index from dense embeddings already computed by `encoder`.
 
@@ -128,18 +139,24 @@ class SparseIndex:
         PC1 strength comes from one encoding pass. With `path=None` nothing is written.
         `merge_variants` folds case and word-boundary variants of a token into one entry
         (see tokretrieve.vocabulary), in documents and queries alike. A `calibration` that chose
-        `pc1_strength` is recorded in the manifest.
+        `pc1_strength` is recorded in the manifest. `pc1_strength=None` is the model's default
+        multiple of the mean embedding norm (0 where it has none).
         """
-        if isinstance(pc1_strength, str) or not np.isfinite(pc1_strength):
-            raise TokretrieveError(f"pc1_strength must be a finite number, got {pc1_strength!r}")
         k = check_top_k(k)
-        check_weighting(weighting)
+        weighting = check_weighting(weighting or encoder.model.default_weighting)
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.shape != (len(doc_ids), encoder.model.hidden_size):
             raise TokretrieveError(
                 f"embeddings have shape {embeddings.shape}, expected "
                 f"({len(doc_ids)}, {encoder.model.hidden_size}) for these documents and model")
         present = np.any(embeddings, axis=1)
+        relative = encoder.model.default_pc1_relative
+        if pc1_strength is None:
+            mean_norm = float(np.linalg.norm(embeddings[present], axis=1).mean()
+                              if present.any() else 0.0)
+            pc1_strength = (relative or 0.0) * mean_norm
+        if isinstance(pc1_strength, str) or not np.isfinite(pc1_strength):
+            raise TokretrieveError(f"pc1_strength must be a finite number, got {pc1_strength!r}")
         direction = (first_principal_direction(embeddings[present]) if present.any()
                      else np.zeros(embeddings.shape[1], dtype=np.float32))
         adjustment = PC1Adjustment(direction, float(pc1_strength))
@@ -374,13 +391,22 @@ class SparseIndex:
 
     def _hits(self, token_ids: np.ndarray, weights: np.ndarray, docs: np.ndarray,
               scores: np.ndarray) -> list[Hit]:
-        tokenizer = self.tokenizer
-        return [
-            Hit(str(self.doc_ids[doc]), float(score),
-                [(token_text(tokenizer, token), contribution) for token, contribution
-                 in self.postings.contributions(token_ids, weights, int(doc))])
-            for doc, score in zip(docs.tolist(), scores.tolist(), strict=True)
-        ]
+        contributions = self.postings.contributions(token_ids, weights, docs)
+        hits = []
+        for row, (doc, score) in enumerate(zip(docs.tolist(), scores.tolist(), strict=True)):
+            columns = np.flatnonzero(contributions[row])
+            columns = columns[np.argsort(-contributions[row, columns], kind="stable")]
+            hits.append(Hit(str(self.doc_ids[doc]), float(score),
+                            [(self._token_text(int(token_ids[c])), float(contributions[row, c]))
+                             for c in columns]))
+        return hits
+
+    def _token_text(self, token_id: int) -> str:
+        """Decoded token, cached: decoding is the slow part of listing matched tokens."""
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = token_text(self.tokenizer, token_id)
+        return text
 
     def explain(self, text: str, k: int | None = None,
                 is_query: bool = False) -> list[tuple[str, float]]:
