@@ -1,0 +1,61 @@
+"""Index bytes on disk, measured by saving each index to a temporary folder.
+
+Counting bytes in memory would miss each format's real overheads (headers, vocabularies, id
+arrays), so every index is written by its own library and the files are summed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from bench.systems import BM25System, DenseSystem, SparseConfig
+from tokretrieve import Encoder, SparseIndex
+from tokretrieve.storage import folder_bytes
+
+POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_weights.npy")
+
+
+def sparse_bytes(encoder: Encoder, doc_ids: Sequence[str], doc_embeddings: np.ndarray,
+                 config: SparseConfig) -> dict[str, int]:
+    """A tokretrieve index folder, split into what sparse search needs (postings, doc ids,
+    tokenizer) and what it carries for the dense baseline and re-derivation (embeddings)."""
+    with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
+        folder = Path(tmp) / "index"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # empty documents: already reported by the run
+            SparseIndex.from_embeddings(list(doc_ids), doc_embeddings, encoder, path=folder,
+                                        **config.index_options())
+        size = {f.name: f.stat().st_size for f in folder.iterdir() if f.is_file()}
+        postings = sum(size.get(name, 0) for name in POSTINGS_FILES)
+        return {
+            "postings": postings,
+            "doc_ids": size.get("doc_ids.npy", 0),
+            "embeddings": size.get("embeddings.npy", 0),
+            "tokenizer": folder_bytes(folder / "tokenizer"),
+            "search_total": postings + size.get("doc_ids.npy", 0)
+            + folder_bytes(folder / "tokenizer"),
+            "folder_total": folder_bytes(folder),
+        }
+
+
+def dense_bytes(dense: DenseSystem) -> dict[str, int]:
+    """The FAISS flat index (float32 vectors) plus the doc-id array it needs beside it."""
+    with tempfile.TemporaryDirectory(prefix="bench-dense-") as tmp:
+        faiss.write_index(dense.index.faiss_index, str(Path(tmp) / "dense.faiss"))
+        np.save(Path(tmp) / "doc_ids.npy", np.asarray(dense.index.doc_ids))
+        vectors = (Path(tmp) / "dense.faiss").stat().st_size
+        return {"vectors": vectors, "search_total": folder_bytes(Path(tmp))}
+
+
+def bm25_bytes(bm25: BM25System) -> dict[str, int]:
+    """bm25s's saved index (CSC score matrix, vocabulary, parameters), without the corpus."""
+    with tempfile.TemporaryDirectory(prefix="bench-bm25-") as tmp:
+        bm25.retriever.save(tmp, show_progress=False)
+        np.save(Path(tmp) / "doc_ids.npy", np.asarray(bm25.doc_ids, dtype=str))
+        return {"search_total": folder_bytes(Path(tmp))}
