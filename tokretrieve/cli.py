@@ -16,7 +16,7 @@ from pathlib import Path
 from tokretrieve.alignment import calibrate_pc1_strength
 from tokretrieve.corpus import read_documents, read_queries
 from tokretrieve.dense import DenseIndex
-from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, Encoder
+from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DTYPES, Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.models import ALIASES, DEFAULT_MODEL
 from tokretrieve.projection import WEIGHTINGS, check_top_k
@@ -133,6 +133,8 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="model weights' precision (bfloat16 where the hardware has it)")
     parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                         help="non-UTF-8 bytes: stop with an error (strict) or replace them")
     parser.add_argument("--rebuild", action="store_true",
@@ -164,7 +166,7 @@ def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
     docs = read_documents(corpus, encoding_errors=args.encoding_errors)
     print(f"read {len(docs)} documents from {corpus}")
     encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, dtype=args.dtype)
     index = SparseIndex.build(docs, encoder, output, k=args.k, weighting=args.weighting,
                               pc1_strength=strength, merge_variants=args.merge_variants,
                               source=corpus)

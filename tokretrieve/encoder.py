@@ -21,6 +21,7 @@ from tokretrieve.pooling import EmbeddingMethod, get_method
 from tokretrieve.projection import KeyTokenProjector, PC1Adjustment, Weighting
 
 DEFAULT_MAX_LENGTH = 256
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -33,6 +34,7 @@ class Encoder:
             raise TokretrieveError(
                 f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
         self.model = model
+        self.dtype = str(model.projection_weight.dtype).removeprefix("torch.")
         self.method = method
         self.max_length = max_length
         self.batch_size = batch_size
@@ -59,9 +61,15 @@ class Encoder:
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, method: str | None = None,
              max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE,
-             device: str | None = None) -> Encoder:
-        """Load a model by alias, folder, GGUF file or hub id with its trained embedding method."""
-        loaded = load_model(model, device=device)
+             device: str | None = None, dtype: str = "float32") -> Encoder:
+        """Load a model by alias, folder, GGUF file or hub id with its trained embedding method.
+
+        `dtype="bfloat16"` halves memory and speeds up the forward pass where the hardware has
+        bf16 matrix units (recent GPUs and CPUs); embeddings and logits stay float32.
+        """
+        if dtype not in DTYPES:
+            raise TokretrieveError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+        loaded = load_model(model, device=device, dtype=DTYPES[dtype])
         return cls(loaded, get_method(method or loaded.default_method), max_length, batch_size)
 
     @property

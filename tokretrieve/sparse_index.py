@@ -248,7 +248,8 @@ class SparseIndex:
         if self._encoder is None:
             record = self.manifest["model"]
             encoder = Encoder.load(record["name"], method=record["method"],
-                                   max_length=record["max_length"])
+                                   max_length=record["max_length"],
+                                   dtype=record.get("dtype", "float32"))
             _check_same_model(self.manifest, encoder, self.path)
             self._encoder = encoder
         return self._encoder
@@ -459,6 +460,7 @@ def _model_record(encoder: Encoder) -> dict:
         "method": encoder.method.name,
         "max_length": encoder.max_length,
         "hidden_size": model.hidden_size,
+        "dtype": encoder.dtype,
     }
 
 
