@@ -62,4 +62,5 @@ def model_record(model: str, encoder: Encoder) -> dict:
         "hidden_size": loaded.hidden_size,
         "vocab_size": loaded.vocab_size,
         "device": str(loaded.device),
+        "dtype": str(loaded.projection_weight.dtype).removeprefix("torch."),
     }

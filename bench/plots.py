@@ -70,6 +70,8 @@ def lever_panels(rows_by_lever: dict[str, list[dict]], title: str, path: Path,
         size.plot(xs, [rows[i]["postings"] for i in order], "s:", color="tab:gray", alpha=0.7,
                   label="postings")
         size.set_ylabel("postings", color="tab:gray", fontsize=8)
+        size.set_ylim(0, max(max(row["postings"] for row in rows), 1) * 1.08)
+        size.ticklabel_format(axis="y", style="sci", scilimits=(0, 0), useOffset=False)
         size.tick_params(axis="y", labelsize=7, colors="tab:gray")
     lines, names = axes[0][0].get_legend_handles_labels()
     fig.legend(lines, names, loc="lower center", ncol=min(len(names), 6), fontsize=8)

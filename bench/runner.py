@@ -103,7 +103,7 @@ def run_dataset(spec: str, options: Options) -> tuple[Path, dict]:
         results["peak_rss_mb"] = peak_rss_mb()
     results["load_average_end"] = _load_average()
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    results["figures"] = _figures(results, folder)
+    results["figures"] = draw_figures(results, folder)
     write_report(results, folder)
     return folder, results
 
@@ -391,7 +391,7 @@ def _tag(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_")
 
 
-def _figures(results: dict, folder: Path) -> list[str]:
+def draw_figures(results: dict, folder: Path) -> list[str]:
     """Draw every figure into the run folder; return their names for the report."""
     figures = []
     by_model = {model: {name: record["systems"][name] for name in ordered(record["systems"])}
