@@ -357,3 +357,14 @@ def test_dense_index_never_returns_empty_documents():
     assert [h.doc_id for h in hits] == ["b", "a"]
     np.testing.assert_allclose([h.score for h in hits], [-0.5 / np.sqrt(1.25), -1 / np.sqrt(1.25)],
                                rtol=1e-6)
+
+
+def test_ranking_only_search_returns_the_same_ranking(built):
+    """matched=False gives the same documents and scores, with empty matched-token lists."""
+    index, _, _ = built
+    with_tokens = index.batch_search(MODEL_QUERIES, k=7, mode="model")
+    ranking_only = index.batch_search(MODEL_QUERIES, k=7, mode="model", matched=False)
+    assert [[(h.doc_id, h.score) for h in hits] for hits in with_tokens] == \
+        [[(h.doc_id, h.score) for h in hits] for hits in ranking_only]
+    assert all(h.matched == [] for hits in ranking_only for h in hits)
+    assert any(h.matched for hits in with_tokens for h in hits)

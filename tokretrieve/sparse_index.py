@@ -331,10 +331,12 @@ class SparseIndex:
         return self.search_bag(*self.query_bag(query, mode, **bag_options), k=k)
 
     def batch_search(self, queries: Sequence[str], k: int = 10, mode: QueryMode = "model",
-                     query_k: int | None = None, token_weighting: TokenWeighting = "idf"
-                     ) -> list[list[Hit]]:
+                     query_k: int | None = None, token_weighting: TokenWeighting = "idf",
+                     matched: bool = True) -> list[list[Hit]]:
         """Search many queries; model-mode queries are encoded in batches. A query that is
         empty or tokenizes to nothing gets no hits (and a warning) rather than failing the batch.
+        `matched=False` leaves each hit's matched-token list empty: listing them costs several
+        times the scoring itself, for callers that only rank (evaluation, run files).
         """
         check_top_k(k)
         if mode == "model":
@@ -349,7 +351,7 @@ class SparseIndex:
         if len(bags) < len(queries):
             warnings.warn(f"{len(queries) - len(bags)} query(ies) were empty or tokenized to "
                           "nothing and got no hits", stacklevel=2)
-        ranked = iter(self.search_bags([bags[i] for i in sorted(bags)], k=k))
+        ranked = iter(self.search_bags([bags[i] for i in sorted(bags)], k=k, matched=matched))
         return [next(ranked) if i in bags else [] for i in range(len(queries))]
 
     def search_bag(self, token_ids: np.ndarray, weights: np.ndarray, k: int = 10) -> list[Hit]:
@@ -357,10 +359,11 @@ class SparseIndex:
         return self.search_bags([(token_ids, weights)], k)[0]
 
     def search_bags(self, bags: Sequence[tuple[np.ndarray, np.ndarray]],
-                    k: int = 10) -> list[list[Hit]]:
+                    k: int = 10, matched: bool = True) -> list[list[Hit]]:
         """Exact top-k for many query bags at once, scored in parallel by the compiled kernel.
 
-        Tokens with a non-positive weight are ignored: they cannot raise a score.
+        Tokens with a non-positive weight are ignored: they cannot raise a score. With
+        `matched=False` the hits carry no matched-token lists (ranking only, much faster).
         """
         k = check_top_k(k)
         cleaned = [self._clean_bag(ids, weights) for ids, weights in bags]
@@ -375,6 +378,10 @@ class SparseIndex:
                                            postings.n_docs, query_indptr, query_tokens,
                                            query_weights, min(k, max(postings.n_docs, 1)),
                                            numba.get_num_threads())
+        if not matched:
+            return [[Hit(str(self.doc_ids[doc]), float(score), []) for doc, score
+                     in zip(docs[q, :counts[q]].tolist(), scores[q, :counts[q]].tolist(),
+                            strict=True)] for q in range(len(cleaned))]
         return [self._hits(ids, weights, docs[q, :counts[q]], scores[q, :counts[q]])
                 for q, (ids, weights) in enumerate(cleaned)]
 
