@@ -236,8 +236,8 @@ def _print_hits(qid: str, text: str, hits: list[Hit]) -> None:
     if not hits:
         print("  (no document shares a token with this query)")
     for rank, hit in enumerate(hits, start=1):
-        matched = ", ".join(f"{token} {weight:.3f}" for token, weight in hit.matched[:6])
-        print(f"  {rank:>3}  {hit.doc_id:<12} {hit.score:8.4f}  {matched}")
+        matched = ", ".join(f"{token} {weight:.3g}" for token, weight in hit.matched[:6])
+        print(f"  {rank:>3}  {hit.doc_id:<12} {hit.score:10.4g}  {matched}")
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -246,7 +246,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     else:
         tokens = Encoder.load(args.model).key_tokens(args.text, k=args.k, is_query=args.query)
     for token, weight in tokens:
-        print(f"{weight:10.4f}  {token}")
+        print(f"{weight:10.4g}  {token}")
     return 0
 
 
@@ -320,8 +320,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         for mode in QUERY_MODES:
             print(f"--- mode {mode}")
             for rank, hit in enumerate(index.search(text, k=3, mode=mode), start=1):
-                matched = ", ".join(f"{t} {w:.3f}" for t, w in hit.matched[:6])
-                print(f"  {rank}. doc {hit.doc_id:<6} score {hit.score:.4f}  matched: {matched}")
+                matched = ", ".join(f"{t} {w:.3g}" for t, w in hit.matched[:6])
+                print(f"  {rank}. doc {hit.doc_id:<6} score {hit.score:.4g}  matched: {matched}")
     return 0
 
 
