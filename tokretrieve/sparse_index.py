@@ -454,8 +454,10 @@ def _token_major(bags: sp.csr_matrix) -> Postings:
     """Doc-major bags to token-major postings, doc ids ascending within each token."""
     csc = bags.tocsc()
     csc.sort_indices()
-    return Postings(csc.indptr.astype(np.int64), csc.indices.astype(np.int32),
-                    csc.data.astype(np.float32), bags.shape[0])
+    # copy=False: at a million documents these arrays are gigabytes, and usually already typed.
+    return Postings(csc.indptr.astype(np.int64, copy=False),
+                    csc.indices.astype(np.int32, copy=False),
+                    csc.data.astype(np.float32, copy=False), bags.shape[0])
 
 
 def _model_record(encoder: Encoder) -> dict:
