@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from tokretrieve.kernels import batch_top_k
+from tokretrieve.kernels import batch_top_k, heap_drain, heap_offer
 from tokretrieve.search import Postings
 
 
@@ -137,30 +137,6 @@ def prototype_top_k(variant: str, postings: Postings, batch: QueryBatch, k: int,
 
 
 @numba.njit(nogil=True, cache=True)
-def _better(score_a, doc_a, score_b, doc_b):  # pragma: no cover - compiled
-    return score_a > score_b or (score_a == score_b and doc_a < doc_b)
-
-
-@numba.njit(nogil=True, cache=True)
-def _sift_down(heap_scores, heap_docs, size, at):  # pragma: no cover - compiled
-    while True:
-        left = 2 * at + 1
-        if left >= size:
-            return
-        worst = left
-        right = left + 1
-        if right < size and _better(heap_scores[worst], heap_docs[worst],
-                                    heap_scores[right], heap_docs[right]):
-            worst = right
-        if _better(heap_scores[at], heap_docs[at], heap_scores[worst], heap_docs[worst]):
-            heap_scores[at], heap_scores[worst] = heap_scores[worst], heap_scores[at]
-            heap_docs[at], heap_docs[worst] = heap_docs[worst], heap_docs[at]
-            at = worst
-        else:
-            return
-
-
-@numba.njit(nogil=True, cache=True)
 def _select(accumulator, seen, touched, n_touched, k, out_docs, out_scores,
             use_seen):  # pragma: no cover - compiled
     """The package's heap selection over touched documents, resetting them as it goes."""
@@ -175,31 +151,8 @@ def _select(accumulator, seen, touched, n_touched, k, out_docs, out_scores,
             seen[doc] = False
         if not score > 0.0:
             continue
-        if size < k:
-            at = size
-            heap_scores[at] = score
-            heap_docs[at] = doc
-            size += 1
-            while at > 0:
-                parent = (at - 1) // 2
-                if _better(heap_scores[parent], heap_docs[parent], heap_scores[at],
-                           heap_docs[at]):
-                    heap_scores[at], heap_scores[parent] = heap_scores[parent], heap_scores[at]
-                    heap_docs[at], heap_docs[parent] = heap_docs[parent], heap_docs[at]
-                    at = parent
-                else:
-                    break
-        elif _better(score, doc, heap_scores[0], heap_docs[0]):
-            heap_scores[0] = score
-            heap_docs[0] = doc
-            _sift_down(heap_scores, heap_docs, size, 0)
-    for position in range(size - 1, -1, -1):
-        out_scores[position] = heap_scores[0]
-        out_docs[position] = heap_docs[0]
-        heap_scores[0] = heap_scores[position]
-        heap_docs[0] = heap_docs[position]
-        _sift_down(heap_scores, heap_docs, position, 0)
-    return size
+        size = heap_offer(heap_scores, heap_docs, size, k, score, doc)
+    return heap_drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -217,36 +170,12 @@ def _select_dense(accumulator, n_docs, k, out_docs, out_scores):  # pragma: no c
     for doc in range(n_docs):
         score = accumulator[doc]
         if score > threshold:
-            if size < k:
-                at = size
-                heap_scores[at] = score
-                heap_docs[at] = doc
-                size += 1
-                while at > 0:
-                    parent = (at - 1) // 2
-                    if _better(heap_scores[parent], heap_docs[parent], heap_scores[at],
-                               heap_docs[at]):
-                        heap_scores[at], heap_scores[parent] = (heap_scores[parent],
-                                                                heap_scores[at])
-                        heap_docs[at], heap_docs[parent] = heap_docs[parent], heap_docs[at]
-                        at = parent
-                    else:
-                        break
-                if size == k:
-                    threshold = heap_scores[0]
-            else:
-                heap_scores[0] = score
-                heap_docs[0] = doc
-                _sift_down(heap_scores, heap_docs, size, 0)
+            # Past the threshold a later (higher-id) document is strictly better than the root.
+            size = heap_offer(heap_scores, heap_docs, size, k, score, doc)
+            if size == k:
                 threshold = heap_scores[0]
     accumulator[:n_docs] = 0.0
-    for position in range(size - 1, -1, -1):
-        out_scores[position] = heap_scores[0]
-        out_docs[position] = heap_docs[0]
-        heap_scores[0] = heap_scores[position]
-        heap_docs[0] = heap_docs[position]
-        _sift_down(heap_scores, heap_docs, position, 0)
-    return size
+    return heap_drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -506,31 +435,8 @@ def _pruned_query(indptr, docs, weights, max_weight, tokens, query_weights, k, a
                 score += np.float32(query_weights[i]) * weights[at]
         if not score > 0.0:
             continue
-        if size < k:
-            at = size
-            heap_scores[at] = score
-            heap_docs[at] = doc
-            size += 1
-            while at > 0:
-                parent = (at - 1) // 2
-                if _better(heap_scores[parent], heap_docs[parent], heap_scores[at],
-                           heap_docs[at]):
-                    heap_scores[at], heap_scores[parent] = heap_scores[parent], heap_scores[at]
-                    heap_docs[at], heap_docs[parent] = heap_docs[parent], heap_docs[at]
-                    at = parent
-                else:
-                    break
-        elif _better(score, doc, heap_scores[0], heap_docs[0]):
-            heap_scores[0] = score
-            heap_docs[0] = doc
-            _sift_down(heap_scores, heap_docs, size, 0)
-    for position in range(size - 1, -1, -1):
-        out_scores[position] = heap_scores[0]
-        out_docs[position] = heap_docs[0]
-        heap_scores[0] = heap_scores[position]
-        heap_docs[0] = heap_docs[position]
-        _sift_down(heap_scores, heap_docs, position, 0)
-    return size
+        size = heap_offer(heap_scores, heap_docs, size, k, score, doc)
+    return heap_drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)

@@ -44,6 +44,44 @@ def _sift_down(heap_scores, heap_docs, size, at):
 
 
 @numba.njit(nogil=True, cache=True)
+def heap_offer(heap_scores, heap_docs, size, k, score, doc):
+    """Offer one (score, doc) to a bounded min-heap of the k best; returns the new size.
+
+    The root holds the worst kept result, so a better newcomer replaces it in O(log k).
+    """
+    if size < k:
+        at = size
+        heap_scores[at] = score
+        heap_docs[at] = doc
+        size += 1
+        while at > 0:
+            parent = (at - 1) // 2
+            if _better(heap_scores[parent], heap_docs[parent], heap_scores[at], heap_docs[at]):
+                heap_scores[at], heap_scores[parent] = heap_scores[parent], heap_scores[at]
+                heap_docs[at], heap_docs[parent] = heap_docs[parent], heap_docs[at]
+                at = parent
+            else:
+                break
+    elif _better(score, doc, heap_scores[0], heap_docs[0]):
+        heap_scores[0] = score
+        heap_docs[0] = doc
+        _sift_down(heap_scores, heap_docs, size, 0)
+    return size
+
+
+@numba.njit(nogil=True, cache=True)
+def heap_drain(heap_scores, heap_docs, size, out_docs, out_scores):
+    """Empty the heap into out_*, best first (popped worst-first into the back); returns size."""
+    for position in range(size - 1, -1, -1):
+        out_scores[position] = heap_scores[0]
+        out_docs[position] = heap_docs[0]
+        heap_scores[0] = heap_scores[position]
+        heap_docs[0] = heap_docs[position]
+        _sift_down(heap_scores, heap_docs, position, 0)
+    return size
+
+
+@numba.njit(nogil=True, cache=True)
 def _query_top_k(indptr, docs, weights, tokens, query_weights, k, accumulator, seen, touched,
                  out_docs, out_scores):
     """Score one query into `accumulator`, select its top-k into out_*, reset what it touched.
@@ -69,35 +107,9 @@ def _query_top_k(indptr, docs, weights, tokens, query_weights, k, accumulator, s
         score = accumulator[doc]
         accumulator[doc] = 0.0
         seen[doc] = False
-        if not score > 0.0:
-            continue
-        if size < k:
-            # Insert, then sift up: the root holds the worst of the kept results.
-            at = size
-            heap_scores[at] = score
-            heap_docs[at] = doc
-            size += 1
-            while at > 0:
-                parent = (at - 1) // 2
-                if _better(heap_scores[parent], heap_docs[parent], heap_scores[at],
-                           heap_docs[at]):
-                    heap_scores[at], heap_scores[parent] = heap_scores[parent], heap_scores[at]
-                    heap_docs[at], heap_docs[parent] = heap_docs[parent], heap_docs[at]
-                    at = parent
-                else:
-                    break
-        elif _better(score, doc, heap_scores[0], heap_docs[0]):
-            heap_scores[0] = score
-            heap_docs[0] = doc
-            _sift_down(heap_scores, heap_docs, size, 0)
-    # Pop worst-first into the output from the back: best lands at position 0.
-    for position in range(size - 1, -1, -1):
-        out_scores[position] = heap_scores[0]
-        out_docs[position] = heap_docs[0]
-        heap_scores[0] = heap_scores[position]
-        heap_docs[0] = heap_docs[position]
-        _sift_down(heap_scores, heap_docs, position, 0)
-    return size
+        if score > 0.0:
+            size = heap_offer(heap_scores, heap_docs, size, k, score, doc)
+    return heap_drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
