@@ -102,7 +102,8 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     assert [row.split()[-1] for row in rows] == [token for token, _ in expected]
     assert main(["info", "--index", str(output)]) == 0
     info = capsys.readouterr().out
-    assert "tokretrieve.sparse v1" in info and "4 (1 empty)" in info
+    assert "tokretrieve.sparse v2" in info and "4 (1 empty)" in info
+    assert "uint8 impacts" in info
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -24,13 +24,27 @@ DOCS = [(f"d{i:02d}", text) for i, text in enumerate(random_texts(30, seed=31, l
 MODEL_QUERIES = random_texts(6, seed=32, low=1, high=6)
 TOKEN_QUERIES = [*random_texts(5, seed=33, low=1, high=5), "Wing HEAT flow FLOW", "heat heat wing"]
 
-# name -> build options; both are checked against the same brute force
+# name -> build options; all are checked against the same brute force. Segments of 8 or 7
+# documents split the 30 into several, so scoring crosses segment boundaries.
 VARIANTS = {
     "shifted_pc1_merged": {"k": 8, "weighting": "shifted", "pc1_strength": -1.5,
-                           "merge_variants": True},
+                           "merge_variants": True, "impacts": "float32", "segment_docs": 8},
     "softmax_plain": {"k": 6, "weighting": "softmax", "pc1_strength": 0.0,
-                      "merge_variants": False},
+                      "merge_variants": False, "impacts": "float32",
+                      "segment_docs": 65536},
+    "log1p_uint8": {"k": 12, "weighting": "log1p_relu", "pc1_strength": -0.5,
+                    "merge_variants": False, "impacts": "uint8", "segment_docs": 7},
 }
+PROJECTION_KEYS = ("k", "weighting", "pc1_strength", "merge_variants")
+
+
+def quantized(bags: list[dict[int, float]]) -> list[dict[int, float]]:
+    """The README's uint8 rule: scale = the smallest power of two with max weight / scale <=
+    255, each weight rounded to a multiple of the scale, zero levels dropped."""
+    top = max(w for bag in bags for w in bag.values())
+    scale = 2.0 ** np.ceil(np.log2(top / 255))
+    rounded = [{t: float(np.rint(w / scale) * scale) for t, w in bag.items()} for bag in bags]
+    return [{t: w for t, w in bag.items() if w > 0} for bag in rounded]
 
 
 class Reference:
@@ -48,6 +62,8 @@ class Reference:
         self.mapping = (canonical_ids(tokenizer.convert_ids_to_tokens(list(range(self.vocab))))
                         if options["merge_variants"] else None)
         self.doc_bags = [self.bag(e, options["k"]) for e in embeddings]
+        if options["impacts"] == "uint8":
+            self.doc_bags = quantized(self.doc_bags)
         self.matrix = np.zeros((len(embeddings), self.vocab))
         for row, bag in enumerate(self.doc_bags):
             for token, weight in bag.items():
@@ -143,21 +159,29 @@ def test_stored_postings_are_the_reference_bags(built):
     positions ascending in each posting list; the manifest counts them."""
     index, _, reference = built
     postings = index.postings
-    indptr, docs, weights = (np.asarray(a) for a in (postings.indptr, postings.docs,
-                                                     postings.weights))
-    assert len(indptr) == reference.vocab + 1
+    indptr, docs, impacts = (np.asarray(a) for a in (postings.indptr, postings.docs,
+                                                     postings.impacts))
+    segment_docs = reference.options["segment_docs"]
+    assert indptr.shape == (-(-len(DOCS) // segment_docs), reference.vocab + 1)
+    assert docs.dtype == np.uint16 and impacts.dtype == np.dtype(reference.options["impacts"])
     stored = [dict() for _ in DOCS]
-    for token in range(reference.vocab):
-        span = docs[indptr[token]:indptr[token + 1]]
-        assert np.all(np.diff(span) > 0)
-        for doc, weight in zip(span, weights[indptr[token]:indptr[token + 1]], strict=True):
-            stored[doc][token] = float(weight)
+    for segment, row in enumerate(indptr):
+        for token in range(reference.vocab):
+            span = docs[row[token]:row[token + 1]].astype(np.int64)
+            assert np.all(np.diff(span) > 0) and np.all(span < segment_docs)
+            for doc, impact in zip(span + segment * segment_docs,
+                                   impacts[row[token]:row[token + 1]], strict=True):
+                stored[doc][token] = float(impact) * postings.scale
     for got, expected in zip(stored, reference.doc_bags, strict=True):
         assert_same_bag(got, expected)
     assert index.manifest["postings"] == sum(len(b) for b in reference.doc_bags)
     assert index.manifest["doc_count"] == len(DOCS) == len(index)
     projection = index.manifest["projection"]
-    assert {key: projection[key] for key in reference.options} == reference.options
+    assert {key: projection[key] for key in PROJECTION_KEYS} == \
+        {key: reference.options[key] for key in PROJECTION_KEYS}
+    assert index.manifest["postings_format"] == {
+        "segment_docs": segment_docs, "impacts": reference.options["impacts"],
+        "scale": postings.scale}
     np.testing.assert_allclose(index.pc1_direction, reference.direction, atol=1e-5)
 
 
@@ -326,25 +350,28 @@ def test_dense_index_equals_brute_force_cosine(built):
 
 
 def test_underflowing_products_do_not_disturb_scoring(built):
-    """Query weights so small that many weight x doc weight products underflow to 0 in float32:
-    results still equal a float32 brute force, denormal scores included, and documents whose
-    products are all zero are not returned."""
+    """Query weights so small that many weight x impact products underflow to 0 in float32:
+    results still equal a float32 brute force over the stored impacts, denormal sums included,
+    and documents whose products are all zero are not returned. Ranking is by the sums before
+    the power-of-two scale (the scaled denormals lose bits), scores are the scaled sums."""
     index, _, _ = built
-    indptr, docs, weights = (np.asarray(a) for a in (index.postings.indptr, index.postings.docs,
-                                                     index.postings.weights))
-    df = np.diff(indptr)
-    tokens = np.argsort(-df, kind="stable")[:25]
+    postings = index.postings
+    csc = postings.to_bags().tocsc()  # the stored weights, token-major over all documents
+    csc.data = (csc.data / np.float32(postings.scale)).astype(np.float32)  # back to impacts
+    tokens = np.argsort(-postings.document_frequency(), kind="stable")[:25]
     for query_weights in (np.full(25, 1e-45, dtype=np.float32),
                           np.r_[np.full(24, 1e-45), 1.0].astype(np.float32)):
-        scores = np.zeros(len(DOCS), dtype=np.float32)
+        sums = np.zeros(len(DOCS), dtype=np.float32)
         for token, weight in zip(tokens, query_weights, strict=True):
-            span = slice(indptr[token], indptr[token + 1])
-            scores[docs[span]] += np.float32(weight) * weights[span]
-        products = np.concatenate([np.float32(w) * weights[indptr[t]:indptr[t + 1]]
+            span = slice(csc.indptr[token], csc.indptr[token + 1])
+            sums[csc.indices[span]] += np.float32(weight) * csc.data[span]
+        products = np.concatenate([np.float32(w) * csc.data[csc.indptr[t]:csc.indptr[t + 1]]
                                    for t, w in zip(tokens, query_weights, strict=True)])
-        assert (products == 0).sum() > len(DOCS)  # more zero products than documents
+        if postings.impacts.dtype == np.float32:  # uint8 levels (>= 1) x 1e-45 stay denormal
+            assert (products == 0).sum() > len(DOCS)  # more zero products than documents
         hits = index.search_bag(tokens, query_weights, k=50)
-        assert [h.doc_id for h in hits] == [DOCS[i][0] for i in brute_force_ranking(scores, 50)]
+        assert [h.doc_id for h in hits] == [DOCS[i][0] for i in brute_force_ranking(sums, 50)]
+        scores = sums * np.float32(postings.scale)
         assert [h.score for h in hits] == [float(scores[int(h.doc_id[1:])]) for h in hits]
 
 

@@ -70,14 +70,14 @@ def test_loaded_arrays_are_memory_mapped(old_index):
     """Postings, ids and embeddings are numpy memmaps of the .npy files, not copies."""
     path, _ = old_index
     index = SparseIndex.load(path)
-    for array in (index.postings.indptr, index.postings.docs, index.postings.weights,
+    for array in (index.postings.indptr, index.postings.docs, index.postings.impacts,
                   index.doc_ids, index.embeddings):
         assert isinstance(array, np.memmap)
         assert not array.flags.writeable
     assert not isinstance(SparseIndex.load(path, mmap=False).postings.docs, np.memmap)
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["format"] == "tokretrieve.sparse"
-    for name in ("doc_ids", "postings_indptr", "postings_docs", "postings_weights",
+    assert manifest["format_version"] == 2 and manifest["format"] == "tokretrieve.sparse"
+    for name in ("doc_ids", "postings_indptr", "postings_docs", "postings_impacts",
                  "embeddings", "pc1_direction"):
         np.load(path / f"{name}.npy", allow_pickle=False)  # plain arrays, no pickles
 
@@ -289,9 +289,38 @@ def edit_manifest(path, **changes):
 def test_other_format_version_is_refused(old_index):
     """An index written in another format version is refused, naming both versions."""
     path, _ = old_index
-    edit_manifest(path, format_version=2)
-    with pytest.raises(IndexFormatError, match=r"format version 2.*reads version 1"):
+    edit_manifest(path, format_version=3)
+    with pytest.raises(IndexFormatError, match=r"format version 3.*reads version 1, 2"):
         SparseIndex.load(path)
+
+
+def write_format_1(index, path):
+    """Rewrite an index folder in format 1 as the README described it: one token-major list,
+    int32 document positions, float32 weights, no postings_format record."""
+    csc = index.postings.to_bags().tocsc()
+    csc.sort_indices()
+    for name in ("postings_indptr", "postings_docs", "postings_impacts"):
+        (path / f"{name}.npy").unlink()
+    np.save(path / "postings_indptr.npy", csc.indptr.astype(np.int64))
+    np.save(path / "postings_docs.npy", csc.indices.astype(np.int32))
+    np.save(path / "postings_weights.npy", csc.data.astype(np.float32))
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["postings_format"]
+    manifest["format_version"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_format_1_index_still_answers_identically(encoder, tmp_path):
+    """A format-1 folder loads (converted in memory, with a warning to rebuild) and answers
+    exactly like the float32 format-2 index with the same weights."""
+    path = tmp_path / "idx"
+    index = SparseIndex.build(OLD_DOCS, encoder, path, impacts="float32", **BUILD)
+    expected = results(index)
+    write_format_1(index, path)
+    with pytest.warns(UserWarning, match="format-1 index"):
+        old = SparseIndex.load(path)
+    assert old.manifest["format_version"] == 1
+    assert results(old) == expected
 
 
 def test_other_format_or_damaged_index_is_refused(old_index, tmp_path):
@@ -333,21 +362,20 @@ def test_index_with_changed_weights_refuses_lazy_model(old_index):
         index.search(QUERIES[0], mode="model")
 
 
-def test_version_1_index_without_merge_variants_key(old_index):
-    """A version-1 manifest from before merge_variants either loads (as an unmerged index)
-    or is refused with IndexFormatError, never a bare KeyError."""
+@pytest.mark.parametrize(("section", "key"), [("projection", "merge_variants"),
+                                              ("postings_format", "scale")])
+def test_manifest_missing_a_section_key_is_a_format_error(old_index, section, key):
+    """A manifest from an unreleased build, without a key inside a record: IndexFormatError
+    naming it, never a bare KeyError."""
     path, _ = old_index
     manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["projection"]["merge_variants"]
+    del manifest[section][key]
     (path / "manifest.json").write_text(json.dumps(manifest))
-    try:
-        index = SparseIndex.load(path)
-    except IndexFormatError:
-        return
-    assert index.search(QUERIES[0], mode="tokens") is not None
+    with pytest.raises(IndexFormatError, match=f"lacks {section}.{key}"):
+        SparseIndex.load(path)
 
 
-@pytest.mark.parametrize("key", ["doc_count", "projection", "vocab_size"])
+@pytest.mark.parametrize("key", ["doc_count", "projection", "vocab_size", "postings_format"])
 def test_manifest_missing_a_key_is_a_format_error(old_index, key):
     """A valid-JSON manifest missing a required key is a damaged index: IndexFormatError."""
     path, _ = old_index

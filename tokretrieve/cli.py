@@ -19,10 +19,11 @@ from tokretrieve.dense import DenseIndex
 from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DTYPES, Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.models import ALIASES, DEFAULT_MODEL
+from tokretrieve.postings import IMPACT_TYPES
 from tokretrieve.projection import WEIGHTINGS, check_top_k
 from tokretrieve.search import Hit
 from tokretrieve.sparse_index import DEFAULT_K, QUERY_MODES, SparseIndex
-from tokretrieve.storage import folder_bytes
+from tokretrieve.storage import FORMAT_VERSION, folder_bytes
 from tokretrieve.trec import write_run
 
 # Where ../shared/ASSETS.md puts the Cranfield collection, relative to the repository root.
@@ -129,6 +130,9 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="how token weights derive from logits (default: the model's)")
     parser.add_argument("--merge-variants", action="store_true",
                         help="fold case and word-boundary variants of a token into one")
+    parser.add_argument("--impacts", choices=list(IMPACT_TYPES), default="uint8",
+                        help="stored weight precision: uint8 levels (default, a quarter of the "
+                             "bytes) or exact float32")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")
@@ -169,7 +173,7 @@ def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
                            batch_size=args.batch_size, dtype=args.dtype)
     index = SparseIndex.build(docs, encoder, output, k=args.k, weighting=args.weighting,
                               pc1_strength=strength, merge_variants=args.merge_variants,
-                              source=corpus)
+                              source=corpus, impacts=args.impacts)
     elapsed = time.perf_counter() - started
     manifest = index.manifest
     print(f"indexed {manifest['doc_count']} documents ({manifest['postings']} postings, "
@@ -181,7 +185,9 @@ def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
 def _same_settings(manifest: dict, args: argparse.Namespace, corpus: str,
                    strength: float | str | None) -> bool:
     model, projection = manifest["model"], manifest["projection"]
-    return (manifest.get("source") == corpus and model["name"] == args.model
+    return (manifest["format_version"] == FORMAT_VERSION and manifest.get("source") == corpus
+            and manifest["postings_format"]["impacts"] == args.impacts
+            and model["name"] == args.model
             and (args.method is None or model["method"] == args.method)
             and model["max_length"] == args.max_length and projection["k"] == args.k
             and args.weighting in (None, projection["weighting"])
@@ -279,6 +285,7 @@ def _run_info(args: argparse.Namespace) -> int:
     index = SparseIndex.load(args.index)
     manifest = index.manifest
     model, projection = manifest["model"], manifest["projection"]
+    layout = manifest["postings_format"]
     rows = [
         ("format", f"{manifest['format']} v{manifest['format_version']}"),
         ("created", manifest["created"]),
@@ -291,6 +298,8 @@ def _run_info(args: argparse.Namespace) -> int:
         ("projection", f"k={projection['k']}, weighting={projection['weighting']}, "
                        f"pc1_strength={projection['pc1_strength']}, "
                        f"merge_variants={projection['merge_variants']}"),
+        ("postings layout", f"{layout['impacts']} impacts (scale {layout['scale']:.6g}), "
+                            f"segments of {layout['segment_docs']} documents"),
         ("bytes on disk", f"{folder_bytes(index.path):,}"),
     ]
     calibration = projection["calibration"]

@@ -1,18 +1,32 @@
-"""Compiled scoring kernels: exact term-at-a-time top-k over token-major postings.
+"""Compiled scoring kernels: exact term-at-a-time top-k over segmented postings.
 
 numba compiles these loops to machine code, releases the GIL, and runs a batch's queries on all
 cores (`prange`). numba was chosen over a C extension because it is a pip wheel with no compiler
 needed at install time, and over scipy's sparse products because those materialise a dense
-(queries x documents) score matrix, while here each thread keeps one float32 accumulator of the
-collection's size plus the list of documents it touched: memory stays bounded by the index plus a
-per-thread buffer, whatever the batch size.
+(queries x documents) score matrix.
 
-Arithmetic matches tokretrieve.search exactly: float32 products query_weight * doc_weight, added
-in the query's token order, and ties broken by the lower document position, so both paths return
-the same top-k bit for bit.
+A query is scored one document segment at a time (tokretrieve.postings): its postings in the
+segment are added into a float32 accumulator of segment size (L2-resident), the segment's
+positive sums are offered to one bounded heap of the k best, and the accumulator is zeroed for
+the next segment. Two ways to do a segment, chosen by the work it needs:
+- sparse: remember each document the first time it is touched (a zero accumulator means
+  untouched: every product is positive, or underflows to 0 and adds nothing), then visit only
+  those;
+- dense: when the query walks at least 1/8 as many postings as the segment has documents, the
+  bookkeeping per posting costs more than a plain scatter-add followed by one scan of the
+  accumulator, so do that (measured in bench/speed_kernel.py history: 3x at p99 on 1 M docs).
+Accumulators and touched lists are allocated once per thread by `Scratch` and reused, so a call
+allocates nothing of collection size. Memory: the index (memory-mapped) plus, per thread, one
+segment's accumulator and touched list and a k-sized heap.
+
+Arithmetic matches tokretrieve.postings.Postings.scores exactly: float32 products query_weight *
+impact, added in the query's token order, times the power-of-two scale at the end; ties go to
+the lower document position, so both return the same top-k bit for bit.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numba
 import numpy as np
@@ -81,57 +95,105 @@ def heap_drain(heap_scores, heap_docs, size, out_docs, out_scores):
     return size
 
 
-@numba.njit(nogil=True, cache=True)
-def _query_top_k(indptr, docs, weights, tokens, query_weights, k, accumulator, seen, touched,
-                 out_docs, out_scores):
-    """Score one query into `accumulator`, select its top-k into out_*, reset what it touched.
+class Scratch(threading.local):
+    """Per-thread scoring buffers, kept between calls (one set per calling Python thread, so
+    concurrent searches on one index never share an accumulator)."""
 
-    Returns the number of results (documents with a positive score, at most k).
-    """
+    def buffers(self, n_threads: int, segment_docs: int) -> tuple[np.ndarray, np.ndarray]:
+        """(accumulators, touched): zeroed float32 and uint16 arrays, one row per kernel
+        thread. The kernel leaves every accumulator zeroed again when it returns."""
+        shape = (n_threads, segment_docs)
+        current = getattr(self, "_buffers", None)
+        if current is None or current[0].shape != shape:
+            current = (np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.uint16))
+            self._buffers = current
+        return current
+
+
+@numba.njit(nogil=True, cache=True)
+def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_weights, k,
+                   accumulator, touched, heap_scores, heap_docs, size):
+    """Score one query over one segment and offer its positive sums to the heap; returns the
+    heap's new size. The accumulator is left zeroed."""
+    walked = 0
+    for i in range(tokens.shape[0]):
+        token = tokens[i]
+        walked += indptr[segment, token + 1] - indptr[segment, token]
+    if walked == 0:
+        return size
+    if walked * 8 >= span:
+        for i in range(tokens.shape[0]):
+            token = tokens[i]
+            weight = np.float32(query_weights[i])
+            for p in range(indptr[segment, token], indptr[segment, token + 1]):
+                accumulator[docs[p]] += weight * np.float32(impacts[p])
+        for local in range(span):
+            score = accumulator[local]
+            if score > 0.0:
+                accumulator[local] = 0.0
+                size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
+        return size
     n_touched = 0
     for i in range(tokens.shape[0]):
         token = tokens[i]
         weight = np.float32(query_weights[i])
-        for p in range(indptr[token], indptr[token + 1]):
-            doc = docs[p]
-            if not seen[doc]:
-                seen[doc] = True
-                touched[n_touched] = doc
+        for p in range(indptr[segment, token], indptr[segment, token + 1]):
+            local = docs[p]
+            if accumulator[local] == 0.0:
+                touched[n_touched] = local
                 n_touched += 1
-            accumulator[doc] += weight * weights[p]
-    heap_scores = np.empty(k, dtype=np.float32)
-    heap_docs = np.empty(k, dtype=np.int64)
-    size = 0
+            accumulator[local] += weight * np.float32(impacts[p])
     for i in range(n_touched):
-        doc = np.int64(touched[i])
-        score = accumulator[doc]
-        accumulator[doc] = 0.0
-        seen[doc] = False
-        if score > 0.0:
-            size = heap_offer(heap_scores, heap_docs, size, k, score, doc)
-    return heap_drain(heap_scores, heap_docs, size, out_docs, out_scores)
+        local = np.int64(touched[i])
+        score = accumulator[local]
+        accumulator[local] = 0.0
+        if score > 0.0:  # a document touched twice (zero product first) is offered once
+            size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
+    return size
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
-def batch_top_k(indptr, docs, weights, n_docs, query_indptr, query_tokens, query_weights, k,
-                n_threads):
-    """Exact top-k of every query of a batch (CSR of query bags), queries spread over
-    `n_threads` threads (numba.get_num_threads() by default in the caller).
+def batch_top_k(indptr, docs, impacts, n_docs, segment_docs, query_indptr, query_tokens,
+                query_weights, k, accumulators, touched):
+    """Exact top-k of every query of a batch (CSR of query bags), queries spread over the
+    threads that `accumulators` / `touched` have rows for (see Scratch).
 
-    Returns (docs, scores, counts): (queries x k) arrays, row q valid up to counts[q].
+    Returns (docs, sums, counts): (queries x k) arrays, row q valid up to counts[q]; sums are
+    before the scale.
     """
     n_queries = query_indptr.shape[0] - 1
     out_docs = np.full((n_queries, k), -1, dtype=np.int64)
-    out_scores = np.zeros((n_queries, k), dtype=np.float32)
+    out_sums = np.zeros((n_queries, k), dtype=np.float32)
     counts = np.zeros(n_queries, dtype=np.int64)
-    n_chunks = max(min(n_threads, n_queries), 1)
+    n_segments = indptr.shape[0]
+    n_chunks = max(min(accumulators.shape[0], n_queries), 1)
     for chunk in numba.prange(n_chunks):
-        accumulator = np.zeros(n_docs, dtype=np.float32)
-        seen = np.zeros(n_docs, dtype=np.bool_)
-        touched = np.empty(n_docs, dtype=np.int32)
+        heap_scores = np.empty(k, dtype=np.float32)
+        heap_docs = np.empty(k, dtype=np.int64)
         for q in range(chunk, n_queries, n_chunks):
             start, end = query_indptr[q], query_indptr[q + 1]
-            counts[q] = _query_top_k(indptr, docs, weights, query_tokens[start:end],
-                                     query_weights[start:end], k, accumulator, seen, touched,
-                                     out_docs[q], out_scores[q])
-    return out_docs, out_scores, counts
+            size = 0
+            for segment in range(n_segments):
+                base = segment * segment_docs
+                size = _segment_top_k(indptr, docs, impacts, segment, base,
+                                      min(segment_docs, n_docs - base), query_tokens[start:end],
+                                      query_weights[start:end], k, accumulators[chunk],
+                                      touched[chunk], heap_scores, heap_docs, size)
+            counts[q] = heap_drain(heap_scores, heap_docs, size, out_docs[q], out_sums[q])
+    return out_docs, out_sums, counts
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_impacts(indptr, docs, impacts, segment_docs, tokens, hit_docs):
+    """(hit docs x tokens) float32 impacts of the given documents for the given tokens, 0 where
+    a document lacks the token: one binary search per pair, for listing matched tokens."""
+    out = np.zeros((hit_docs.shape[0], tokens.shape[0]), dtype=np.float32)
+    for r in range(hit_docs.shape[0]):
+        segment = hit_docs[r] // segment_docs
+        local = hit_docs[r] - segment * segment_docs
+        for c in range(tokens.shape[0]):
+            start, end = indptr[segment, tokens[c]], indptr[segment, tokens[c] + 1]
+            at = start + np.searchsorted(docs[start:end], local)
+            if at < end and docs[at] == local:
+                out[r, c] = np.float32(impacts[at])
+    return out

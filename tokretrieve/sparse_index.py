@@ -28,8 +28,15 @@ from tokretrieve.checkpoint import checkpoint_path, encode_resumable
 from tokretrieve.corpus import check_unique
 from tokretrieve.encoder import Encoder, bag_tokens, token_text
 from tokretrieve.errors import EmptyQueryError, IndexFormatError, TokretrieveError
-from tokretrieve.kernels import batch_top_k
+from tokretrieve.kernels import Scratch, batch_top_k, gather_impacts
 from tokretrieve.models import load_tokenizer
+from tokretrieve.postings import (
+    MAX_SEGMENT_DOCS,
+    ImpactType,
+    Postings,
+    postings_from_bags,
+    postings_from_token_major,
+)
 from tokretrieve.projection import (
     PC1Adjustment,
     Weighting,
@@ -37,10 +44,11 @@ from tokretrieve.projection import (
     check_weighting,
     first_principal_direction,
 )
-from tokretrieve.search import Hit, Postings
+from tokretrieve.search import Hit
 from tokretrieve.storage import (
     FORMAT_VERSION,
     atomic_directory,
+    check_manifest_keys,
     check_replaceable,
     load_array,
     read_manifest,
@@ -54,11 +62,14 @@ FORMAT = "tokretrieve.sparse"
 # in both query modes (bench/README.md); --k 128 quarters the index for about -0.03 nDCG@10.
 DEFAULT_K = 512
 REQUIRED_KEYS = ("doc_count", "postings", "vocab_size", "model", "projection", "source",
-                 "empty_documents", "created")
+                 "empty_documents", "created", "postings_format")
 REQUIRED_SECTIONS = {
     "model": ("name", "source", "content_hash", "method", "max_length", "hidden_size"),
     "projection": ("k", "weighting", "pc1_strength", "merge_variants", "calibration"),
+    "postings_format": ("segment_docs", "impacts", "scale"),
 }
+# Format 1 (one int32/float32 token-major list) is still read, converted in memory.
+READABLE_VERSIONS = (1, FORMAT_VERSION)
 QueryMode = Literal["model", "tokens"]
 QUERY_MODES = ("model", "tokens")
 TokenWeighting = Literal["idf", "count"]
@@ -81,6 +92,7 @@ class SparseIndex:
         self._tokenizer = None
         self._idf: np.ndarray | None = None
         self._token_texts: dict[int, str] = {}
+        self._scratch = Scratch()
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -89,7 +101,8 @@ class SparseIndex:
               weighting: Weighting | None = None,
               pc1_strength: float | Literal["auto"] | None = None,
               merge_variants: bool = False, progress: bool = True,
-              source: str = "") -> SparseIndex:
+              source: str = "", impacts: ImpactType = "uint8",
+              segment_docs: int = MAX_SEGMENT_DOCS) -> SparseIndex:
         """Encode `docs` ((id, text) pairs) and write the index to `path`, atomically.
 
         Encoding saves its progress in chunks beside `path`: rerunning an interrupted build
@@ -97,7 +110,10 @@ class SparseIndex:
         the key-token alignment of a corpus sample (tokretrieve.alignment, no relevance data) and
         records the choice and its curve in the manifest. `weighting=None` and
         `pc1_strength=None` take the model's measured defaults (models.ALIASES); a model without
-        them gets its family's weighting and a calibrated λ.
+        them gets its family's weighting and a calibrated λ. `impacts` is how weights are
+        stored (tokretrieve.postings): "uint8" levels (a quarter of the bytes, nDCG unchanged
+        in our measurements) or the exact "float32" weights; `segment_docs` is the postings'
+        segment size, smaller only to test segment boundaries on small collections.
         """
         k = check_top_k(k)
         check_weighting(weighting or encoder.model.default_weighting)
@@ -122,7 +138,8 @@ class SparseIndex:
                               stacklevel=2)
                 pc1_strength = 0.0
         index = cls.from_embeddings(doc_ids, embeddings, encoder, path, k, weighting,
-                                    pc1_strength, merge_variants, source, calibration)
+                                    pc1_strength, merge_variants, source, calibration, impacts,
+                                    segment_docs)
         shutil.rmtree(checkpoint, ignore_errors=True)
         return index
 
@@ -132,7 +149,8 @@ class SparseIndex:
                         weighting: Weighting | None = None,
                         pc1_strength: float | None = None,
                         merge_variants: bool = False, source: str = "",
-                        calibration: Calibration | None = None) -> SparseIndex:
+                        calibration: Calibration | None = None, impacts: ImpactType = "uint8",
+                        segment_docs: int = MAX_SEGMENT_DOCS) -> SparseIndex:
         """Derive an index from dense embeddings already computed by `encoder`.
 
         Projection and top-k are a small matrix product, so every variant of k, weighting and
@@ -140,7 +158,8 @@ class SparseIndex:
         `merge_variants` folds case and word-boundary variants of a token into one entry
         (see tokretrieve.vocabulary), in documents and queries alike. A `calibration` that chose
         `pc1_strength` is recorded in the manifest. `pc1_strength=None` is the model's default
-        multiple of the mean embedding norm (0 where it has none).
+        multiple of the mean embedding norm (0 where it has none). `impacts` and
+        `segment_docs` set the postings layout (tokretrieve.postings).
         """
         k = check_top_k(k)
         weighting = check_weighting(weighting or encoder.model.default_weighting)
@@ -163,7 +182,9 @@ class SparseIndex:
         token_map = (variant_map(encoder.tokenizer, encoder.model.vocab_size)
                      if merge_variants else None)
         bags = merge_tokens(encoder.bags(embeddings, k, weighting, adjustment), token_map)
-        empty = [doc_ids[i] for i in np.flatnonzero(np.diff(bags.indptr) == 0)]
+        postings = postings_from_bags(bags, impacts, segment_docs)
+        del bags
+        empty = [doc_ids[i] for i in np.flatnonzero(postings.document_lengths() == 0)]
         if empty:
             shown = ", ".join(repr(d) for d in empty[:5])
             warnings.warn(f"{len(empty)} document(s) have empty bags (empty or whitespace-only "
@@ -174,7 +195,7 @@ class SparseIndex:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "source": source,
             "doc_count": len(doc_ids),
-            "postings": int(bags.nnz),
+            "postings": postings.n_postings,
             "empty_documents": len(empty),
             "empty_document_ids": empty[:100],
             "vocab_size": encoder.model.vocab_size,
@@ -182,22 +203,13 @@ class SparseIndex:
             "projection": {"k": k, "weighting": weighting, "pc1_strength": float(pc1_strength),
                            "merge_variants": bool(merge_variants),
                            "calibration": calibration and calibration.manifest_record()},
+            "postings_format": postings_format(postings),
         }
-        postings = _token_major(bags)
         ids = np.array(doc_ids, dtype=str)
         if path is None:
             return cls(Path(), manifest, postings, ids, embeddings, direction, token_map, encoder)
-        with atomic_directory(path) as staging:
-            save_array(staging, "doc_ids", ids)
-            save_array(staging, "postings_indptr", postings.indptr)
-            save_array(staging, "postings_docs", postings.docs)
-            save_array(staging, "postings_weights", postings.weights)
-            save_array(staging, "embeddings", embeddings)
-            save_array(staging, "pc1_direction", direction)
-            if token_map is not None:
-                save_array(staging, "token_map", token_map)
-            encoder.tokenizer.save_pretrained(staging / "tokenizer")
-            write_manifest(staging, manifest)
+        write_index(path, manifest, postings, ids, embeddings, direction, token_map,
+                    encoder.tokenizer)
         return cls.load(path, encoder=encoder)
 
     # ------------------------------------------------------------------ loading
@@ -207,17 +219,33 @@ class SparseIndex:
         """Open an index folder (memory-mapped by default). `encoder` serves `model` queries;
         without one, the index's own model is loaded on the first such query."""
         path = Path(path)
-        manifest = read_manifest(path, FORMAT, REQUIRED_KEYS, REQUIRED_SECTIONS)
+        manifest = read_manifest(path, FORMAT, versions=READABLE_VERSIONS)
+        version_1 = manifest["format_version"] == 1
+        skipped = "postings_format" if version_1 else None  # format 1 had no such record
+        check_manifest_keys(path, manifest, [key for key in REQUIRED_KEYS if key != skipped],
+                            {name: keys for name, keys in REQUIRED_SECTIONS.items()
+                             if name != skipped})
         if encoder is not None:
             _check_same_model(manifest, encoder, path)
-        postings = Postings(
-            load_array(path, "postings_indptr", mmap),
-            load_array(path, "postings_docs", mmap),
-            load_array(path, "postings_weights", mmap),
-            int(manifest["doc_count"]),
-        )
+        n_docs = int(manifest["doc_count"])
+        if version_1:
+            warnings.warn(f"{path} is a format-1 index, converted in memory on every load; "
+                          "rebuild it to open it memory-mapped", stacklevel=2)
+            postings = postings_from_token_major(load_array(path, "postings_indptr", False),
+                                                 load_array(path, "postings_docs", False),
+                                                 load_array(path, "postings_weights", False),
+                                                 n_docs)
+            manifest = {**manifest, "postings_format": postings_format(postings)}
+        else:
+            layout = manifest["postings_format"]
+            postings = Postings(load_array(path, "postings_indptr", mmap),
+                                load_array(path, "postings_docs", mmap),
+                                load_array(path, "postings_impacts", mmap),
+                                float(layout["scale"]), n_docs, int(layout["segment_docs"]))
         doc_ids = load_array(path, "doc_ids", mmap)
-        if len(doc_ids) != postings.n_docs or postings.vocab_size != manifest["vocab_size"]:
+        if (len(doc_ids) != n_docs or postings.vocab_size != manifest["vocab_size"]
+                or postings.n_segments != max(-(-n_docs // postings.segment_docs), 1)
+                or postings.impacts.dtype != np.dtype(manifest["postings_format"]["impacts"])):
             raise IndexFormatError(f"{path}: arrays disagree with the manifest; rebuild the index")
         token_map = (load_array(path, "token_map", mmap=False)
                      if manifest["projection"]["merge_variants"] else None)
@@ -374,10 +402,13 @@ class SparseIndex:
         query_weights = (np.concatenate([w for _, w in cleaned]) if cleaned
                          else np.zeros(0, dtype=np.float32))
         postings = self.postings
-        docs, scores, counts = batch_top_k(postings.indptr, postings.docs, postings.weights,
-                                           postings.n_docs, query_indptr, query_tokens,
-                                           query_weights, min(k, max(postings.n_docs, 1)),
-                                           numba.get_num_threads())
+        accumulators, touched = self._scratch.buffers(
+            numba.get_num_threads(), min(postings.segment_docs, postings.n_docs))
+        docs, sums, counts = batch_top_k(postings.indptr, postings.docs, postings.impacts,
+                                         postings.n_docs, postings.segment_docs, query_indptr,
+                                         query_tokens, query_weights,
+                                         min(k, max(postings.n_docs, 1)), accumulators, touched)
+        scores = sums * np.float32(postings.scale)  # a power of two: exact
         if not matched:
             return [[Hit(str(self.doc_ids[doc]), float(score), []) for doc, score
                      in zip(docs[q, :counts[q]].tolist(), scores[q, :counts[q]].tolist(),
@@ -394,12 +425,18 @@ class SparseIndex:
                                    f"{len(weights)} weights")
         if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= self.postings.vocab_size):
             raise TokretrieveError(f"query token ids must lie in [0, {self.postings.vocab_size})")
+        if not np.all(np.isfinite(weights)):
+            raise TokretrieveError("query bag weights must be finite numbers")
         keep = weights > 0
         return token_ids[keep], weights[keep]
 
     def _hits(self, token_ids: np.ndarray, weights: np.ndarray, docs: np.ndarray,
               scores: np.ndarray) -> list[Hit]:
-        contributions = self.postings.contributions(token_ids, weights, docs)
+        postings = self.postings
+        impacts = gather_impacts(postings.indptr, postings.docs, postings.impacts,
+                                 postings.segment_docs, token_ids, np.asarray(docs, np.int64))
+        # the kernel's products, then the exact power-of-two scale
+        contributions = weights[None, :] * impacts * np.float32(postings.scale)
         hits = []
         for row, (doc, score) in enumerate(zip(docs.tolist(), scores.tolist(), strict=True)):
             columns = np.flatnonzero(contributions[row])
@@ -434,11 +471,7 @@ class SparseIndex:
         matches = np.flatnonzero(np.asarray(self.doc_ids) == doc_id)
         if len(matches) == 0:
             raise TokretrieveError(f"document id {doc_id!r} is not in {self.path}")
-        doc = int(matches[0])
-        indptr, docs = np.asarray(self.postings.indptr), np.asarray(self.postings.docs)
-        at = np.flatnonzero(docs == doc)
-        tokens = np.searchsorted(indptr, at, side="right") - 1
-        return bag_tokens(self.tokenizer, tokens, np.asarray(self.postings.weights)[at])
+        return bag_tokens(self.tokenizer, *self.postings.document(int(matches[0])))
 
 
 def merge_tokens(bags: sp.csr_matrix, token_map: np.ndarray | None) -> sp.csr_matrix:
@@ -450,14 +483,28 @@ def merge_tokens(bags: sp.csr_matrix, token_map: np.ndarray | None) -> sp.csr_ma
     return merged
 
 
-def _token_major(bags: sp.csr_matrix) -> Postings:
-    """Doc-major bags to token-major postings, doc ids ascending within each token."""
-    csc = bags.tocsc()
-    csc.sort_indices()
-    # copy=False: at a million documents these arrays are gigabytes, and usually already typed.
-    return Postings(csc.indptr.astype(np.int64, copy=False),
-                    csc.indices.astype(np.int32, copy=False),
-                    csc.data.astype(np.float32, copy=False), bags.shape[0])
+def postings_format(postings: Postings) -> dict:
+    """The manifest record of a postings layout."""
+    return {"segment_docs": postings.segment_docs, "impacts": str(postings.impacts.dtype),
+            "scale": postings.scale}
+
+
+def write_index(path: str | Path, manifest: dict, postings: Postings, doc_ids: np.ndarray,
+                embeddings: np.ndarray, pc1_direction: np.ndarray,
+                token_map: np.ndarray | None, tokenizer) -> None:
+    """Write an index folder atomically (tokretrieve.storage): the arrays, the tokenizer for
+    `tokens` queries, and last the manifest."""
+    with atomic_directory(path) as staging:
+        save_array(staging, "doc_ids", doc_ids)
+        save_array(staging, "postings_indptr", postings.indptr)
+        save_array(staging, "postings_docs", postings.docs)
+        save_array(staging, "postings_impacts", postings.impacts)
+        save_array(staging, "embeddings", embeddings)
+        save_array(staging, "pc1_direction", pc1_direction)
+        if token_map is not None:
+            save_array(staging, "token_map", token_map)
+        tokenizer.save_pretrained(staging / "tokenizer")
+        write_manifest(staging, manifest)
 
 
 def _model_record(encoder: Encoder) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 from tokretrieve.errors import IndexFormatError
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def previous_path(path: Path) -> Path:
@@ -106,9 +106,11 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 
 def read_manifest(folder: str | Path, kind: str, required: Sequence[str] = (),
-                  required_sections: dict[str, Sequence[str]] | None = None) -> dict:
-    """Read and validate a manifest: the folder must hold an index of `kind` in our version,
-    with the `required` keys (and the keys `required_sections` lists inside sub-records)."""
+                  required_sections: dict[str, Sequence[str]] | None = None,
+                  versions: Sequence[int] = (FORMAT_VERSION,)) -> dict:
+    """Read and validate a manifest: the folder must hold an index of `kind` in one of the
+    `versions` this code reads, with the `required` keys (and the keys `required_sections`
+    lists inside sub-records)."""
     folder = Path(folder)
     restore_interrupted_swap(folder)
     file = folder / MANIFEST
@@ -122,18 +124,26 @@ def read_manifest(folder: str | Path, kind: str, required: Sequence[str] = (),
     if manifest.get("format") != kind:
         raise IndexFormatError(f"{folder} holds a '{manifest.get('format')}' index, not '{kind}'")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in versions:
+        readable = ", ".join(str(v) for v in versions)
         raise IndexFormatError(
             f"{folder} was written in format version {version}; this tokretrieve reads version "
-            f"{FORMAT_VERSION}: rebuild the index with this version")
+            f"{readable}: rebuild the index with this version")
+    check_manifest_keys(folder, manifest, required, required_sections)
+    return manifest
+
+
+def check_manifest_keys(folder: str | Path, manifest: dict, required: Sequence[str] = (),
+                        required_sections: dict[str, Sequence[str]] | None = None) -> None:
+    """Refuse a manifest without the `required` keys, or the keys `required_sections` lists
+    inside its sub-records: such an index is damaged, or from an unreleased build."""
     missing = [key for key in required if key not in manifest]
     missing += [f"{section}.{key}" for section, keys in (required_sections or {}).items()
                 if isinstance(manifest.get(section), dict)
                 for key in keys if key not in manifest[section]]
     if missing:
-        raise IndexFormatError(f"{file} lacks {', '.join(missing)}: the index is damaged or "
-                               "from an unreleased build; rebuild it")
-    return manifest
+        raise IndexFormatError(f"{Path(folder) / MANIFEST} lacks {', '.join(missing)}: the "
+                               "index is damaged or from an unreleased build; rebuild it")
 
 
 def folder_bytes(folder: Path) -> int:

@@ -1,0 +1,193 @@
+"""Token-major postings, split into document-range segments, with quantized impacts.
+
+Layout (format version 2). Documents are cut into segments of `segment_docs` consecutive
+positions (65,536 by default). Inside a segment, each token's postings list the documents that
+hold it, as uint16 offsets from the segment's first document, ascending:
+
+    token t, segment s:  docs[indptr[s, t]:indptr[s, t + 1]]   (+ s * segment_docs)
+                         impacts[same slice]                    (x scale = the stored weight)
+
+Why segments: a uint16 offset halves the bytes of an int32 document id, and the scoring kernel
+works one segment at a time with an accumulator of segment size (256 KB of float32), which stays
+in the CPU's L2 cache however large the collection; per-query scratch memory is bounded by the
+segment, not the corpus.
+
+Why power-of-two scales: an impact is a uint8 level (or a float32 weight, scale 1). The kernel
+sums query weight x impact in float32 and multiplies the sum by the scale at the end; with a
+power-of-two scale that multiplication is exact, so ranking by the integer-level sums and by the
+dequantized weights is the same ranking, and the reference below reproduces the kernel bit for
+bit. uint8 keeps at least 7 significant bits of every weight (the largest maps to 128..255);
+on Cranfield it changed nDCG@10 by at most 0.0006 in either query mode for both offline models
+(bench/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from tokretrieve.errors import TokretrieveError
+
+ImpactType = Literal["uint8", "float32"]
+IMPACT_TYPES = ("uint8", "float32")
+# The largest segment whose offsets fit in uint16.
+MAX_SEGMENT_DOCS = 65536
+
+
+@dataclass
+class Postings:
+    """Segmented token-major postings (see the module docstring for the layout)."""
+
+    indptr: np.ndarray        # int64 (n_segments, vocab + 1), offsets into docs / impacts
+    docs: np.ndarray          # uint16 offsets within the segment
+    impacts: np.ndarray       # uint8 levels or float32 weights
+    scale: float              # a power of two: weight = impact * scale
+    n_docs: int
+    segment_docs: int = MAX_SEGMENT_DOCS
+
+    @property
+    def vocab_size(self) -> int:
+        return self.indptr.shape[1] - 1
+
+    @property
+    def n_segments(self) -> int:
+        return self.indptr.shape[0]
+
+    @property
+    def n_postings(self) -> int:
+        return int(self.indptr[-1, -1]) if self.n_segments else 0
+
+    def document_frequency(self) -> np.ndarray:
+        """Number of documents holding each token (int64, one per vocabulary entry)."""
+        indptr = np.asarray(self.indptr)
+        return (indptr[:, 1:] - indptr[:, :-1]).sum(axis=0)
+
+    def weights(self, impacts: np.ndarray) -> np.ndarray:
+        """Stored weights (float32) of some impacts: impact x scale, exact."""
+        return np.asarray(impacts).astype(np.float32) * np.float32(self.scale)
+
+    def segment_span(self, segment: int) -> tuple[int, int]:
+        """First document position of `segment` and its number of documents."""
+        base = segment * self.segment_docs
+        return base, min(self.segment_docs, self.n_docs - base)
+
+    def document_lengths(self) -> np.ndarray:
+        """Number of stored tokens of each document (int64, one per document)."""
+        indptr = np.asarray(self.indptr)
+        lengths = np.zeros(self.n_docs, dtype=np.int64)
+        for segment in range(self.n_segments):
+            base, span = self.segment_span(segment)
+            local = np.asarray(self.docs[indptr[segment, 0]:indptr[segment, -1]])
+            lengths[base:base + span] = np.bincount(local, minlength=span)
+        return lengths
+
+    def to_bags(self) -> sp.csr_matrix:
+        """The stored weights as doc-major bags (docs x vocab CSR, float32, sorted columns)."""
+        indptr = np.asarray(self.indptr)
+        tokens, docs = [], []
+        for segment in range(self.n_segments):
+            lengths = np.diff(indptr[segment])
+            tokens.append(np.repeat(np.arange(self.vocab_size, dtype=np.int32), lengths))
+            start, end = int(indptr[segment, 0]), int(indptr[segment, -1])
+            docs.append(np.asarray(self.docs[start:end]).astype(np.int64)
+                        + segment * self.segment_docs)
+        coo = sp.coo_matrix((self.weights(self.impacts),
+                             (np.concatenate(docs), np.concatenate(tokens))),
+                            shape=(self.n_docs, self.vocab_size))
+        bags = coo.tocsr()
+        bags.sort_indices()
+        return bags
+
+    def scores(self, token_ids: np.ndarray, token_weights: np.ndarray) -> np.ndarray:
+        """Dot products of one query bag with every document (float32, one per document).
+
+        The plain-numpy reference for the compiled kernel, with its arithmetic: float32
+        products query weight x impact added in query-token order, times the scale at the end.
+        """
+        indptr = np.asarray(self.indptr)
+        sums = np.zeros(self.n_docs, dtype=np.float32)
+        for segment in range(self.n_segments):
+            base, _ = self.segment_span(segment)
+            for token, weight in zip(token_ids.tolist(), token_weights.tolist(), strict=True):
+                start, end = indptr[segment, token], indptr[segment, token + 1]
+                if start == end:
+                    continue
+                # A posting list names each document once, so this fancy-indexed add is exact.
+                docs = base + np.asarray(self.docs[start:end]).astype(np.int64)
+                sums[docs] += np.float32(weight) * np.asarray(self.impacts[start:end],
+                                                              dtype=np.float32)
+        return sums * np.float32(self.scale)
+
+    def document(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
+        """One document's bag (token ids ascending, float32 weights): a scan of its segment."""
+        segment, offset = divmod(int(doc), self.segment_docs)
+        row = np.asarray(self.indptr[segment])
+        local = np.asarray(self.docs[row[0]:row[-1]])
+        at = np.flatnonzero(local == offset) + row[0]
+        tokens = np.searchsorted(row, at, side="right") - 1
+        return tokens, self.weights(np.asarray(self.impacts)[at])
+
+
+def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
+                       segment_docs: int = MAX_SEGMENT_DOCS) -> Postings:
+    """Doc-major bags (docs x vocab, positive weights) to segmented token-major postings.
+
+    uint8 impacts: the scale is the smallest power of two that maps the largest weight to at
+    most 255; weights that round to level 0 are dropped (they would add nothing to any score).
+    """
+    if impacts not in IMPACT_TYPES:
+        raise TokretrieveError(f"unknown impact type '{impacts}': choose one of "
+                               f"{', '.join(IMPACT_TYPES)}")
+    if not 1 <= segment_docs <= MAX_SEGMENT_DOCS:
+        raise TokretrieveError(f"segment_docs must lie in [1, {MAX_SEGMENT_DOCS}], "
+                               f"got {segment_docs}")
+    bags = sp.csr_matrix(bags)
+    n_docs, vocab = bags.shape
+    data = np.asarray(bags.data, dtype=np.float32)
+    if impacts == "uint8":
+        top = float(data.max()) if len(data) else 1.0
+        scale = 2.0 ** math.ceil(math.log2(top / 255)) if top > 0 else 1.0
+        levels = np.rint(data / np.float32(scale)).astype(np.uint8)
+    else:
+        scale, levels = 1.0, data
+    bags = _drop_zero_levels(bags, levels)
+    n_segments = max(-(-n_docs // segment_docs), 1)
+    indptr = np.zeros((n_segments, vocab + 1), dtype=np.int64)
+    docs = np.empty(bags.nnz, dtype=np.uint16)
+    values = np.empty(bags.nnz, dtype=levels.dtype)
+    filled = 0
+    for segment in range(n_segments):
+        block = bags[segment * segment_docs:(segment + 1) * segment_docs].tocsc()
+        block.sort_indices()
+        end = filled + block.nnz
+        indptr[segment] = filled + block.indptr
+        docs[filled:end] = block.indices
+        values[filled:end] = block.data
+        filled = end
+    return Postings(indptr, docs, values, scale, n_docs, segment_docs)
+
+
+def _drop_zero_levels(bags: sp.csr_matrix, levels: np.ndarray) -> sp.csr_matrix:
+    """`bags` with `levels` as data, without the zero levels; the caller's arrays are left
+    untouched (scipy's eliminate_zeros would rewrite the shared indices in place)."""
+    keep = levels > 0
+    if keep.all():
+        return sp.csr_matrix((levels, bags.indices, bags.indptr), shape=bags.shape)
+    rows = np.repeat(np.arange(bags.shape[0]), np.diff(bags.indptr))
+    indptr = np.zeros(bags.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=bags.shape[0]), out=indptr[1:])
+    return sp.csr_matrix((levels[keep], bags.indices[keep], indptr), shape=bags.shape)
+
+
+def postings_from_token_major(indptr: np.ndarray, docs: np.ndarray, weights: np.ndarray,
+                              n_docs: int) -> Postings:
+    """Format-1 postings (one token-major list over the whole collection, int32 document
+    positions, float32 weights) in the segmented layout, weights kept exactly (float32)."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    bags = sp.csc_matrix((np.asarray(weights, dtype=np.float32), np.asarray(docs), indptr),
+                         shape=(n_docs, len(indptr) - 1)).tocsr()
+    return postings_from_bags(bags, "float32")
