@@ -69,6 +69,14 @@ def test_second_index_run_reuses_and_rebuild_rebuilds(beir_folder, tiny_llama_di
     manifest = SparseIndex.load(output).manifest
     assert manifest["projection"]["k"] == 4
     assert manifest["created"] >= created
+    assert manifest["postings_format"]["impacts"] == "uint8"
+    capsys.readouterr()
+    build(beir_folder, tiny_llama_dir, output, "--k", "4", "--impacts", "float32")
+    assert "reusing" not in capsys.readouterr().out
+    index = SparseIndex.load(output)
+    assert index.manifest["postings_format"] == {"impacts": "float32", "scale": 1.0,
+                                                 "segment_docs": 65536}
+    assert index.postings.impacts.dtype == "float32"
 
 
 def test_search_topics_writes_trec_run(beir_folder, tiny_llama_dir, tmp_path):
