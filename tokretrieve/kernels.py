@@ -131,7 +131,8 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
             score = accumulator[local]
             if score > 0.0:
                 accumulator[local] = 0.0
-                size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
+                if size < k or score >= heap_scores[0]:  # skip the call for sure losers
+                    size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
         return size
     n_touched = 0
     for i in range(tokens.shape[0]):
@@ -147,7 +148,8 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
         local = np.int64(touched[i])
         score = accumulator[local]
         accumulator[local] = 0.0
-        if score > 0.0:  # a document touched twice (zero product first) is offered once
+        # score 0: a document touched twice (zero product first) is offered once
+        if score > 0.0 and (size < k or score >= heap_scores[0]):
             size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
     return size
 
