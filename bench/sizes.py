@@ -18,7 +18,7 @@ from bench.systems import BM25System, DenseSystem, SparseConfig
 from tokretrieve import Encoder, SparseIndex
 from tokretrieve.storage import folder_bytes
 
-POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_weights.npy")
+POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_impacts.npy")
 
 
 def sparse_bytes(encoder: Encoder, doc_ids: Sequence[str], doc_embeddings: np.ndarray,

@@ -15,7 +15,8 @@ Why it is built this way:
   calls it) for the comparison with BM25S's and FAISS's id/score results, and at its public API
   (search_bags / search, which also builds Hit lists with matched tokens) for what a user pays.
 - Indexing is timed from doc-major bags (what the encoder produces) to a written, fsynced index
-  folder: encoding is excluded, as the comparison with BM25S (which gets the same bags) needs.
+  folder, through the package's own postings_from_bags and write_index: encoding is excluded,
+  as the comparison with BM25S (which gets the same bags) needs.
 
 Writes <output>/<timestamp>/results.json and report.md and prints the summary table.
 """
@@ -57,24 +58,10 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from bench.speed_kernel import (
-    PRUNED,
-    VARIANTS,
-    QueryBatch,
-    Scratch,
-    package_top_k,
-    prototype_top_k,
-    pruned_top_k,
-    token_max_weights,
-    traversal,
-)
+from bench.speed_kernel import QueryBatch, package_top_k, traversal
 from bench.speed_peers import BM25_BACKENDS, BM25Peer, DensePeer, unit_rows
 from bench.speed_report import render_report, summary_lines
-from bench.speed_synth import (
-    TokenDistribution,
-    distribution_from_postings,
-    generate_bags,
-)
+from bench.speed_synth import TokenDistribution, distribution_from_bags, generate_bags
 from bench.speed_timing import (
     current_rss_mb,
     latency,
@@ -87,14 +74,9 @@ from bench.speed_timing import (
 from tokretrieve import Encoder, SparseIndex
 from tokretrieve.corpus import read_documents, read_queries
 from tokretrieve.errors import EmptyQueryError, IndexFormatError
-from tokretrieve.search import Postings
-from tokretrieve.sparse_index import DEFAULT_K
-from tokretrieve.storage import (
-    atomic_directory,
-    folder_bytes,
-    save_array,
-    write_manifest,
-)
+from tokretrieve.postings import Postings, postings_from_bags
+from tokretrieve.sparse_index import DEFAULT_K, postings_format, write_index
+from tokretrieve.storage import FORMAT_VERSION, folder_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "cranfield"
@@ -105,8 +87,7 @@ QUICK_SIZES = "cranfield,20000"
 MODEL = "minilm"
 KS = (10, 1000)
 MODES = ("tokens", "model")
-RECOMMENDED = "adaptive"   # the prototype whose batch QPS is also measured
-POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_weights.npy")
+POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_impacts.npy")
 TARGETS = {"qps_vs_bm25s": 3.0, "end_to_end_vs_dense": 20.0, "p99_ms_1m": 2.0,
            "bytes_vs_dense": 0.1, "postings_per_s": 5e6}
 
@@ -118,7 +99,6 @@ class Clocks:
     latency_budget_s: float = 15.0
     latency_min_samples: int = 1000
     throughput_min_s: float = 1.0
-    prototype_budget_s: float = 6.0
     api_budget_s: float = 8.0
 
 
@@ -170,8 +150,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="use only the first N queries (default all 225; 50 with --quick)")
     parser.add_argument("--no-bm25", action="store_true", help="skip BM25S")
     parser.add_argument("--no-dense", action="store_true", help="skip FAISS")
-    parser.add_argument("--no-prototypes", action="store_true",
-                        help="skip the prototype kernels of the kernel analysis")
     return parser.parse_args(argv)
 
 
@@ -236,12 +214,14 @@ def threads(n: int) -> Iterator[None]:
 
 
 def _usable_index(path: Path, encoder: Encoder, k: int) -> SparseIndex | None:
-    """The index at `path` if it loads in this tokretrieve's format, is built by our model and
-    has bags of `k` tokens; None otherwise (an older format or other settings: rebuild)."""
+    """The index at `path` if it loads (in any format version this tokretrieve reads), is built
+    by our model and has bags of `k` tokens; None otherwise (other settings: rebuild)."""
     if not (path / "manifest.json").is_file():
         return None
     try:
-        index = SparseIndex.load(path, encoder=encoder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an older format warns that it is converted
+            index = SparseIndex.load(path, encoder=encoder)
     except (IndexFormatError, KeyError, ValueError):
         return None
     if index.manifest["model"]["name"] != MODEL or index.k != k:
@@ -249,9 +229,27 @@ def _usable_index(path: Path, encoder: Encoder, k: int) -> SparseIndex | None:
     return index
 
 
+def _current(index: SparseIndex) -> bool:
+    return index.manifest["format_version"] == FORMAT_VERSION
+
+
+def upgrade_index(index: SparseIndex, encoder: Encoder, path: Path) -> SparseIndex:
+    """An older-format index rebuilt in the current format at `path` from the embeddings it
+    stores, with its own projection settings (same bags, no encoding pass)."""
+    projection = index.manifest["projection"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the two empty Cranfield documents
+        return SparseIndex.from_embeddings(
+            [str(d) for d in index.doc_ids], np.asarray(index.embeddings), encoder, path=path,
+            k=index.k, weighting=index.weighting, pc1_strength=projection["pc1_strength"],
+            merge_variants=bool(projection["merge_variants"]),
+            source=index.manifest.get("source", ""))
+
+
 def real_source(args: argparse.Namespace, n_queries: int | None) -> RealSource:
     """Open (or build once, with the model and the package's defaults) the real minilm index of
-    Cranfield, and read the queries."""
+    Cranfield, and read the queries. An index in an older format is rebuilt once into the
+    cache from its stored embeddings."""
     if not (args.corpus / "queries.jsonl").is_file():
         raise SystemExit(f"error: {args.corpus} has no queries.jsonl: the benchmark needs the "
                          "Cranfield BEIR folder (--corpus) for its 225 queries")
@@ -260,12 +258,19 @@ def real_source(args: argparse.Namespace, n_queries: int | None) -> RealSource:
     k = args.k or DEFAULT_K
     cache = DEFAULT_OUTPUT / "cache" / f"cranfield-{MODEL}-k{k}"
     if args.index:
-        index = _usable_index(args.index, encoder, k)
-        if index is None:
+        found = [index for index in [_usable_index(args.index, encoder, k)] if index]
+        if not found:
             raise SystemExit(f"error: --index {args.index} is not a loadable {MODEL} index "
                              f"with k={k}")
     else:
-        index = _usable_index(DEMO_INDEX, encoder, k) or _usable_index(cache, encoder, k)
+        found = [index for index in (_usable_index(path, encoder, k)
+                                     for path in (DEMO_INDEX, cache)) if index]
+    index = next((index for index in found if _current(index)), None)
+    if index is None and found:
+        old = found[0]
+        print(f"real bags: {old.path} is format {old.manifest['format_version']}; rebuilding "
+              f"it as format {FORMAT_VERSION} into {cache} from its stored embeddings", flush=True)
+        index = upgrade_index(old, encoder, cache)
     if index is None:
         print(f"real bags: building {cache} from {args.corpus} with the package defaults "
               f"(k={k}; 1-3 minutes, once)", flush=True)
@@ -273,7 +278,8 @@ def real_source(args: argparse.Namespace, n_queries: int | None) -> RealSource:
             warnings.simplefilter("ignore")  # the two empty Cranfield documents
             index = SparseIndex.build(read_documents(args.corpus), encoder, path=cache, k=k,
                                       source=str(args.corpus), progress=True)
-    print(f"real bags: {index.path} ({len(index):,} docs, k={index.k})", flush=True)
+    print(f"real bags: {index.path} ({len(index):,} docs, k={index.k}, "
+          f"{index.postings.impacts.dtype} impacts)", flush=True)
     queries = read_queries(args.corpus)
     return RealSource(index, encoder, queries[:n_queries] if n_queries else queries)
 
@@ -283,84 +289,82 @@ def synthetic_ids(n: int) -> list[str]:
     return [f"syn{i:07d}" for i in range(n)]
 
 
-def write_index(path: Path, bags: sp.csr_matrix, doc_ids: Sequence[str], real: RealSource,
-                source: str) -> dict[str, Any]:
-    """Doc-major bags to a loadable index folder, timed step by step.
+def index_bags(path: Path, bags: sp.csr_matrix, doc_ids: Sequence[str], real: RealSource,
+               source: str) -> dict[str, Any]:
+    """Doc-major bags to a loadable index folder, timed step by step, the way
+    SparseIndex.from_embeddings does it after encoding: tokretrieve.postings.postings_from_bags
+    (the real index's impact type and segment size), the empty-document check on the postings,
+    then tokretrieve.sparse_index.write_index (doc id array, arrays, tokenizer, manifest; every
+    file fsynced, the folder swapped in atomically).
 
-    Mirrors SparseIndex.from_embeddings after encoding: `_token_major` (tocsc, sort_indices,
-    dtype copies), np.array of the ids, and the atomic, fsynced folder write. The folder holds
-    what search needs (postings, ids, tokenizer, token map, PC1 direction); embeddings.npy is an
-    empty (0 x hidden) placeholder, because the format requires the file and synthetic bags
-    have no embeddings (the dense side is measured separately, as FAISS).
+    embeddings.npy is an empty (0 x hidden) placeholder, because the format requires the file and
+    synthetic bags have no embeddings (the dense side is measured separately, as FAISS).
     """
-    n_postings = int(bags.nnz)
+    layout = real.index.manifest["postings_format"]
     reset_peak_rss()
     clock = [time.perf_counter()]
-    csc = bags.tocsc()
+    postings = postings_from_bags(bags, layout["impacts"], int(layout["segment_docs"]))
     clock.append(time.perf_counter())
-    csc.sort_indices()
+    empty = np.flatnonzero(postings.document_lengths() == 0)
     clock.append(time.perf_counter())
-    postings = Postings(csc.indptr.astype(np.int64), csc.indices.astype(np.int32),
-                        csc.data.astype(np.float32), bags.shape[0])
-    clock.append(time.perf_counter())
-    del csc
     ids = np.array(doc_ids, dtype=str)
-    empty = np.flatnonzero(np.diff(bags.indptr) == 0)
-    manifest = {**real.index.manifest,
+    manifest = {**real.index.manifest, "format_version": FORMAT_VERSION,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "source": source, "doc_count": int(bags.shape[0]), "postings": n_postings,
-                "empty_documents": len(empty),
-                "empty_document_ids": [str(ids[i]) for i in empty[:100]]}
-    with atomic_directory(path) as staging:
-        save_array(staging, "doc_ids", ids)
-        save_array(staging, "postings_indptr", postings.indptr)
-        save_array(staging, "postings_docs", postings.docs)
-        save_array(staging, "postings_weights", postings.weights)
-        save_array(staging, "embeddings",
-                   np.zeros((0, real.encoder.model.hidden_size), dtype=np.float32))
-        save_array(staging, "pc1_direction", np.asarray(real.index.pc1_direction))
-        if real.index.token_map is not None:
-            save_array(staging, "token_map", real.index.token_map)
-        shutil.copytree(real.path / "tokenizer", staging / "tokenizer")
-        write_manifest(staging, manifest)
-        clock.append(time.perf_counter())
+                "source": source, "doc_count": int(bags.shape[0]),
+                "postings": postings.n_postings, "empty_documents": len(empty),
+                "empty_document_ids": [str(ids[i]) for i in empty[:100]],
+                "postings_format": postings_format(postings)}
+    write_index(path, manifest, postings, ids,
+                np.zeros((0, real.encoder.model.hidden_size), dtype=np.float32),
+                np.asarray(real.index.pc1_direction), real.index.token_map,
+                real.encoder.tokenizer)
     clock.append(time.perf_counter())
     total = clock[-1] - clock[0]
+    entries = int(bags.nnz)
     return {
-        "postings": n_postings,
-        "tocsc_s": clock[1] - clock[0], "sort_indices_s": clock[2] - clock[1],
-        "dtype_copies_s": clock[3] - clock[2], "save_s": clock[4] - clock[3],
-        "fsync_swap_s": clock[5] - clock[4], "total_s": total,
-        "postings_per_s": n_postings / total if total > 0 else float("inf"),
-        "transpose_postings_per_s": n_postings / (clock[3] - clock[0]),
+        "bag_entries": entries, "postings": postings.n_postings,
+        "dropped_zero_levels": entries - postings.n_postings,
+        "impacts": str(postings.impacts.dtype), "scale": postings.scale,
+        "segment_docs": postings.segment_docs, "segments": postings.n_segments,
+        "build_postings_s": clock[1] - clock[0], "empty_check_s": clock[2] - clock[1],
+        "write_s": clock[3] - clock[2], "total_s": total,
+        "postings_per_s": entries / total if total > 0 else float("inf"),
+        "build_postings_per_s": entries / (clock[1] - clock[0]),
         "peak_rss_mb": peak_rss_mb(), "load_avg": load_average(),
     }
 
 
 def sparse_bytes(path: Path) -> dict[str, int]:
-    """What sparse search reads (postings, ids, tokenizer, maps) vs. the whole folder."""
+    """What sparse search reads (postings, ids, tokenizer, maps) vs. the whole folder, from the
+    files on disk."""
     sizes = {f.name: f.stat().st_size for f in path.iterdir() if f.is_file()}
     postings = sum(sizes.get(name, 0) for name in POSTINGS_FILES)
     search = folder_bytes(path) - sizes.get("embeddings.npy", 0)
-    return {"postings": postings, "doc_ids": sizes.get("doc_ids.npy", 0),
+    return {"postings": postings,
+            **{name.removesuffix(".npy"): sizes.get(name, 0) for name in POSTINGS_FILES},
+            "doc_ids": sizes.get("doc_ids.npy", 0),
             "postings_and_ids": postings + sizes.get("doc_ids.npy", 0), "search_total": search}
 
 
-def compressed_estimate(postings: Postings) -> dict[str, float]:
-    """Bytes the same postings would take with standard compression, as evidence for a format
-    change: doc ids as Elias-Fano per list (2 + ceil(log2(N/df)) bits each, the usual bound)
-    and weights quantised to one byte; indptr unchanged."""
-    df = np.diff(np.asarray(postings.indptr)).astype(np.float64)
-    present = df > 0
-    n = max(postings.n_docs, 1)
-    bits = df[present] * (2.0 + np.maximum(0.0, np.ceil(np.log2(n / df[present]))))
-    docs_bytes = float(bits.sum() / 8)
-    indptr_bytes = float(np.asarray(postings.indptr).nbytes)
-    weight_bytes = float(df.sum())
-    return {"docs_elias_fano": docs_bytes, "weights_uint8": weight_bytes,
-            "weights_float16": 2 * weight_bytes, "indptr": indptr_bytes,
-            "total_ef_uint8": docs_bytes + weight_bytes + indptr_bytes,
-            "total_int32_float16": 4 * float(df.sum()) + 2 * weight_bytes + indptr_bytes}
+def elias_fano_estimate(postings: Postings) -> dict[str, float]:
+    """Bytes the same postings would take with Elias-Fano document offsets instead of uint16:
+    2 + ceil(log2(span / n)) bits per posting of each (segment, token) list of n postings over a
+    segment of `span` documents (the usual bound); impacts and indptr as stored. How far the
+    stored layout is from a compressed one."""
+    indptr = np.asarray(postings.indptr)
+    lengths = np.diff(indptr, axis=1).astype(np.float64)           # (segments, vocab)
+    spans = np.array([postings.segment_span(s)[1] for s in range(postings.n_segments)],
+                     dtype=np.float64)[:, None]
+    present = lengths > 0
+    per_posting = 2.0 + np.maximum(0.0, np.ceil(np.log2(np.maximum(spans, 1.0)
+                                                        / np.where(present, lengths, 1.0))))
+    docs_bytes = float((lengths * per_posting)[present].sum() / 8)
+    impacts_bytes = float(postings.n_postings * postings.impacts.dtype.itemsize)
+    indptr_bytes = float(indptr.nbytes)
+    return {"docs_elias_fano": docs_bytes,
+            "docs_uint16": float(postings.n_postings * postings.docs.dtype.itemsize),
+            "impacts": impacts_bytes, "indptr": indptr_bytes,
+            "total": docs_bytes + impacts_bytes + indptr_bytes}
 
 
 # -------------------------------------------------------------------------------------- queries
@@ -424,7 +428,7 @@ def measure_size(size: str, real: RealSource, args: argparse.Namespace, clocks: 
     all_threads = numba.config.NUMBA_NUM_THREADS
     result: dict[str, Any] = {"size": size, "load_avg_start": load_average(), "peak_rss_mb": {}}
     folder = Path(tempfile.mkdtemp(prefix=f"speed-{size}-", dir=scratch_root))
-    bar = tqdm(total=9, desc=f"size {size}", unit="step", leave=True)
+    bar = tqdm(total=8, desc=f"size {size}", unit="step", leave=True)
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
@@ -435,31 +439,30 @@ def measure_size(size: str, real: RealSource, args: argparse.Namespace, clocks: 
         bar.set_postfix_str("bags")
         reset_peak_rss()
         if size == "cranfield":
-            p = real.index.postings
-            bags = sp.csc_matrix((np.asarray(p.weights), np.asarray(p.docs), np.asarray(p.indptr)),
-                                 shape=(p.n_docs, p.vocab_size)).tocsr()
+            bags = real.index.postings.to_bags()
             doc_ids: list[str] = [str(d) for d in real.index.doc_ids]
             result.update(synthetic=False, generate_s=0.0)
         else:
             if real.distribution is None:
-                real.distribution, seconds = timed(
-                    lambda: distribution_from_postings(real.index.postings, seed=args.seed))
+                real.distribution, seconds = timed(lambda: distribution_from_bags(
+                    real.index.postings.to_bags(), seed=args.seed))
                 result["calibration_s"] = seconds
             bags, seconds = timed(lambda: generate_bags(real.distribution, int(size),
                                                         seed=args.seed + int(size)))
             doc_ids = synthetic_ids(int(size))
             result.update(synthetic=True, generate_s=seconds)
         n_docs = bags.shape[0]
-        result.update(n_docs=n_docs, postings=int(bags.nnz),
+        result.update(n_docs=n_docs, bag_entries=int(bags.nnz),
                       mean_bag=float(bags.nnz / max(n_docs, 1)))
         result["peak_rss_mb"]["bags"] = peak_rss_mb()
         step("indexing")
 
-        # 2. indexing: bags -> token-major postings -> fsynced folder
+        # 2. indexing: bags -> segmented token-major postings -> fsynced folder
         index_path = folder / "sparse"
         source = (f"synthetic: {n_docs} bags drawn from {real.path} (seed {args.seed})"
                   if result["synthetic"] else str(real.path))
-        result["indexing"] = write_index(index_path, bags, doc_ids, real, source)
+        result["indexing"] = index_bags(index_path, bags, doc_ids, real, source)
+        result["postings"] = result["indexing"]["postings"]
         # BM25S needs only the bags' tokens: drop the weights now (2 GB at 1 M x 512).
         doc_indptr, doc_tokens, vocab_size = bags.indptr, bags.indices, bags.shape[1]
         del bags
@@ -494,7 +497,7 @@ def measure_size(size: str, real: RealSource, args: argparse.Namespace, clocks: 
             loads.append(seconds)
         result["load_s"] = {"sparse": float(np.median(loads))}
         result["bytes"] = {"sparse": sparse_bytes(index_path),
-                           "sparse_compressed_estimate": compressed_estimate(index.postings)}
+                           "sparse_elias_fano_estimate": elias_fano_estimate(index.postings)}
         with threads(all_threads):
             bags_by_mode = query_bags(index, real.texts)
         batches = {mode: QueryBatch.from_bags(bags_by_mode[mode]) for mode in MODES}
@@ -532,14 +535,9 @@ def measure_size(size: str, real: RealSource, args: argparse.Namespace, clocks: 
         result["tokretrieve"] = tok
         result["peak_rss_mb"]["tokretrieve_search"] = peak_rss_mb()
         result["rss_mb_after_search"] = current_rss_mb()
-        step("prototypes")
-
-        # 6. prototype kernels (what a package change would buy), checked for identical results
-        if not args.no_prototypes:
-            result["prototypes"] = prototypes(postings, batches, clocks, all_threads)
         step("bm25s search")
 
-        # 7. BM25S search, both backends, on the memory-mapped index
+        # 6. BM25S search, both backends, on the memory-mapped index
         if not args.no_bm25 and term_of_token is not None:
             reset_peak_rss()
             queries = None
@@ -568,13 +566,13 @@ def measure_size(size: str, real: RealSource, args: argparse.Namespace, clocks: 
             result["bm25s"] = bm25_info
         step("faiss")
 
-        # 8. FAISS flat on vectors of the model's width; end-to-end dense with the forward pass
+        # 7. FAISS flat on vectors of the model's width; end-to-end dense with the forward pass
         if not args.no_dense and query_vectors is not None:
             result["faiss"] = dense_side(size, real, n_docs, folder, query_vectors, clocks,
                                          all_threads, args.seed)
         step("end to end")
 
-        # 9. end to end, one query at a time on one thread: text in, top-10 ids out
+        # 8. end to end, one query at a time on one thread: text in, top-10 ids out
         result["end_to_end"] = end_to_end(index, real, folder, clocks,
                                           dense=not args.no_dense and query_vectors is not None)
         step("done")
@@ -583,56 +581,6 @@ def measure_size(size: str, real: RealSource, args: argparse.Namespace, clocks: 
         shutil.rmtree(folder, ignore_errors=True)
     result["load_avg_end"] = load_average()
     return result
-
-
-def prototypes(postings: Postings, batches: dict[str, QueryBatch], clocks: Clocks,
-               all_threads: int) -> dict[str, Any]:
-    """Latency of the prototype kernels at k=10 (batch QPS too for the recommended one), plus an
-    almost empty query (one posting) that isolates the per-call fixed cost of the package's
-    kernel (allocating its buffers)."""
-    out: dict[str, Any] = {}
-    k = KS[0]
-    one = Scratch(postings.n_docs, 1)
-    many = Scratch(postings.n_docs, all_threads)
-    max_weight, seconds = timed(lambda: token_max_weights(postings))
-    out["max_weight_s"] = seconds
-
-    def run(variant: str, batch: QueryBatch, scratch: Scratch) -> tuple[np.ndarray, ...]:
-        if variant == PRUNED:
-            return pruned_top_k(postings, max_weight, batch, k, scratch)
-        return prototype_top_k(variant, postings, batch, k, scratch)
-
-    for mode in MODES:
-        batch = batches[mode]
-        reference = package_top_k(postings, batch, k, all_threads)
-        singles = batch.singles()
-        out[mode] = {}
-        for variant in (*VARIANTS, PRUNED):
-            got = run(variant, batch, many)
-            identical = (None if variant == "accumulate" else all(
-                np.array_equal(a, b) for a, b in zip(got, reference, strict=True)))
-            with threads(1):
-                lat = latency(lambda b, variant=variant: run(variant, b, one), singles,
-                              clocks.latency_min_samples, clocks.prototype_budget_s)
-            out[mode][variant] = {"identical_to_package": identical,
-                                  "latency": strip_samples(lat)}
-            if variant == RECOMMENDED:  # batches of slow variants would cost minutes each
-                with threads(all_threads):
-                    out[mode][variant]["batch"] = throughput(
-                        lambda variant=variant, batch=batch: run(variant, batch, many),
-                        len(batch), clocks.throughput_min_s)
-    df = np.diff(np.asarray(postings.indptr))
-    rare = int(np.flatnonzero(df == df[df > 0].min())[0])
-    tiny = [QueryBatch(np.array([0, 1], dtype=np.int64), np.array([rare], dtype=np.int64),
-                       np.ones(1, dtype=np.float32))] * 50
-    with threads(1):
-        out["one_posting_query"] = {
-            "package": strip_samples(latency(lambda b: package_top_k(postings, b, k, 1), tiny,
-                                             500, 2.0)),
-            "scratch": strip_samples(latency(lambda b: prototype_top_k("scratch", postings, b, k,
-                                                                       one), tiny, 500, 2.0)),
-        }
-    return out
 
 
 def dense_side(size: str, real: RealSource, n_docs: int, folder: Path,
@@ -777,8 +725,8 @@ def ratios_and_targets(sizes: list[dict[str, Any]]) -> tuple[list[dict], list[di
             row["bytes_sparse_over_dense"] = (r["bytes"]["sparse"]["postings_and_ids"]
                                               / r["faiss"]["bytes"]["with_ids"])
             row["bytes_estimate_over_dense"] = (
-                r["bytes"]["sparse_compressed_estimate"]["total_ef_uint8"]
-                / r["faiss"]["bytes"]["vectors"])
+                r["bytes"]["sparse_elias_fano_estimate"]["total"]
+                + r["bytes"]["sparse"]["doc_ids"]) / r["faiss"]["bytes"]["with_ids"]
         if "bm25s" in r:
             row["indexing_vs_bm25s"] = (r["indexing"]["postings_per_s"]
                                         / r["bm25s"]["postings_per_s"])
@@ -830,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_queries = args.queries
     if args.quick:
         clocks = Clocks(latency_budget_s=2.0, latency_min_samples=100, throughput_min_s=0.2,
-                        prototype_budget_s=1.0, api_budget_s=1.0)
+                        api_budget_s=1.0)
         n_queries = n_queries or 50
     started = dt.datetime.now()
     out_dir = args.output / started.strftime("%Y%m%d-%H%M%S")
@@ -850,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     real = real_source(args, n_queries)
     record["real"] = {"index": str(real.path), "docs": len(real.index),
                       "postings": int(real.index.manifest["postings"]),
+                      "postings_format": real.index.manifest["postings_format"],
                       "projection": {key: real.index.manifest["projection"].get(key) for key in
                                      ("k", "weighting", "pc1_strength", "merge_variants")},
                       "model": real.index.manifest["model"]["name"],

@@ -121,7 +121,7 @@ def target_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def ratio_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["size", "QPS / BM25S k=10", "k=1000", "p50 BM25S / tok k=10", "k=1000",
               "QPS / FAISS k=10", "k=1000", "model QPS / FAISS k=10", "e2e dense / tokens",
-              "e2e dense / model", "bytes sparse / dense", "est. compressed / dense",
+              "e2e dense / model", "bytes sparse / dense", "est. Elias-Fano / dense",
               "indexing / BM25S"]
     rows = []
     for r in record.get("ratios", []):
@@ -134,11 +134,12 @@ def ratio_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def kernel_lines(r: dict[str, Any]) -> list[str]:
-    """Where the kernel's time goes at one size: traversal, the linear fit, the prototypes."""
+    """Where the kernel's time goes at one size: traversal, the linear fit, indexing steps and
+    postings bytes."""
     lines = [f"### Kernel at {r['size']} ({r['n_docs']:,} documents)", ""]
     header = ["query mode", "tokens/query", "postings walked mean / p50 / p99 / max",
-              "docs touched mean / p99", "p50 ms k=10", "fit: fixed us + ns/posting + "
-              "ns/touched (R²)", "ns per posting overall"]
+              "docs touched mean / p99", "dense segments mean", "p50 ms k=10",
+              "fit: fixed us + ns/posting + ns/touched (R²)", "ns per posting overall"]
     rows = []
     for mode in ("tokens", "model"):
         q = r["queries"][mode]
@@ -147,49 +148,32 @@ def kernel_lines(r: dict[str, Any]) -> list[str]:
             mode, _f(q["mean_tokens"], 1),
             " / ".join(_f(q["postings"][s], 0) for s in ("mean", "p50", "p99", "max")),
             " / ".join(_f(q["touched"][s], 0) for s in ("mean", "p99")),
+            _f(_get(q, "dense_segments", "mean"), 1),
             _f(_get(r, "tokretrieve", mode, "10", "latency", "p50_ms"), 3),
             (f"{_f(fit.get('fixed_us'), 1)} + {_f(fit.get('ns_per_posting'), 2)} + "
              f"{_f(fit.get('ns_per_touched'), 2)} ({_f(fit.get('r2'), 2)})") if fit else "-",
             _f(fit.get("ns_per_posting_overall"), 2)])
     lines += _table(header, rows)
-    proto = r.get("prototypes")
-    if proto:
-        lines += ["", "Prototype kernels (bench/speed_kernel.py), k=10; identical = same ids and "
-                  "scores as the package's kernel:", ""]
-        header = ["query mode", "kernel", "identical", "p50 ms", "p99 ms", "QPS",
-                  "p50 vs package"]
-        rows = []
-        for mode in ("tokens", "model"):
-            base = _get(r, "tokretrieve", mode, "10")
-            rows.append([mode, "package (batch_top_k)", "-",
-                         _f(base["latency"]["p50_ms"], 3), _f(base["latency"]["p99_ms"], 3),
-                         _f(base["batch"]["qps"], 0), "1.00"])
-            for variant, data in proto[mode].items():
-                same = data["identical_to_package"]
-                rows.append([mode, variant, "n/a" if same is None else ("yes" if same else "NO"),
-                             _f(data["latency"]["p50_ms"], 3), _f(data["latency"]["p99_ms"], 3),
-                             _f(_get(data, "batch", "qps"), 0),
-                             _f(base["latency"]["p50_ms"] / data["latency"]["p50_ms"], 2)])
-        lines += _table(header, rows)
-        one = proto.get("one_posting_query", {})
-        if one:
-            lines += ["", f"A one-posting query (fixed cost per call): package "
-                      f"{_f(_get(one, 'package', 'p50_ms'), 3)} ms p50, with reused buffers "
-                      f"{_f(_get(one, 'scratch', 'p50_ms'), 3)} ms p50."]
     ix = r["indexing"]
     lines += ["", "Indexing steps (s): " + ", ".join(
-        f"{name} {_f(ix[key], 3)}" for name, key in (
-            ("tocsc", "tocsc_s"), ("sort_indices", "sort_indices_s"),
-            ("dtype copies", "dtype_copies_s"), ("np.save", "save_s"),
-            ("fsync+swap", "fsync_swap_s"), ("total", "total_s")))
-        + f"; transpose alone {_f(ix['transpose_postings_per_s'] / 1e6, 1)} M postings/s."]
-    est = _get(r, "bytes", "sparse_compressed_estimate")
-    if est:
-        lines += ["", f"Postings bytes now {_mb(_get(r, 'bytes', 'sparse', 'postings'))} MB; "
-                  f"estimated with Elias-Fano doc ids + uint8 weights "
-                  f"{_mb(est['total_ef_uint8'])} MB (doc ids {_mb(est['docs_elias_fano'])}, "
-                  f"weights {_mb(est['weights_uint8'])}, indptr {_mb(est['indptr'])}); "
-                  f"int32 ids + float16 weights {_mb(est['total_int32_float16'])} MB."]
+        f"{name} {_f(ix.get(key), 3)}" for name, key in (
+            ("postings_from_bags", "build_postings_s"), ("empty-document check", "empty_check_s"),
+            ("write_index", "write_s"), ("total", "total_s")))
+        + f"; postings_from_bags alone {_f(ix['build_postings_per_s'] / 1e6, 1)} M postings/s; "
+        f"{ix.get('impacts')} impacts (scale {ix.get('scale')}), {ix.get('segments')} "
+        f"segment(s) of {_f(ix.get('segment_docs'), 0)} documents, "
+        f"{_f(ix.get('dropped_zero_levels'), 0)} bag entries dropped at level 0."]
+    stored = _get(r, "bytes", "sparse") or {}
+    est = _get(r, "bytes", "sparse_elias_fano_estimate")
+    if stored:
+        lines += ["", f"Postings bytes on disk {_mb(stored.get('postings'))} MB (doc offsets "
+                  f"{_mb(stored.get('postings_docs'))}, impacts "
+                  f"{_mb(stored.get('postings_impacts'))}, indptr "
+                  f"{_mb(stored.get('postings_indptr'))}), doc ids "
+                  f"{_mb(stored.get('doc_ids'))} MB"
+                  + (f"; with Elias-Fano doc offsets (estimated) {_mb(est['total'])} MB "
+                     f"(doc offsets {_mb(est['docs_elias_fano'])} instead of "
+                     f"{_mb(est['docs_uint16'])})." if est else ".")]
     return lines
 
 
@@ -205,10 +189,11 @@ def render_report(record: dict[str, Any]) -> str:
         f"at end {record.get('load_avg_end')}. The machine is shared: every measurement in "
         "results.json carries the load average before and after it.", "",
         f"Real bags: {real['index']} ({real['docs']:,} Cranfield documents, {real['postings']:,} "
-        f"postings, model {real['model']}, projection {real['projection']}); "
+        f"postings, model {real['model']}, projection {real['projection']}, postings format "
+        f"{real.get('postings_format')}); "
         f"{real['queries']} Cranfield queries in both modes. Synthetic sizes draw bags from "
         "that index's bag lengths, token document fractions and weights "
-        "(bench/speed_synth.py).", "",
+        "(bench/speed_synth.py) and are stored with the same impact type and segment size.", "",
         "Latency: one query per call, one thread (numba, FAISS and torch set to 1), p50/p99 over "
         "all samples (passes over the query set until 1,000 samples or the time budget). QPS: "
         "all queries in one batch call on all threads; median of repeated calls. tokretrieve "
@@ -219,12 +204,15 @@ def render_report(record: dict[str, Any]) -> str:
     ]
     lines += _table(*search_rows(record))
     lines += ["", "## Costs", "",
-              "Indexing: doc-major bags to a written, fsynced index (encoding excluded); BM25S "
-              "indexes the same bags. Bytes: postings + doc ids (sparse), bm25s's saved folder, "
-              "FAISS's index file + doc ids. End-to-end (e2e): one query, one thread, text in, "
-              "top-10 out, model forward pass included where the mode needs it. Peak RSS is "
-              "the process's high-water mark within each phase (reset before it; it includes "
-              "the loaded model, ~0.5-1 GB, and memory-mapped pages the phase touched).", ""]
+              "Indexing: doc-major bags to a written, fsynced index (encoding excluded) through "
+              "the package's postings_from_bags and write_index, as bag entries per second; "
+              "BM25S indexes the same bags. Postings: those stored (uint8 impacts drop entries "
+              "that round to level 0). Bytes: postings files + doc ids (sparse), bm25s's saved "
+              "folder, FAISS's index file + doc ids. End-to-end (e2e): one query, one thread, "
+              "text in, top-10 out, model forward pass included where the mode needs it. Peak "
+              "RSS is the process's high-water mark within each phase (reset before it; it "
+              "includes the loaded model, ~0.5-1 GB, and memory-mapped pages the phase "
+              "touched).", ""]
     lines += _table(*cost_rows(record))
     lines += ["", "## Ratios (tokretrieve / peer)", ""]
     lines += _table(*ratio_rows(record))

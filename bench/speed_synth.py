@@ -1,4 +1,4 @@
-"""Synthetic key-token corpora that follow a real index's token distribution, at any size.
+"""Synthetic key-token corpora that follow a real collection's token distribution, at any size.
 
 The speed of exact term-at-a-time search depends on how many postings a query walks, which is
 set by the document frequencies of its tokens; so a synthetic corpus is only a fair stand-in for a
@@ -14,8 +14,12 @@ How a synthetic bag is drawn:
   drawn with probability p on each of D draws is included with probability 1 - exp(-p D), so the
   propensity starts at -log(1 - df/N) and is then corrected on a simulated sample until the
   realised inclusion rates match df/N;
-- each token's weight is the weight of a random posting of that token in the real index, so
-  per-token weight distributions are kept.
+- each token's weight is the weight of a random real bag that holds that token, so per-token
+  weight distributions are kept.
+
+The distribution is measured on doc-major bags (docs x vocab CSR, what the encoder produces and
+what `Postings.to_bags()` gives back from an index), so it does not depend on how an index lays
+out its postings.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from tokretrieve.search import Postings
-
 CHUNK_DOCS = 4096
 CALIBRATION_DOCS = 20_000
 CALIBRATION_ROUNDS = 3
@@ -36,14 +38,14 @@ MIN_CALIBRATION_HITS = 50
 
 @dataclass
 class TokenDistribution:
-    """What the generator keeps of a real index: bag lengths, per-token document fractions and
-    the real postings (for weights). Built once per real index, reused for every size."""
+    """What the generator keeps of the real bags: their lengths, per-token document fractions and
+    each token's real weights. Built once per real collection, reused for every size."""
 
     lengths: np.ndarray          # int64, one per real document (its bag length)
     fraction: np.ndarray         # float64 (vocab), df / N of each token
     propensity: np.ndarray       # float64 (vocab), calibrated draw weight (0: never drawn)
-    weight_indptr: np.ndarray    # int64 (vocab + 1), the real postings' token offsets
-    weights: np.ndarray          # float32, the real postings' weights, token-major
+    weight_indptr: np.ndarray    # int64 (vocab + 1), each token's slice of `weights`
+    weights: np.ndarray          # float32, the real bags' weights, token-major
 
     @property
     def vocab_size(self) -> int:
@@ -54,25 +56,32 @@ class TokenDistribution:
         return float(self.lengths.mean()) if len(self.lengths) else 0.0
 
 
-def distribution_from_postings(postings: Postings, seed: int = 0,
-                               calibration_docs: int = CALIBRATION_DOCS,
-                               rounds: int = CALIBRATION_ROUNDS) -> TokenDistribution:
-    """Measure a real index's bag lengths, document frequencies and weights, and calibrate the
-    draw propensities so that generated bags include each token at its real rate."""
-    indptr = np.asarray(postings.indptr, dtype=np.int64)
-    docs = np.asarray(postings.docs)
-    n = max(int(postings.n_docs), 1)
-    df = np.diff(indptr).astype(np.float64)
-    lengths = np.bincount(docs, minlength=postings.n_docs).astype(np.int64)
+def distribution_from_bags(bags: sp.csr_matrix, seed: int = 0,
+                           calibration_docs: int = CALIBRATION_DOCS,
+                           rounds: int = CALIBRATION_ROUNDS) -> TokenDistribution:
+    """Measure real doc-major bags' lengths, document frequencies and weights, and calibrate
+    the draw propensities so that generated bags include each token at its real rate.
+
+    Explicit zeros in `bags` count as absent (a zero weight is not a stored posting) and
+    duplicate entries are summed, as an index would store them.
+    """
+    bags = sp.csr_matrix(bags, dtype=np.float32, copy=True)  # the caller's bags stay as given
+    bags.sum_duplicates()
+    bags.eliminate_zeros()
+    n = max(int(bags.shape[0]), 1)
+    lengths = np.diff(bags.indptr).astype(np.int64)
+    by_token = bags.tocsc()
+    df = np.diff(by_token.indptr).astype(np.float64)
     fraction = df / n
     # Inclusion after D draws is 1 - exp(-p D): aim p at -log(1 - fraction), capped below 1.
     propensity = -np.log1p(-np.minimum(fraction, 1.0 - 1e-6))
-    distribution = TokenDistribution(lengths, fraction, propensity, indptr,
-                                     np.asarray(postings.weights, dtype=np.float32))
+    distribution = TokenDistribution(lengths, fraction, propensity,
+                                     by_token.indptr.astype(np.int64),
+                                     np.asarray(by_token.data, dtype=np.float32))
     sample = min(calibration_docs, max(20 * n, 2000))
     for round_ in range(rounds):
-        bags = generate_bags(distribution, sample, seed=seed + 1_000_003 * (round_ + 1))
-        realised = np.bincount(bags.indices, minlength=distribution.vocab_size) / sample
+        drawn = generate_bags(distribution, sample, seed=seed + 1_000_003 * (round_ + 1))
+        realised = np.bincount(drawn.indices, minlength=distribution.vocab_size) / sample
         expected_hits = fraction * sample
         # Only correct tokens seen often enough for the ratio to be more signal than noise;
         # the rest get the median correction, which keeps the bulk's scale right.

@@ -32,7 +32,7 @@ def probe(index_path: str, queries_path: str, repeats: int = REPEATS) -> dict[st
     batch = QueryBatch.from_bags([index.token_query_bag(text)
                                   for _, text in read_queries(queries_path)])
     threads = numba.get_num_threads()
-    package_top_k(index.postings, batch, 10, threads)
+    package_top_k(index.postings, batch, 10, threads)  # compiles, allocates the buffers
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()

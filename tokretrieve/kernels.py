@@ -127,12 +127,13 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
             weight = np.float32(query_weights[i])
             for p in range(indptr[segment, token], indptr[segment, token + 1]):
                 accumulator[docs[p]] += weight * np.float32(impacts[p])
+        # Ascending positions, after every document already in the heap: a score equal to the
+        # heap's worst loses its tie, so only a strictly better one is offered.
         for local in range(span):
             score = accumulator[local]
-            if score > 0.0:
-                accumulator[local] = 0.0
-                if size < k or score >= heap_scores[0]:  # skip the call for sure losers
-                    size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
+            if score > 0.0 and (size < k or score > heap_scores[0]):
+                size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
+        accumulator[:span] = 0.0
         return size
     n_touched = 0
     for i in range(tokens.shape[0]):
