@@ -1,5 +1,5 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test`, `make bench`,
-# `make bench-speed`.
+# `make bench-speed`, `make bench-encode`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CORPUS ?= ../shared/data/cranfield
 MODEL ?= minilm
 
-.PHONY: install demo test lint bench bench-speed
+.PHONY: install demo test lint bench bench-speed bench-encode
 
 install: $(STAMP)
 
@@ -35,3 +35,6 @@ bench: install
 
 bench-speed: install
 	$(BIN)/python -m bench.speed
+
+bench-encode: install
+	$(BIN)/python -m bench.encode_speed

@@ -1,0 +1,182 @@
+"""The encoding benchmark's arithmetic, checked against answers worked out by hand.
+
+bench.encode_speed reports padding waste, forward GFLOP/s and its fraction of a timed torch.mm;
+if the batching replica, the FLOP count or the ratios were wrong, every number in its report
+would be. The FLOP counts are compared with the textbook count of each tiny architecture
+(2 x in x out per token for every Linear, 4 x heads x width^2 x head_dim per sequence for
+attention), so a counter that skipped attention on CPU, or counted padding wrongly, fails here.
+Only the tiny random-weight models of conftest.py are run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from refimpl import WORDS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `pytest` without `python -m` does not put the root on path
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.encode_speed import (  # noqa: E402
+    FlopCache,
+    count_forward_flops,
+    cpu_share,
+    evenly_spaced,
+    fraction_of,
+    gflops,
+    in_order_batches,
+    length_sorted_batches,
+    matmul_flops_counted,
+    measure_bags,
+    measure_encoding,
+    mm_flops,
+    observe_backbone,
+    padding_waste,
+    render_report,
+)
+
+# Tiny models of conftest.py: hidden 32, 2 layers, intermediate 64.
+LAYERS = 2
+
+
+def llama_flops(rows: int, width: int) -> int:
+    """Tiny Llama backbone: q/o 32x32, k/v 32x16 (2 KV heads of 8), gate/up 32x64, down 64x32;
+    4 query heads of 8 dimensions. No LM head (the backbone is the base model)."""
+    linear = 2 * (32 * 32 * 2 + 32 * 16 * 2 + 32 * 64 * 2 + 64 * 32)
+    attention = 2 * (2 * 4 * width * width * 8)  # QK^T and AV
+    return rows * LAYERS * (width * linear + attention)
+
+
+def bert_flops(rows: int, width: int) -> int:
+    """Tiny BERT: q/k/v/o 32x32, intermediate 32x64 and 64x32; 2 heads of 16; plus the pooler,
+    one 32x32 dense on each row's first position."""
+    linear = 2 * (4 * 32 * 32 + 32 * 64 + 64 * 32)
+    attention = 2 * (2 * 2 * width * width * 16)
+    return rows * (LAYERS * (width * linear + attention) + 2 * 32 * 32)
+
+
+def text_of(words: int, offset: int = 0) -> str:
+    return " ".join(WORDS[offset:offset + words])
+
+
+# ------------------------------------------------------------------------------ padding waste
+def test_length_sorted_batches_and_waste_by_hand():
+    lengths = [3, 7, 5, 2, 7]
+    batches = length_sorted_batches(lengths, 2)
+    assert batches == [[1, 4], [2, 0], [3]]  # longest first, ties in input order
+    # Widths 7, 5, 2: 14 + 10 + 2 = 26 positions for 24 tokens.
+    assert padding_waste(lengths, batches) == {"positions": 26, "tokens": 24,
+                                               "waste": pytest.approx(2 / 26)}
+    # Unsorted: [3, 7], [5, 2], [7] -> widths 7, 5, 7: 31 positions.
+    assert in_order_batches(5, 2) == [[0, 1], [2, 3], [4]]
+    assert padding_waste(lengths, in_order_batches(5, 2))["waste"] == pytest.approx(7 / 31)
+
+
+def test_waste_is_zero_for_equal_lengths_and_for_batches_of_one():
+    assert padding_waste([4, 4, 4], length_sorted_batches([4, 4, 4], 2))["waste"] == 0.0
+    assert padding_waste([9, 1, 5], in_order_batches(3, 1))["waste"] == 0.0
+    assert padding_waste([], [])["waste"] == 0.0
+    with pytest.raises(ValueError):
+        length_sorted_batches([1, 2], 0)
+
+
+def test_observed_batches_are_the_encoders_and_match_the_replica(tiny_encoder):
+    encoder = tiny_encoder("bert", "mean", batch_size=2)
+    texts = [text_of(3), text_of(7, 3), text_of(5, 10), text_of(2, 15), text_of(7, 17)]
+    with torch.inference_mode(), observe_backbone(encoder.model.backbone) as log:
+        encoder.embed(texts)
+    # [CLS] + words + [SEP]: lengths 5, 9, 7, 4, 9 -> batches (9, 9), (7, 5), (4).
+    assert log.shapes == [(2, 9), (2, 7), (1, 4)]
+    assert log.tokens == 34 and log.positions == 36
+    assert log.waste == pytest.approx(2 / 36)
+    assert len(log.seconds) == 3 and all(s > 0 for s in log.seconds)
+    lengths = [len(ids) for ids in encoder.input_ids(texts)]
+    assert padding_waste(lengths, length_sorted_batches(lengths, 2))["waste"] == log.waste
+    # The hooks are gone afterwards: a further call is not logged.
+    encoder.embed(texts[:1])
+    assert len(log.masks) == 3
+
+
+# ---------------------------------------------------------------------------------- FLOP counts
+@pytest.mark.parametrize("model, formula", [("llama", llama_flops), ("bert", bert_flops)])
+def test_forward_flops_match_the_architecture_including_attention(tiny_encoder, model, formula):
+    encoder = tiny_encoder(model, "mean")
+    ids = torch.full((2, 5), 5, dtype=torch.long)
+    mask = torch.ones((2, 5), dtype=torch.long)
+    mask[1, 3:] = 0  # padding does not change the shapes the forward computes
+    assert count_forward_flops(encoder.model.backbone, ids, mask)["total"] == formula(2, 5)
+
+
+def test_flop_cache_counts_real_batches_row_by_row(tiny_encoder):
+    encoder = tiny_encoder("llama", "prompteol", batch_size=3)
+    texts = [text_of(n, 2 * n) for n in (4, 9, 1, 6, 6, 2, 8)]
+    with torch.inference_mode(), observe_backbone(encoder.model.backbone) as log:
+        encoder.embed(texts)
+    cache = FlopCache(encoder.model.backbone)
+    assert cache.batch_flops(log) == sum(llama_flops(b, w) for b, w in log.shapes)
+    check = cache.check(log, rows=2)
+    assert check["direct"] == llama_flops(2, check["width"]) and check["ratio"] == 1.0
+
+
+def test_matmul_flops_counted_is_two_m_n_k():
+    assert matmul_flops_counted(64, torch.float32) == 2 * 64**3
+    assert matmul_flops_counted(48, torch.bfloat16) == mm_flops(48, 48, 48) == 221_184
+
+
+# ------------------------------------------------------------------------------- the ratios
+def test_gflops_fraction_and_cpu_share_arithmetic():
+    assert mm_flops(1000, 1000, 1000) == 2_000_000_000
+    assert gflops(2e9, 0.5) == 4.0
+    assert math.isnan(gflops(1e9, 0.0))
+    assert fraction_of(50.0, 200.0) == 0.25
+    assert math.isnan(fraction_of(50.0, 0.0)) and math.isnan(fraction_of(50.0, None))
+    # 3 CPU-seconds over 2 s of wall time on 2 threads: 75 % of the two cores.
+    assert cpu_share(3.0, 2.0, 2) == 0.75
+    assert math.isnan(cpu_share(1.0, 0.0, 2))
+
+
+def test_evenly_spaced_keeps_both_ends():
+    assert evenly_spaced(4, 10) == [0, 3, 6, 9]
+    assert evenly_spaced(20, 10) == list(range(10))
+    assert evenly_spaced(0, 10) == []
+
+
+def test_measure_encoding_row_is_consistent_and_renders(tiny_encoder):
+    encoder = tiny_encoder("bert", "mean", batch_size=2)
+    texts = [text_of(n, n) for n in (3, 8, 5, 1)] + ["   "]
+    cache = FlopCache(encoder.model.backbone)
+    reference = 500.0
+    row, embeddings = measure_encoding(encoder, texts, 1, cache, {(1, "float32"): reference})
+    assert embeddings.shape == (5, 32) and not embeddings[4].any()  # blank text: zero vector
+    assert row["docs"] == 5 and row["batches"] == 2  # the blank text never reaches the model
+    assert row["tokens"] == 5 + 10 + 7 + 3 and row["replica_matches"]
+    assert row["flops"] == bert_flops(2, 10) + bert_flops(2, 5)
+    assert row["forward_gflops"] == pytest.approx(row["flops"] / row["forward_s"] / 1e9)
+    assert row["fraction_of_matmul"] == pytest.approx(row["forward_gflops"] / reference)
+    assert row["docs_per_s"] == pytest.approx(5 / row["embed_s"])
+    assert 0 < row["forward_share"] <= 1
+    bags = measure_bags(encoder, embeddings, 3, 1, repeats=2)
+    assert bags["docs"] == 5 and 0 < bags["nnz_per_doc"] <= 3
+    record = {
+        "command": "test", "started": "now", "load_avg_start": None, "load_avg_end": None,
+        "environment": {"cpu": "cpu", "cpu_count": 1, "packages": {"torch": "x"},
+                        "bf16": {"native": False}, "env": {}},
+        "settings": {"docs": 5, "sweep_docs": 5, "corpus": "c", "corpus_docs": 5,
+                     "max_length": 256, "matmul_sizes": [64], "k": 3},
+        "matmul": {}, "models": {"tiny": {"rows": [{"model": "tiny", "set": "headline", **row}],
+                                          "bags": {"float32": bags}}}}
+    report = render_report(record)
+    line = next(x for x in report.splitlines() if x.startswith("| tiny | headline"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:6] == ["float32", "1", "2", "5"]
+    assert cells[13] == f"{100 * row['fraction_of_matmul']:.0f}%"
+    # The bag step's share of encode + bag time (same 5 documents in both).
+    share = bags["median_s"] / (bags["median_s"] + row["embed_s"])
+    assert cells[16] == f"{100 * share:.1f}%"
+    assert np.isfinite(row["cpu_share"])
