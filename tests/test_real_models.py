@@ -89,6 +89,31 @@ def test_minilm_index_reloads_without_the_model(minilm_cranfield):
     assert reopened._encoder is None
 
 
+def test_minilm_kernel_equals_numpy_reference_on_real_bags(minilm_cranfield, minilm):
+    """On real bags (k=512, uint8 impacts) and real query bags of both modes, the compiled
+    kernel returns exactly the top-k of the plain-numpy Postings.scores, and cutting the same
+    bags into segments of 16 documents changes nothing."""
+    from refimpl import brute_force_ranking
+
+    index, queries, _ = minilm_cranfield
+    texts = [text for _, text in queries]
+    segmented = SparseIndex.from_embeddings(
+        list(np.asarray(index.doc_ids)), np.asarray(index.embeddings), minilm, path=None,
+        k=index.k, segment_docs=16)
+    assert segmented.postings.n_segments == 7
+    bags = index.model_query_bags(texts) + [index.token_query_bag(t) for t in texts]
+    for k in (1, 10, 100):
+        got = index.search_bags(bags, k=k, matched=False)
+        assert [[(h.doc_id, h.score) for h in hits] for hits in got] == \
+            [[(h.doc_id, h.score) for h in hits]
+             for hits in segmented.search_bags(bags, k=k, matched=False)]
+        for (tokens, weights), hits in zip(bags, got, strict=True):
+            scores = index.postings.scores(tokens, weights)
+            expected = brute_force_ranking(scores, k)
+            assert [h.doc_id for h in hits] == [str(index.doc_ids[i]) for i in expected]
+            assert [h.score for h in hits] == [float(scores[i]) for i in expected]
+
+
 # ---------------------------------------------------------------------------------- smollm2
 def test_smollm2_key_tokens_of_a_plain_sentence(smollm2):
     """SmolLM2 with PromptEOL: the pangram's content words come first."""
