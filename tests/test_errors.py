@@ -196,6 +196,22 @@ def test_unknown_method_and_bad_sizes(tiny_llama_dir):
 
 
 # ---------------------------------------------------------------------------- k
+@pytest.mark.parametrize(("options", "message"), [
+    ({"impacts": "float16"}, "unknown impact type 'float16'"),
+    ({"segment_docs": 0}, r"segment_docs must be an integer in \[1, 65536\], got 0"),
+    ({"segment_docs": 65537}, "got 65537"),
+    ({"segment_docs": 8.0}, "got 8.0"),
+])
+def test_bad_postings_layout_is_refused_before_encoding(encoder, tmp_path, monkeypatch,
+                                                         options, message):
+    """An impact type or segment size the format cannot hold is refused before any document
+    is encoded, and nothing is written."""
+    monkeypatch.setattr(encoder, "embed", lambda *a, **k: pytest.fail("encoded before checking"))
+    with pytest.raises(TokretrieveError, match=message):
+        SparseIndex.build(DOCS, encoder, tmp_path / "idx", progress=False, **options)
+    assert not (tmp_path / "idx").exists()
+
+
 @pytest.mark.parametrize("k", [0, -3, 2.5, True, None])
 def test_bad_k_for_build_and_search(encoder, small_index, tmp_path, k):
     """k must be a positive integer for build, search and batch_search."""

@@ -132,6 +132,17 @@ class Postings:
         return tokens, self.weights(np.asarray(self.impacts)[at])
 
 
+def check_layout(impacts: str, segment_docs: int) -> None:
+    """Refuse an impact type or segment size the format cannot hold (before any encoding)."""
+    if impacts not in IMPACT_TYPES:
+        raise TokretrieveError(f"unknown impact type '{impacts}': choose one of "
+                               f"{', '.join(IMPACT_TYPES)}")
+    if (isinstance(segment_docs, bool) or not isinstance(segment_docs, int | np.integer)
+            or not 1 <= segment_docs <= MAX_SEGMENT_DOCS):
+        raise TokretrieveError(f"segment_docs must be an integer in [1, {MAX_SEGMENT_DOCS}], "
+                               f"got {segment_docs!r}")
+
+
 def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
                        segment_docs: int = MAX_SEGMENT_DOCS) -> Postings:
     """Doc-major bags (docs x vocab, positive weights) to segmented token-major postings.
@@ -139,12 +150,7 @@ def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
     uint8 impacts: the scale is the smallest power of two that maps the largest weight to at
     most 255; weights that round to level 0 are dropped (they would add nothing to any score).
     """
-    if impacts not in IMPACT_TYPES:
-        raise TokretrieveError(f"unknown impact type '{impacts}': choose one of "
-                               f"{', '.join(IMPACT_TYPES)}")
-    if not 1 <= segment_docs <= MAX_SEGMENT_DOCS:
-        raise TokretrieveError(f"segment_docs must lie in [1, {MAX_SEGMENT_DOCS}], "
-                               f"got {segment_docs}")
+    check_layout(impacts, segment_docs)
     bags = sp.csr_matrix(bags)
     n_docs, vocab = bags.shape
     data = np.asarray(bags.data, dtype=np.float32)

@@ -34,6 +34,7 @@ from tokretrieve.postings import (
     MAX_SEGMENT_DOCS,
     ImpactType,
     Postings,
+    check_layout,
     postings_from_bags,
     postings_from_token_major,
 )
@@ -117,6 +118,7 @@ class SparseIndex:
         """
         k = check_top_k(k)
         check_weighting(weighting or encoder.model.default_weighting)
+        check_layout(impacts, segment_docs)
         asked_auto = pc1_strength == "auto"
         records = check_unique(_check_records(docs), source or "documents")
         if not records:
