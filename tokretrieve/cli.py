@@ -131,8 +131,8 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-variants", action="store_true",
                         help="fold case and word-boundary variants of a token into one")
     parser.add_argument("--impacts", choices=list(IMPACT_TYPES), default="uint8",
-                        help="stored weight precision: uint8 levels (default, a quarter of the "
-                             "bytes) or exact float32")
+                        help="stored weight precision: uint8 levels (default, 1 byte per weight "
+                             "instead of 4) or exact float32")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")

@@ -112,7 +112,7 @@ class SparseIndex:
         records the choice and its curve in the manifest. `weighting=None` and
         `pc1_strength=None` take the model's measured defaults (models.ALIASES); a model without
         them gets its family's weighting and a calibrated λ. `impacts` is how weights are
-        stored (tokretrieve.postings): "uint8" levels (a quarter of the bytes, nDCG unchanged
+        stored (tokretrieve.postings): "uint8" levels (1 byte per weight, not 4; nDCG unchanged
         in our measurements) or the exact "float32" weights; `segment_docs` is the postings'
         segment size, smaller only to test segment boundaries on small collections.
         """
