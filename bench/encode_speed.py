@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import shlex
 import sys
@@ -68,6 +67,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from bench.environment import machine, model_record
+from bench.records import write_record
 from bench.timing import timed
 from tokretrieve import Encoder
 from tokretrieve.corpus import read_documents
@@ -553,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["models"][model] = run_model(model, dtypes, texts, sweep, threads, batch_sizes,
                                             args, references,
                                             [text for _, text in documents])
-        _write(out_dir, record, partial=True)
+        write_record(out_dir, record, render_report, partial=True)
     print("[encode] measuring torch.mm again ...", flush=True)
     ends = {(t, d): measure_matmul(t, d) for t in threads for d in dtypes}
     for (t, d), start in starts.items():
@@ -568,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row["fraction_of_matmul"] = fraction_of(row["forward_gflops"], best)
     record["load_avg_end"] = load_average()
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-    _write(out_dir, record, partial=False)
+    write_record(out_dir, record, render_report, partial=False)
     print()
     print(render_report(record))
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
@@ -687,24 +687,6 @@ def render_report(record: dict[str, Any]) -> str:
             lines.append(f"- {model}: bf16 vs fp32 document embeddings, cosine mean "
                          f"{cosine['mean']:.5f}, min {cosine['min']:.5f}.")
     return "\n".join(lines) + "\n"
-
-
-def _write(out_dir: Path, record: dict[str, Any], partial: bool) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(record, indent=2, default=_json_default)
-                                          + "\n", encoding="utf-8")
-    if not partial:
-        (out_dir / "report.md").write_text(render_report(record), encoding="utf-8")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 if __name__ == "__main__":

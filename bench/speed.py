@@ -58,6 +58,7 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
+from bench.records import write_record
 from bench.speed_kernel import QueryBatch, package_top_k, traversal
 from bench.speed_peers import BM25_BACKENDS, BM25Peer, DensePeer, unit_rows
 from bench.speed_report import render_report, summary_lines
@@ -815,7 +816,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
         results.append(result)
         record["sizes"] = results
-        _write(out_dir, record, partial=True)   # a crash in a later size keeps these
+        # a crash in a later size keeps these
+        write_record(out_dir, record, render_report, partial=True)
     record["threading_probe"] = threading_probe(real.path, args.corpus)
     if real.distribution is not None:
         d = real.distribution
@@ -826,29 +828,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["ratios"], record["targets"] = ratios_and_targets(results)
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     record["load_avg_end"] = load_average()
-    _write(out_dir, record, partial=False)
+    write_record(out_dir, record, render_report, partial=False)
     print()
     print("\n".join(summary_lines(record)))
     print(f"\nwrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
     return 0
-
-
-def _write(out_dir: Path, record: dict[str, Any], partial: bool) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(record, indent=2, default=_json_default)
-                                          + "\n", encoding="utf-8")
-    if not partial:
-        (out_dir / "report.md").write_text(render_report(record), encoding="utf-8")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 if __name__ == "__main__":
