@@ -5,9 +5,9 @@ tokretrieve.kernels.batch_top_k (non-positive weights dropped, CSR of tokens), s
 times the package's kernel without the Hit objects around it; the per-query slices are cut once,
 up front, so a latency sample is the kernel call and nothing else.
 
-`package_top_k` calls that kernel as search_bags does, with per-thread buffers
-(tokretrieve.kernels.Scratch) allocated once per (threads, segment size) and reused by every
-later call, as an index reuses its own: no timed call allocates anything of segment size.
+`package_top_k` calls that kernel as search_bags does (Postings.top_k), with one
+tokretrieve.kernels.Scratch whose buffers, one set per (threads, segment size), are reused by
+every later call, as an index reuses its own: no timed call allocates anything of segment size.
 
 `traversal` counts what a query costs the segment-at-a-time kernel: postings walked (the sum of
 its tokens' list lengths over all segments), distinct documents touched (accumulator entries the
@@ -23,11 +23,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from tokretrieve.kernels import Scratch, batch_top_k
+from tokretrieve.kernels import DENSE_SHARE, Scratch
 from tokretrieve.postings import Postings
-
-# The package kernel's rule (tokretrieve.kernels._segment_top_k): dense when walked * 8 >= span.
-DENSE_SHARE = 8
 
 
 @dataclass
@@ -71,29 +68,15 @@ class QueryBatch:
         return float(np.diff(self.indptr).mean()) if len(self) else 0.0
 
 
-# (threads, segment span) -> (accumulators, touched). The benchmark calls the kernel from one
-# Python thread; the package keeps the same buffers per index and per calling thread.
-_BUFFERS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def kernel_buffers(n_threads: int, span: int) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel's per-thread (accumulators, touched), allocated on first use only."""
-    key = (max(int(n_threads), 1), max(int(span), 1))
-    if key not in _BUFFERS:
-        _BUFFERS[key] = Scratch().buffers(*key)
-    return _BUFFERS[key]
+# The package keeps one Scratch per index; the benchmark calls from one Python thread.
+_SCRATCH = Scratch()
 
 
 def package_top_k(postings: Postings, batch: QueryBatch, k: int,
                   n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """tokretrieve.kernels.batch_top_k with the arguments search_bags gives it, on `n_threads`
-    buffers (set numba's thread count to match). Returns (docs, sums, counts): scores are
-    sums x postings.scale."""
-    accumulators, touched = kernel_buffers(n_threads,
-                                           min(postings.segment_docs, postings.n_docs))
-    return batch_top_k(postings.indptr, postings.docs, postings.impacts, postings.n_docs,
-                       postings.segment_docs, batch.indptr, batch.tokens, batch.weights,
-                       min(k, max(postings.n_docs, 1)), accumulators, touched)
+    """Postings.top_k, as search_bags calls it, on `n_threads` buffers (set numba's thread
+    count to match). Returns (docs, scores, counts)."""
+    return postings.top_k(batch.indptr, batch.tokens, batch.weights, k, _SCRATCH, n_threads)
 
 
 def traversal(postings: Postings, batch: QueryBatch) -> dict[str, np.ndarray]:

@@ -32,6 +32,9 @@ import threading
 import numba
 import numpy as np
 
+# A segment is scored the dense way when the query walks at least span / DENSE_SHARE postings.
+DENSE_SHARE = 8
+
 
 @numba.njit(nogil=True, cache=True)
 def _better(score_a: np.float32, doc_a: np.int64, score_b: np.float32, doc_b: np.int64) -> bool:
@@ -98,17 +101,19 @@ def heap_drain(heap_scores, heap_docs, size, out_docs, out_scores):
 
 class Scratch(threading.local):
     """Per-thread scoring buffers, kept between calls (one set per calling Python thread, so
-    concurrent searches on one index never share an accumulator)."""
+    concurrent searches on one index never share an accumulator), one set per shape, so
+    switching thread counts back and forth allocates nothing after the first call of each."""
 
     def buffers(self, n_threads: int, segment_docs: int) -> tuple[np.ndarray, np.ndarray]:
         """(accumulators, touched): zeroed float32 and uint16 arrays, one row per kernel
         thread. The kernel leaves every accumulator zeroed again when it returns."""
-        shape = (n_threads, segment_docs)
-        current = getattr(self, "_buffers", None)
-        if current is None or current[0].shape != shape:
-            current = (np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.uint16))
-            self._buffers = current
-        return current
+        shape = (max(n_threads, 1), max(segment_docs, 1))
+        if not hasattr(self, "_by_shape"):
+            self._by_shape: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        if shape not in self._by_shape:
+            self._by_shape[shape] = (np.zeros(shape, dtype=np.float32),
+                                     np.zeros(shape, dtype=np.uint16))
+        return self._by_shape[shape]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -122,7 +127,7 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
         walked += indptr[segment, token + 1] - indptr[segment, token]
     if walked == 0:
         return size
-    if walked * 8 >= span:
+    if walked * DENSE_SHARE >= span:
         for i in range(tokens.shape[0]):
             token = tokens[i]
             weight = np.float32(query_weights[i])

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.errors import TokretrieveError
+from tokretrieve.kernels import Scratch, batch_top_k
 
 ImpactType = Literal["uint8", "float32"]
 IMPACT_TYPES = ("uint8", "float32")
@@ -101,6 +102,22 @@ class Postings:
         bags = coo.tocsr()
         bags.sort_indices()
         return bags
+
+    def top_k(self, query_indptr: np.ndarray, query_tokens: np.ndarray,
+              query_weights: np.ndarray, k: int, scratch: Scratch,
+              n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exact top-k of a batch of query bags (CSR: int64 indptr and tokens, float32
+        weights, positive) by the compiled kernel on `n_threads` of `scratch`'s buffers.
+
+        Returns (docs, scores, counts): (queries x min(k, n_docs)) arrays, row q valid up to
+        counts[q], scores already times the scale (a power of two: exact).
+        """
+        accumulators, touched = scratch.buffers(n_threads, min(self.segment_docs, self.n_docs))
+        docs, sums, counts = batch_top_k(self.indptr, self.docs, self.impacts, self.n_docs,
+                                         self.segment_docs, query_indptr, query_tokens,
+                                         query_weights, min(k, max(self.n_docs, 1)),
+                                         accumulators, touched)
+        return docs, sums * np.float32(self.scale), counts
 
     def scores(self, token_ids: np.ndarray, token_weights: np.ndarray) -> np.ndarray:
         """Dot products of one query bag with every document (float32, one per document).

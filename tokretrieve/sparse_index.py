@@ -28,7 +28,7 @@ from tokretrieve.checkpoint import checkpoint_path, encode_resumable
 from tokretrieve.corpus import check_unique
 from tokretrieve.encoder import Encoder, bag_tokens, token_text
 from tokretrieve.errors import EmptyQueryError, IndexFormatError, TokretrieveError
-from tokretrieve.kernels import Scratch, batch_top_k, gather_impacts
+from tokretrieve.kernels import Scratch, gather_impacts
 from tokretrieve.models import load_tokenizer
 from tokretrieve.postings import (
     MAX_SEGMENT_DOCS,
@@ -403,14 +403,8 @@ class SparseIndex:
                         else np.zeros(0, dtype=np.int64))
         query_weights = (np.concatenate([w for _, w in cleaned]) if cleaned
                          else np.zeros(0, dtype=np.float32))
-        postings = self.postings
-        accumulators, touched = self._scratch.buffers(
-            numba.get_num_threads(), min(postings.segment_docs, postings.n_docs))
-        docs, sums, counts = batch_top_k(postings.indptr, postings.docs, postings.impacts,
-                                         postings.n_docs, postings.segment_docs, query_indptr,
-                                         query_tokens, query_weights,
-                                         min(k, max(postings.n_docs, 1)), accumulators, touched)
-        scores = sums * np.float32(postings.scale)  # a power of two: exact
+        docs, scores, counts = self.postings.top_k(query_indptr, query_tokens, query_weights,
+                                                   k, self._scratch, numba.get_num_threads())
         if not matched:
             return [[Hit(str(self.doc_ids[doc]), float(score), []) for doc, score
                      in zip(docs[q, :counts[q]].tolist(), scores[q, :counts[q]].tolist(),
