@@ -60,7 +60,7 @@ class Postings:
 
     @property
     def n_postings(self) -> int:
-        return int(self.indptr[-1, -1]) if self.n_segments else 0
+        return int(self.indptr[-1, -1])  # there is always at least one segment
 
     def document_frequency(self) -> np.ndarray:
         """Number of documents holding each token (int64, one per vocabulary entry)."""
