@@ -1,7 +1,9 @@
-"""The `tokretrieve` command: index, search, explain, info, demo.
+"""The `tokretrieve` command: index, search, explain, info, calibrate, analyze, demo.
 
 Flag names follow pyserini's (`--index`, `--topics`, `--output`, `--hits`) so IR users find them
-where they expect. Bad input ends the command with one `error:` line and exit status 2.
+where they expect; each count has its own name: `--bag-size` (tokens kept per document),
+`--hits` (results per query), `--tokens` (tokens shown). Bad input ends the command with one
+`error:` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,21 +15,28 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from tokretrieve.alignment import calibrate_pc1_strength
-from tokretrieve.corpus import read_documents, read_queries
-from tokretrieve.dense import DenseIndex
-from tokretrieve.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, DTYPES, Encoder
-from tokretrieve.errors import TokretrieveError
-from tokretrieve.models import ALIASES, DEFAULT_MODEL
-from tokretrieve.postings import IMPACT_TYPES
-from tokretrieve.projection import WEIGHTINGS, check_top_k
-from tokretrieve.search import Hit
-from tokretrieve.sparse_index import DEFAULT_K, QUERY_MODES, SparseIndex
-from tokretrieve.storage import FORMAT_VERSION, folder_bytes
+from tokretrieve.build import build_index, reusable_index
+from tokretrieve.corpus import IRDS_PREFIX, read_documents, read_queries
+from tokretrieve.encoding.alignment import calibrate_pc1_strength
+from tokretrieve.encoding.encoder import (
+    DEFAULT_BAG_SIZE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    DTYPES,
+    Encoder,
+)
+from tokretrieve.encoding.models import ALIASES, DEFAULT_MODEL
+from tokretrieve.encoding.projection import WEIGHTINGS
+from tokretrieve.errors import CorpusError, TokretrieveError, check_count
+from tokretrieve.index.postings import IMPACT_TYPES
+from tokretrieve.index.sparse import SparseIndex
+from tokretrieve.index.storage import folder_bytes
+from tokretrieve.search.query_encoders import index_encoder
+from tokretrieve.search.searcher import QUERY_MODES, DenseSearcher, Hit, SparseSearcher
 from tokretrieve.trec import write_run
 
-# Where ../shared/ASSETS.md puts the Cranfield collection, relative to the repository root.
-DEMO_CORPUS = Path("../shared/data/cranfield")
+# The demo's collection: Cranfield through ir_datasets (downloaded once where a network exists).
+DEMO_CORPUS = "irds:cranfield"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,15 +79,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="model: encode queries with the LLM; tokens: tokenize only (no "
                              "model loaded); dense: the same model's FAISS baseline")
     search.add_argument("--hits", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--threads", type=int, default=None,
+                        help="scoring threads for a batch of queries (default: all cores)")
     search.add_argument("--output", help="write a TREC run file here")
     search.set_defaults(run=_run_search)
 
     explain = commands.add_parser("explain", help="show a text's key tokens")
     explain.add_argument("text")
     source = explain.add_mutually_exclusive_group()
-    source.add_argument("--index", help="use this index's model, k, weighting and PC1 adjustment")
+    source.add_argument("--index", help="use this index's model, bag size, weighting and PC1 "
+                                         "adjustment")
     source.add_argument("--model", default=DEFAULT_MODEL, help="model (no PC1 adjustment)")
-    explain.add_argument("--k", type=int, default=10, help="tokens to show (default 10)")
+    explain.add_argument("--tokens", type=int, default=10, help="tokens to show (default 10)")
     explain.add_argument("--query", action="store_true", help="encode the text as a query")
     explain.set_defaults(run=_run_explain)
 
@@ -107,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_run_info)
 
     demo = commands.add_parser("demo", help="index Cranfield (or CORPUS) and run a few queries")
-    demo.add_argument("--corpus", help=f"BEIR folder to index (default: {DEMO_CORPUS})")
+    demo.add_argument("--corpus", default=DEMO_CORPUS,
+                      help=f"BEIR folder, JSONL/TSV file or irds:<id> (default {DEMO_CORPUS})")
     demo.add_argument("--output", help="index folder (default: index/<corpus name>)")
     demo.add_argument("--queries", type=int, default=3, help="queries to run (default 3)")
     _add_build_options(demo)
@@ -120,8 +133,8 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help=f"alias ({', '.join(ALIASES)}), local folder, .gguf file or hub id "
                              f"(default {DEFAULT_MODEL})")
     parser.add_argument("--method", help="prompteol, sgpt, mean or last (default: the model's)")
-    parser.add_argument("--k", type=int, default=DEFAULT_K,
-                        help=f"key tokens kept per document (default {DEFAULT_K})")
+    parser.add_argument("--bag-size", type=int, default=DEFAULT_BAG_SIZE,
+                        help=f"key tokens kept per document (default {DEFAULT_BAG_SIZE})")
     parser.add_argument("--pc1-strength", type=_strength, default=None,
                         help="move embeddings by this much along PC1 before projecting; 0 = off, "
                              "'auto' = calibrate on the corpus (default: the model's measured "
@@ -154,46 +167,32 @@ def _strength(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
-def _build(args: argparse.Namespace, corpus: str, output: Path) -> SparseIndex:
-    """Build the index, or reuse the one at `output` when it was built with the same settings."""
-    check_top_k(args.k)  # fail before minutes of model loading, not after
-    strength = args.pc1_strength
-    if not args.rebuild and (output / "manifest.json").is_file():
-        try:
-            existing = SparseIndex.load(output)
-        except TokretrieveError:
-            existing = None
-        if existing is not None and _same_settings(existing.manifest, args, corpus, strength):
-            print(f"reusing {output} ({len(existing)} documents; --rebuild to build anew)")
-            return existing
+def _build(args: argparse.Namespace, corpus: str, output: Path) -> tuple[SparseIndex, Encoder]:
+    """Build the index, or reuse the one at `output` when everything that shaped it (model
+    weights, method, max length, dtype, bag recipe, layout, documents) is the same; when
+    something differs, say what before rebuilding."""
+    check_count(args.bag_size, "--bag-size")  # fail before minutes of model loading, not after
     started = time.perf_counter()
     docs = read_documents(corpus, encoding_errors=args.encoding_errors)
     print(f"read {len(docs)} documents from {corpus}")
     encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length,
-                           batch_size=args.batch_size, dtype=args.dtype)
-    index = SparseIndex.build(docs, encoder, output, k=args.k, weighting=args.weighting,
-                              pc1_strength=strength, merge_variants=args.merge_variants,
-                              source=corpus, impacts=args.impacts)
+                           batch_size=args.batch_size, dtype=args.dtype,
+                           bag_size=args.bag_size, weighting=args.weighting)
+    options = {"pc1_strength": args.pc1_strength, "merge_variants": args.merge_variants,
+               "impacts": args.impacts}
+    existing, differences = reusable_index(output, docs, encoder, **options)
+    if existing is not None and not differences and not args.rebuild:
+        print(f"reusing {output} ({len(existing)} documents; --rebuild to build anew)")
+        return existing, encoder
+    if differences:
+        print(f"rebuilding {output}, built with other inputs: {'; '.join(differences)}")
+    index = build_index(docs, encoder, output, source=corpus, **options)
     elapsed = time.perf_counter() - started
     manifest = index.manifest
-    print(f"indexed {manifest['doc_count']} documents ({manifest['postings']} postings, "
-          f"{manifest['empty_documents']} empty) into {output} in {elapsed:.1f} s "
-          f"({manifest['doc_count'] / elapsed:.1f} docs/s)")
-    return index
-
-
-def _same_settings(manifest: dict, args: argparse.Namespace, corpus: str,
-                   strength: float | str | None) -> bool:
-    model, projection = manifest["model"], manifest["projection"]
-    return (manifest["format_version"] == FORMAT_VERSION and manifest.get("source") == corpus
-            and manifest["postings_format"]["impacts"] == args.impacts
-            and model["name"] == args.model
-            and (args.method is None or model["method"] == args.method)
-            and model["max_length"] == args.max_length and projection["k"] == args.k
-            and args.weighting in (None, projection["weighting"])
-            and (projection["calibration"] is not None if strength == "auto"
-                 else strength in (None, projection["pc1_strength"]))
-            and projection["merge_variants"] == args.merge_variants)
+    print(f"indexed {manifest.doc_count} documents ({manifest.postings} postings, "
+          f"{manifest.empty_documents} empty) into {output} in {elapsed:.1f} s "
+          f"({manifest.doc_count / elapsed:.1f} docs/s)")
+    return index, encoder
 
 
 def _default_output(corpus: str) -> Path:
@@ -219,21 +218,22 @@ def _run_search(args: argparse.Namespace) -> int:
         queries += read_queries(args.topics)
     if not queries:
         raise TokretrieveError("no queries: give query text or --topics")
-    index = SparseIndex.load(args.index)
-    texts = [text for _, text in queries]
-    if args.mode == "dense":
-        results = DenseIndex.from_sparse(index).batch_search(texts, args.hits)
-    else:
-        # A run file has no room for matched tokens: skip listing them (several times faster).
-        results = index.batch_search(texts, args.hits, mode=args.mode,
-                                     matched=not args.output)
+    check_count(args.hits, "--hits")
+    if args.threads is not None:
+        check_count(args.threads, "--threads")
+    searcher = (DenseSearcher.from_index(args.index) if args.mode == "dense"
+                else SparseSearcher.from_index(args.index, mode=args.mode))
+    qids = [qid for qid, _ in queries]
+    # A run file has no room for matched tokens: skip listing them (several times faster).
+    results = searcher.batch_search([text for _, text in queries], qids, args.hits,
+                                    threads=args.threads, explain=not args.output)
     if args.output:
-        write_run(args.output, [qid for qid, _ in queries], results,
-                  tag=f"tokretrieve-{args.mode}")
-        print(f"wrote {sum(map(len, results))} hits for {len(queries)} queries to {args.output}")
+        write_run(args.output, results, tag=f"tokretrieve-{args.mode}")
+        print(f"wrote {sum(map(len, results.values()))} hits for {len(queries)} queries to "
+              f"{args.output}")
     else:
-        for (qid, text), hits in zip(queries, results, strict=True):
-            _print_hits(qid, text, hits)
+        for qid, text in queries:
+            _print_hits(qid, text, results[qid])
     return 0
 
 
@@ -247,11 +247,10 @@ def _print_hits(qid: str, text: str, hits: list[Hit]) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    if args.index:
-        tokens = SparseIndex.load(args.index).explain(args.text, k=args.k, is_query=args.query)
-    else:
-        tokens = Encoder.load(args.model).key_tokens(args.text, k=args.k, is_query=args.query)
-    for token, weight in tokens:
+    check_count(args.tokens, "--tokens")
+    encoder = (index_encoder(SparseIndex.load(args.index)) if args.index
+               else Encoder.load(args.model))
+    for token, weight in encoder.key_tokens(args.text, top_k=args.tokens, is_query=args.query):
         print(f"{weight:10.4g}  {token}")
     return 0
 
@@ -284,51 +283,54 @@ def _run_analyze(args: argparse.Namespace) -> int:
 def _run_info(args: argparse.Namespace) -> int:
     index = SparseIndex.load(args.index)
     manifest = index.manifest
-    model, projection = manifest["model"], manifest["projection"]
-    layout = manifest["postings_format"]
+    model, bags, layout = manifest.model, manifest.bags, manifest.layout
     rows = [
-        ("format", f"{manifest['format']} v{manifest['format_version']}"),
-        ("created", manifest["created"]),
-        ("source", manifest["source"] or "(python)"),
-        ("documents", f"{manifest['doc_count']} ({manifest['empty_documents']} empty)"),
-        ("postings", f"{manifest['postings']} "
-                     f"({manifest['postings'] / max(manifest['doc_count'], 1):.1f} per document)"),
-        ("model", f"{model['name']} ({model['method']}, max_length {model['max_length']})"),
-        ("model sha256", model["content_hash"]),
-        ("projection", f"k={projection['k']}, weighting={projection['weighting']}, "
-                       f"pc1_strength={projection['pc1_strength']}, "
-                       f"merge_variants={projection['merge_variants']}"),
-        ("postings layout", f"{layout['impacts']} impacts (scale {layout['scale']:.6g}), "
-                            f"segments of {layout['segment_docs']} documents"),
+        ("format", f"tokretrieve.sparse v{manifest.format_version}"),
+        ("created", manifest.created),
+        ("source", manifest.source or "(python)"),
+        ("documents", f"{manifest.doc_count} ({manifest.empty_documents} empty)"),
+        ("postings", f"{manifest.postings} "
+                     f"({manifest.postings / max(manifest.doc_count, 1):.1f} per document)"),
+        ("model", f"{model.name} ({model.method}, max_length {model.max_length}, "
+                  f"{model.dtype})"),
+        ("model sha256", model.content_hash),
+        ("bags", f"bag_size={bags.bag_size}, weighting={bags.weighting}, "
+                 f"pc1_strength={bags.pc1_strength:.6g}, merge_variants={bags.merge_variants}"),
+        ("postings layout", f"{layout.impacts} impacts (scale {layout.scale:.6g}), "
+                            f"segments of {layout.segment_docs} documents"),
         ("bytes on disk", f"{folder_bytes(index.path):,}"),
     ]
-    calibration = projection["calibration"]
+    calibration = bags.calibration
     if calibration:
         rows.insert(-1, ("pc1 calibrated", f"λ={calibration['strength']:.4g} by "
                                            f"{calibration['criterion']} on "
                                            f"{calibration['sample']} texts"))
     for key, value in rows:
-        print(f"{key:>14}: {value}")
+        print(f"{key:>15}: {value}")
     return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    corpus = Path(args.corpus) if args.corpus else DEMO_CORPUS
-    if not (corpus / "corpus.jsonl").is_file():
+    corpus = args.corpus
+    output = Path(args.output) if args.output else _default_output(corpus)
+    has_queries = corpus.startswith(IRDS_PREFIX) or (Path(corpus) / "queries.jsonl").is_file()
+    try:
+        index, encoder = _build(args, corpus, output)
+        queries = read_queries(corpus)[:args.queries] if has_queries else []
+    except CorpusError as error:
         raise TokretrieveError(
-            f"the demo collection is not at {corpus}: name a BEIR folder to index instead, "
-            "e.g. `make demo CORPUS=path/to/beir/folder`")
-    output = Path(args.output) if args.output else _default_output(str(corpus))
-    index = _build(args, str(corpus), output)
-    queries = []
-    if (corpus / "queries.jsonl").is_file():
-        queries = read_queries(corpus)[:args.queries]
+            f"the demo collection {corpus} cannot be read ({error}); name a BEIR folder to "
+            "index instead, e.g. `make demo CORPUS=path/to/beir/folder`") from None
+    fitted = index_encoder(index, encoder)
+    searchers = {mode: SparseSearcher.from_index(index, mode=mode, encoder=encoder)
+                 for mode in QUERY_MODES}
     for qid, text in queries:
         print(f"\n=== query {qid}: {text}")
-        print("key tokens:", ", ".join(t for t, _ in index.explain(text, k=8, is_query=True)))
-        for mode in QUERY_MODES:
+        tokens = fitted.key_tokens(text, top_k=8, is_query=True)
+        print("key tokens:", ", ".join(token for token, _ in tokens))
+        for mode, searcher in searchers.items():
             print(f"--- mode {mode}")
-            for rank, hit in enumerate(index.search(text, k=3, mode=mode), start=1):
+            for rank, hit in enumerate(searcher.search(text, k=3), start=1):
                 matched = ", ".join(f"{t} {w:.3g}" for t, w in hit.matched[:6])
                 print(f"  {rank}. doc {hit.doc_id:<6} score {hit.score:.4g}  matched: {matched}")
     return 0

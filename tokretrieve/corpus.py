@@ -8,6 +8,7 @@ empty bags, reported by the index build). Bytes that are not UTF-8 are an error 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -85,6 +86,16 @@ def check_unique(records: Iterable[tuple[str, str]], source: str) -> list[tuple[
         more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
         raise CorpusError(f"{source}: duplicate ids {shown}{more}: ids must be unique")
     return records
+
+
+def documents_digest(records: Iterable[tuple[str, str]]) -> str:
+    """sha256 over the (id, text) pairs in order: what a collection is, whatever path it was
+    read from (an index records it; a resumed encoding checks it)."""
+    digest = hashlib.sha256()
+    for doc_id, text in records:
+        digest.update(doc_id.encode("utf-8", "surrogatepass") + b"\0")
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
 
 
 def _read_records(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:

@@ -4,6 +4,8 @@ Every public entry point turns bad input into one of these, with a message that 
 input and says what to do, so that CLI users see one clear line instead of a traceback.
 """
 
+import numbers
+
 
 class TokretrieveError(ValueError):
     """Base class: the input (a file, a model name, an index, a parameter) is not usable."""
@@ -23,3 +25,13 @@ class IndexFormatError(TokretrieveError):
 
 class EmptyQueryError(TokretrieveError):
     """A query is empty or tokenizes to no usable token."""
+
+
+
+def check_count(value: object, name: str) -> int:
+    """Reject a count (hits, bag size, tokens shown, threads) that is not a positive integer,
+    naming the parameter, before any work is done with it. numpy integers are integers too
+    (numbers.Integral)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise TokretrieveError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

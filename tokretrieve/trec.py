@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tokretrieve.search import Hit
+from tokretrieve.search.searcher import Hit
 
 
-def write_run(path: str | Path, query_ids: Sequence[str], results: Sequence[Sequence[Hit]],
+def write_run(path: str | Path, results: Mapping[str, Sequence[Hit]],
               tag: str = "tokretrieve") -> None:
     """Write `qid Q0 docid rank score tag` lines, ranks from 1, one block per query."""
     with Path(path).open("w", encoding="utf-8") as handle:
-        for qid, hits in zip(query_ids, results, strict=True):
+        for qid, hits in results.items():
             for rank, hit in enumerate(hits, start=1):
                 handle.write(f"{qid} Q0 {hit.doc_id} {rank} {hit.score:.6f} {tag}\n")

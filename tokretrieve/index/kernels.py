@@ -5,7 +5,7 @@ cores (`prange`). numba was chosen over a C extension because it is a pip wheel 
 needed at install time, and over scipy's sparse products because those materialise a dense
 (queries x documents) score matrix.
 
-A query is scored one document segment at a time (tokretrieve.postings): its postings in the
+A query is scored one document segment at a time (tokretrieve.index.postings): its postings in the
 segment are added into a float32 accumulator of segment size (L2-resident), the segment's
 positive sums are offered to one bounded heap of the k best, and the accumulator is zeroed for
 the next segment. Two ways to do a segment, chosen by the work it needs:
@@ -20,9 +20,9 @@ Accumulators and touched lists are allocated once per thread by `Scratch` and re
 allocates nothing of collection size. Memory: the index (memory-mapped) plus, per thread, one
 segment's accumulator and touched list and a k-sized heap.
 
-Arithmetic matches tokretrieve.postings.Postings.scores exactly: float32 products query_weight *
-impact, added in the query's token order, times the power-of-two scale at the end; ties go to
-the lower document position, so both return the same top-k bit for bit.
+Arithmetic matches the tests' numpy reference (tests/refimpl.py) exactly: float32 products
+query_weight * impact, added in the query's token order, times the power-of-two scale at the
+end; ties go to the lower document position, so both return the same top-k bit for bit.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ folder is removed once the index is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from tokretrieve.encoder import Encoder
+from tokretrieve.corpus import documents_digest
+from tokretrieve.encoding.encoder import Encoder
 
 CHUNK_SIZE = 1024
 
@@ -56,12 +56,9 @@ def encode_resumable(encoder: Encoder, doc_ids: Sequence[str], texts: Sequence[s
 
 
 def _build_key(encoder: Encoder, doc_ids: Sequence[str], texts: Sequence[str]) -> dict:
-    documents = hashlib.sha256()
-    for doc_id, text in zip(doc_ids, texts, strict=True):
-        documents.update(doc_id.encode("utf-8", "surrogatepass") + b"\0")
-        documents.update(text.encode("utf-8", "surrogatepass") + b"\0")
     return {"model": encoder.model.content_hash, "method": encoder.method.name,
-            "max_length": encoder.max_length, "documents": documents.hexdigest()}
+            "max_length": encoder.max_length,
+            "documents": documents_digest(zip(doc_ids, texts, strict=True))}
 
 
 def _save_durably(file: Path, array: np.ndarray) -> None:

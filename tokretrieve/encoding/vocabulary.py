@@ -11,6 +11,7 @@ bags and in queries alike, lets them meet.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 BOUNDARY_MARKERS = ("Ġ", "▁", "##", " ")
 
@@ -37,3 +38,13 @@ def variant_map(tokenizer, vocab_size: int) -> np.ndarray:
             continue
         mapping[token_id] = canonical.setdefault(normalise_token(token), token_id)
     return mapping
+
+
+def merge_variants(bags: sp.csr_matrix, token_map: np.ndarray | None) -> sp.csr_matrix:
+    """Re-key bag columns through `token_map` (variant_map), summing the weights of merged
+    variants; bags unchanged when there is no map."""
+    if token_map is None:
+        return bags
+    merged = sp.csr_matrix((bags.data, token_map[bags.indices], bags.indptr), shape=bags.shape)
+    merged.sum_duplicates()
+    return merged

@@ -1,5 +1,11 @@
 """The encoder: texts to dense embeddings (the model's own) and to key-token bags.
 
+It reads like sentence-transformers' SparseEncoder: `encode_document` / `encode_query` give
+sparse bags (texts x vocabulary CSR), `decode` turns a bag back into (token, weight) pairs, and
+`embed` gives the dense embedding the bags are projected from. How an embedding becomes a bag
+(bag size, weighting, PC1 adjustment, variant merging) is the encoder's `BagRecipe`; the build
+step fits the PC1 adjustment on a corpus and hands back an encoder carrying it.
+
 Encoding is the dominant cost of the whole tool, so texts are tokenized in one batch call, sorted
 by length and run in batches padded only to their own longest member, under
 `torch.inference_mode`. Long texts are truncated to `max_length` tokens *inside* the method's
@@ -8,32 +14,64 @@ prompt, so a PromptEOL prompt always keeps its closing words and SGPT its closin
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from tokretrieve.errors import TokretrieveError
-from tokretrieve.models import DEFAULT_MODEL, LoadedModel, load_model
-from tokretrieve.pooling import EmbeddingMethod, get_method
-from tokretrieve.projection import KeyTokenProjector, PC1Adjustment, Weighting
+from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, load_model
+from tokretrieve.encoding.pooling import EmbeddingMethod, get_method
+from tokretrieve.encoding.projection import (
+    KeyTokenProjector,
+    PC1Adjustment,
+    Weighting,
+    check_weighting,
+)
+from tokretrieve.encoding.vocabulary import merge_variants
+from tokretrieve.errors import TokretrieveError, check_count
 
 DEFAULT_MAX_LENGTH = 256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_BATCH_SIZE = 32
+# 512 gave the best nDCG@10 of every bag size tried (8..512) for both offline models on
+# Cranfield, in both query modes (bench/README.md); 128 quarters the index for about -0.03.
+DEFAULT_BAG_SIZE = 512
+# Rows projected to vocabulary logits at once: batch x vocabulary floats must stay small.
+PROJECTION_BATCH = 256
+
+
+@dataclass(frozen=True, eq=False)
+class BagRecipe:
+    """How an embedding becomes a bag of key tokens.
+
+    - `bag_size`: tokens kept per text (the top ones with a strictly positive weight);
+    - `weighting`: how weights derive from logits (tokretrieve.encoding.projection), None for
+      the model's measured default;
+    - `adjustment`: the PC1 adjustment fitted on a corpus, None for none;
+    - `token_map`: case and word-boundary variants folded into one id, None to keep them apart.
+    """
+
+    bag_size: int = DEFAULT_BAG_SIZE
+    weighting: Weighting | None = None
+    adjustment: PC1Adjustment | None = None
+    token_map: np.ndarray | None = None
 
 
 class Encoder:
     """An LLM embedder used two ways: its dense embedding, and that embedding's key tokens."""
 
     def __init__(self, model: LoadedModel, method: EmbeddingMethod,
-                 max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE):
+                 max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE,
+                 recipe: BagRecipe | None = None):
         if max_length <= 0 or batch_size <= 0:
             raise TokretrieveError(
                 f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
         self.model = model
+        self.recipe = _check_recipe(recipe or BagRecipe())
         self.dtype = str(model.projection_weight.dtype).removeprefix("torch.")
         self.method = method
         self.max_length = max_length
@@ -61,20 +99,37 @@ class Encoder:
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, method: str | None = None,
              max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE,
-             device: str | None = None, dtype: str = "float32") -> Encoder:
+             device: str | None = None, dtype: str = "float32",
+             bag_size: int = DEFAULT_BAG_SIZE, weighting: Weighting | None = None) -> Encoder:
         """Load a model by alias, folder, GGUF file or hub id with its trained embedding method.
 
         `dtype="bfloat16"` halves memory and speeds up the forward pass where the hardware has
         bf16 matrix units (recent GPUs and CPUs); embeddings and logits stay float32.
+        `bag_size` and `weighting` start the encoder's BagRecipe (no PC1 adjustment: that is
+        fitted on a corpus by the build step).
         """
         if dtype not in DTYPES:
             raise TokretrieveError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+        recipe = _check_recipe(BagRecipe(bag_size, weighting))  # refuse before loading weights
         loaded = load_model(model, device=device, dtype=DTYPES[dtype])
-        return cls(loaded, get_method(method or loaded.default_method), max_length, batch_size)
+        return cls(loaded, get_method(method or loaded.default_method), max_length, batch_size,
+                   recipe)
+
+    def with_bags(self, **changes) -> Encoder:
+        """This encoder (same model, nothing reloaded) with some BagRecipe fields changed,
+        e.g. `encoder.with_bags(bag_size=128)` or `with_bags(adjustment=fitted)`."""
+        other = copy.copy(self)
+        other.recipe = _check_recipe(replace(self.recipe, **changes))
+        return other
 
     @property
     def tokenizer(self):
         return self.model.tokenizer
+
+    @property
+    def weighting(self) -> Weighting:
+        """The recipe's weighting, or the model's default where the recipe leaves it open."""
+        return self.recipe.weighting or self.model.default_weighting  # type: ignore[return-value]
 
     def projector(self, adjustment: PC1Adjustment | None = None) -> KeyTokenProjector:
         """A projector through this model's LM head (or tied word embeddings)."""
@@ -101,7 +156,7 @@ class Encoder:
         Empty or whitespace-only texts get a zero vector: they have no content to match.
         `progress` shows a bar, or advances one the caller already shows.
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = np.zeros((len(texts), self.model.hidden_size), dtype=np.float32)
         present = [i for i, text in enumerate(texts) if text.strip()]
         ids = self.input_ids([texts[i] for i in present], is_query)
@@ -120,31 +175,53 @@ class Encoder:
             bar.close()
         return out
 
-    def bags(self, embeddings: np.ndarray, k: int, weighting: Weighting | None = None,
-             adjustment: PC1Adjustment | None = None) -> sp.csr_matrix:
-        """Key-token bags (texts x vocab CSR) of embeddings; zero embeddings give empty bags.
-        `weighting` defaults to the model's (see models.ALIASES)."""
-        weighting = weighting or self.model.default_weighting
-        projector = self.projector(adjustment)
+    def bags(self, embeddings: np.ndarray, bag_size: int | None = None) -> sp.csr_matrix:
+        """Key-token bags (texts x vocabulary CSR, float32) of embeddings, by the recipe;
+        `bag_size` overrides the recipe's. Zero embeddings (empty texts) give empty bags."""
+        recipe = self.recipe
+        bag_size = recipe.bag_size if bag_size is None else check_count(bag_size, "bag_size")
+        projector = self.projector(recipe.adjustment)
         rows = []
         with torch.inference_mode():
-            for start in range(0, len(embeddings), 256):
-                chunk = torch.from_numpy(np.ascontiguousarray(embeddings[start:start + 256]))
-                rows.append(projector.bags(chunk, k, weighting))
+            for start in range(0, len(embeddings), PROJECTION_BATCH):
+                chunk = torch.from_numpy(np.ascontiguousarray(
+                    embeddings[start:start + PROJECTION_BATCH], dtype=np.float32))
+                rows.append(projector.bags(chunk, bag_size, self.weighting))
         matrix = sp.vstack(rows, format="csr") if rows else sp.csr_matrix(
             (0, self.model.vocab_size), dtype=np.float32)
         empty = ~np.any(embeddings, axis=1)
         if empty.any():
             matrix = sp.diags((~empty).astype(np.float32)) @ matrix
             matrix.eliminate_zeros()
-        return matrix.tocsr()
+        return merge_variants(matrix.tocsr(), recipe.token_map)
 
-    def key_tokens(self, text: str, k: int = 10, weighting: Weighting | None = None,
-                   adjustment: PC1Adjustment | None = None,
+    def encode_document(self, texts: Sequence[str], progress: bool | tqdm = False
+                        ) -> sp.csr_matrix:
+        """Documents' key-token bags (texts x vocabulary CSR), document side of the method."""
+        return self.bags(self.embed(texts, progress=progress))
+
+    def encode_query(self, texts: Sequence[str], bag_size: int | None = None) -> sp.csr_matrix:
+        """Queries' key-token bags, query side of the method (its query prompt), by the same
+        recipe as the documents; `bag_size` may make them lighter than the documents'."""
+        return self.bags(self.embed(texts, is_query=True), bag_size)
+
+    def decode(self, bags: sp.spmatrix, top_k: int | None = None
+               ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """Bags as readable (token, weight) pairs, heaviest first, at most `top_k` per bag:
+        one list for a single bag (1 x vocabulary), a list of lists for several."""
+        if top_k is not None:
+            check_count(top_k, "top_k")
+        matrix = sp.csr_matrix(bags)
+        decoded = [bag_tokens(self.tokenizer, matrix.indices[start:end],
+                              matrix.data[start:end])[:top_k]
+                   for start, end in zip(matrix.indptr[:-1], matrix.indptr[1:], strict=True)]
+        return decoded[0] if matrix.shape[0] == 1 else decoded
+
+    def key_tokens(self, text: str, top_k: int = 10,
                    is_query: bool = False) -> list[tuple[str, float]]:
-        """The text's key tokens: its top-k vocabulary entries with their weights, best first."""
-        bag = self.bags(self.embed([text], is_query=is_query), k, weighting, adjustment)
-        return bag_tokens(self.tokenizer, bag.indices, bag.data)
+        """A text's key tokens: the `top_k` heaviest of its bag, with their weights."""
+        encode = self.encode_query if is_query else self.encode_document
+        return self.decode(encode([text]), top_k)  # type: ignore[return-value]
 
     def _forward(self, batch_ids: list[list[int]]) -> torch.Tensor:
         """One right-padded forward pass through the backbone, pooled."""
@@ -186,7 +263,15 @@ def token_text(tokenizer, token_id: int) -> str:
     return "_" + text[1:] if text.startswith(" ") and len(text) > 1 else text
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def _check_recipe(recipe: BagRecipe) -> BagRecipe:
+    check_count(recipe.bag_size, "bag_size")
+    if recipe.weighting is not None:
+        check_weighting(recipe.weighting)
+    return recipe
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list, refusing a bare string (a common slip) and non-strings."""
     if isinstance(texts, str):
         raise TokretrieveError("texts must be a sequence of strings, got a single string")
     texts = list(texts)

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from tokretrieve.errors import TokretrieveError
+from tokretrieve.errors import TokretrieveError, check_count
 
 Weighting = Literal["shifted", "softmax", "log1p_relu", "logit"]
 WEIGHTINGS: tuple[str, ...] = ("shifted", "softmax", "log1p_relu", "logit")
@@ -65,13 +65,6 @@ class PC1Adjustment:
         return embeddings + self.strength * direction
 
 
-def check_top_k(k: int) -> int:
-    """Reject a k that cannot select tokens, naming the bad value."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-        raise TokretrieveError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
 def check_weighting(weighting: str) -> str:
     if weighting not in WEIGHTINGS:
         raise TokretrieveError(
@@ -113,7 +106,7 @@ class KeyTokenProjector:
     def bags(self, embeddings: torch.Tensor, k: int,
              weighting: Weighting) -> sp.csr_matrix:
         """Top-k positive-weight tokens of each embedding, as a (texts x vocab) CSR matrix."""
-        k = check_top_k(k)
+        k = check_count(k, "bag_size")
         check_weighting(weighting)
         logits = self.logits(embeddings)
         vocab = logits.shape[1]

@@ -22,7 +22,6 @@ import numpy as np
 from tokretrieve.errors import IndexFormatError
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2
 
 
 def previous_path(path: Path) -> Path:
@@ -105,12 +104,9 @@ def write_manifest(folder: Path, manifest: dict) -> None:
                                    encoding="utf-8")
 
 
-def read_manifest(folder: str | Path, kind: str, required: Sequence[str] = (),
-                  required_sections: dict[str, Sequence[str]] | None = None,
-                  versions: Sequence[int] = (FORMAT_VERSION,)) -> dict:
-    """Read and validate a manifest: the folder must hold an index of `kind` in one of the
-    `versions` this code reads, with the `required` keys (and the keys `required_sections`
-    lists inside sub-records)."""
+def read_manifest(folder: str | Path, kind: str, versions: Sequence[int]) -> dict:
+    """Read a manifest as JSON: the folder must hold an index of `kind` written in one of the
+    format `versions` this code reads (tokretrieve.index.manifest parses its records)."""
     folder = Path(folder)
     restore_interrupted_swap(folder)
     file = folder / MANIFEST
@@ -121,29 +117,16 @@ def read_manifest(folder: str | Path, kind: str, required: Sequence[str] = (),
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise IndexFormatError(f"{file} is not valid JSON ({error}); rebuild the index") from None
-    if manifest.get("format") != kind:
-        raise IndexFormatError(f"{folder} holds a '{manifest.get('format')}' index, not '{kind}'")
+    if not isinstance(manifest, dict) or manifest.get("format") != kind:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise IndexFormatError(f"{folder} holds a '{found}' index, not '{kind}'")
     version = manifest.get("format_version")
     if version not in versions:
         readable = ", ".join(str(v) for v in versions)
         raise IndexFormatError(
             f"{folder} was written in format version {version}; this tokretrieve reads version "
             f"{readable}: rebuild the index with this version")
-    check_manifest_keys(folder, manifest, required, required_sections)
     return manifest
-
-
-def check_manifest_keys(folder: str | Path, manifest: dict, required: Sequence[str] = (),
-                        required_sections: dict[str, Sequence[str]] | None = None) -> None:
-    """Refuse a manifest without the `required` keys, or the keys `required_sections` lists
-    inside its sub-records: such an index is damaged, or from an unreleased build."""
-    missing = [key for key in required if key not in manifest]
-    missing += [f"{section}.{key}" for section, keys in (required_sections or {}).items()
-                if isinstance(manifest.get(section), dict)
-                for key in keys if key not in manifest[section]]
-    if missing:
-        raise IndexFormatError(f"{Path(folder) / MANIFEST} lacks {', '.join(missing)}: the "
-                               "index is damaged or from an unreleased build; rebuild it")
 
 
 def folder_bytes(folder: Path) -> int:

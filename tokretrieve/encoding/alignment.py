@@ -25,10 +25,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tokretrieve.encoder import Encoder
+from tokretrieve.encoding.encoder import Encoder
+from tokretrieve.encoding.projection import (
+    KeyTokenProjector,
+    PC1Adjustment,
+    first_principal_direction,
+)
+from tokretrieve.encoding.vocabulary import variant_map
 from tokretrieve.errors import TokretrieveError
-from tokretrieve.projection import KeyTokenProjector, PC1Adjustment, first_principal_direction
-from tokretrieve.vocabulary import variant_map
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 50)
 # λ grid in multiples of the mean embedding norm: λ is in the embedding's own units and norms

@@ -1,7 +1,7 @@
 """The paper-analysis report: does a model's embedding decode to its text's tokens, and how PC1
 and its adjustment shape that (arXiv 2406.17378), measured on a sample of the user's corpus.
 
-`analyze` computes everything (tokretrieve.alignment holds the maths) into an `Analysis`;
+`analyze` computes everything (tokretrieve.encoding.alignment holds the maths) into an `Analysis`;
 `render_markdown` and the plot functions turn it into report.md and PNGs, so that a report can be
 re-laid out (several models in one page) without encoding anything again.
 """
@@ -17,7 +17,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from tokretrieve.alignment import (
+from tokretrieve.encoding.alignment import (
     DEFAULT_CALIBRATION_K,
     DEFAULT_GRID,
     DEFAULT_KS,
@@ -37,9 +37,9 @@ from tokretrieve.alignment import (
     spectrum,
     uninformative_tokens,
 )
-from tokretrieve.encoder import Encoder, token_text
-from tokretrieve.projection import PC1Adjustment, first_principal_direction
-from tokretrieve.vocabulary import variant_map
+from tokretrieve.encoding.encoder import Encoder, token_text
+from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
+from tokretrieve.encoding.vocabulary import variant_map
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -288,11 +288,11 @@ def render_markdown(analysis: Analysis, image_dir: str = "", level: int = 1) -> 
         "- *Decoded tokens*: the top-k vocabulary entries of the (adjusted) embedding sent "
         "through the LM head (or tied word embeddings), special tokens excluded.",
         "- *Own tokens*: the text's token ids as the encoder feeds them (prompt and special "
-        "tokens removed), compared through tokretrieve.vocabulary.variant_map, so case and "
-        "word-boundary variants ('Ġheat', 'heat', 'Heat') are one word. Tokens spelling no "
-        f"letter or digit, and tokens in more than {analysis.max_df:.0%} of the sampled texts "
-        f"({analysis.uninformative} canonical tokens here), are not counted: they occur in every "
-        "text and would reward the shared component.",
+        "tokens removed), compared through tokretrieve.encoding.vocabulary.variant_map, so "
+        "case and word-boundary variants ('Ġheat', 'heat', 'Heat') are one word. Tokens "
+        f"spelling no letter or digit, and tokens in more than {analysis.max_df:.0%} of the "
+        f"sampled texts ({analysis.uninformative} canonical tokens here), are not counted: they "
+        "occur in every text and would reward the shared component.",
         "- *hit@k*: share of the top-k decoded tokens that are own tokens, averaged over texts. "
         "Variants of one word take separate slots of the decoded list, so each counts.",
         "- *Best rank*: rank in the whole vocabulary of the text's highest-scored own token; "

@@ -15,8 +15,8 @@ segment, not the corpus.
 Why power-of-two scales: an impact is a uint8 level (or a float32 weight, scale 1). The kernel
 sums query weight x impact in float32 and multiplies the sum by the scale at the end; with a
 power-of-two scale that multiplication is exact, so ranking by the integer-level sums and by the
-dequantized weights is the same ranking, and the reference below reproduces the kernel bit for
-bit. uint8 keeps at least 7 significant bits of every weight (the largest maps to 128..255);
+dequantized weights is the same ranking (the tests' numpy reference reproduces the kernel bit for
+bit). uint8 keeps at least 7 significant bits of every weight (the largest maps to 128..255);
 on Cranfield it changed nDCG@10 by at most 0.0006 in either query mode for both offline models
 (bench/README.md).
 """
@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.errors import TokretrieveError
-from tokretrieve.kernels import Scratch, batch_top_k
+from tokretrieve.index.kernels import Scratch, batch_top_k
 
 ImpactType = Literal["uint8", "float32"]
 IMPACT_TYPES = ("uint8", "float32")
@@ -119,26 +119,6 @@ class Postings:
                                          accumulators, touched)
         return docs, sums * np.float32(self.scale), counts
 
-    def scores(self, token_ids: np.ndarray, token_weights: np.ndarray) -> np.ndarray:
-        """Dot products of one query bag with every document (float32, one per document).
-
-        The plain-numpy reference for the compiled kernel, with its arithmetic: float32
-        products query weight x impact added in query-token order, times the scale at the end.
-        """
-        indptr = np.asarray(self.indptr)
-        sums = np.zeros(self.n_docs, dtype=np.float32)
-        for segment in range(self.n_segments):
-            base, _ = self.segment_span(segment)
-            for token, weight in zip(token_ids.tolist(), token_weights.tolist(), strict=True):
-                start, end = indptr[segment, token], indptr[segment, token + 1]
-                if start == end:
-                    continue
-                # A posting list names each document once, so this fancy-indexed add is exact.
-                docs = base + np.asarray(self.docs[start:end]).astype(np.int64)
-                sums[docs] += np.float32(weight) * np.asarray(self.impacts[start:end],
-                                                              dtype=np.float32)
-        return sums * np.float32(self.scale)
-
     def document(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
         """One document's bag (token ids ascending, float32 weights): a scan of its segment."""
         segment, offset = divmod(int(doc), self.segment_docs)
@@ -204,13 +184,3 @@ def _drop_zero_levels(bags: sp.csr_matrix, levels: np.ndarray) -> sp.csr_matrix:
     indptr = np.zeros(bags.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows[keep], minlength=bags.shape[0]), out=indptr[1:])
     return sp.csr_matrix((levels[keep], bags.indices[keep], indptr), shape=bags.shape)
-
-
-def postings_from_token_major(indptr: np.ndarray, docs: np.ndarray, weights: np.ndarray,
-                              n_docs: int) -> Postings:
-    """Format-1 postings (one token-major list over the whole collection, int32 document
-    positions, float32 weights) in the segmented layout, weights kept exactly (float32)."""
-    indptr = np.asarray(indptr, dtype=np.int64)
-    bags = sp.csc_matrix((np.asarray(weights, dtype=np.float32), np.asarray(docs), indptr),
-                         shape=(n_docs, len(indptr) - 1)).tocsr()
-    return postings_from_bags(bags, "float32")

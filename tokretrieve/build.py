@@ -1,0 +1,222 @@
+"""The build step, where encoding meets the index: encode, calibrate, write.
+
+    documents -> Encoder.embed (resumable) -> PC1 fitted on the corpus -> Encoder.bags
+              -> postings -> SparseIndex on disk (with the embeddings, v1 and the tokenizer)
+
+The encoder's BagRecipe says how embeddings become bags (bag size, weighting); the build adds
+what only the corpus can give: the PC1 direction and strength (fixed, the model's measured
+default multiple of the mean norm, or calibrated: "auto"), and the variant map. Everything that
+shaped the index goes into its manifest (tokretrieve.index.manifest), so a later build with the
+same inputs can reuse it and one with other inputs says what differs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from tokretrieve.corpus import check_unique, documents_digest
+from tokretrieve.encoding.alignment import Calibration, calibrate_pc1_strength
+from tokretrieve.encoding.checkpoint import checkpoint_path, encode_resumable
+from tokretrieve.encoding.encoder import Encoder
+from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
+from tokretrieve.encoding.vocabulary import variant_map
+from tokretrieve.errors import TokretrieveError
+from tokretrieve.index.manifest import BagRecord, IndexManifest, ModelRecord, PostingsLayout
+from tokretrieve.index.postings import (
+    MAX_SEGMENT_DOCS,
+    ImpactType,
+    check_layout,
+    postings_from_bags,
+)
+from tokretrieve.index.sparse import SparseIndex, in_memory
+from tokretrieve.index.storage import check_replaceable
+
+PC1Request = float | Literal["auto"] | None
+
+
+def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
+                path: str | Path = "index/default", *, pc1_strength: PC1Request = None,
+                merge_variants: bool = False, impacts: ImpactType = "uint8",
+                segment_docs: int = MAX_SEGMENT_DOCS, source: str = "",
+                progress: bool = True) -> SparseIndex:
+    """Encode `docs` ((id, text) pairs) with `encoder` and write the index to `path`.
+
+    - `pc1_strength`: λ in embedding units; None takes the model's measured default (a multiple
+      of the corpus's mean embedding norm) or, for a model without one, calibrates; "auto"
+      always calibrates on a corpus sample (tokretrieve.encoding.alignment, no relevance data).
+    - `merge_variants` folds case and word-boundary variants of a token into one entry.
+    - `impacts` / `segment_docs`: the postings layout (tokretrieve.index.postings).
+    `reusable_index` tells beforehand whether the index already at `path` has the same inputs.
+
+    Writing is atomic (the previous index at `path` stays until the new one is complete) and
+    encoding resumes after the last saved chunk when an interrupted build is rerun.
+    """
+    check_pc1_request(pc1_strength)
+    check_layout(impacts, segment_docs)
+    records = _checked_records(docs, source)
+    path = Path(path)
+    check_replaceable(path)  # refuse before minutes of encoding, not after
+    doc_ids = [doc_id for doc_id, _ in records]
+    texts = [text for _, text in records]
+    checkpoint = checkpoint_path(path)
+    embeddings = encode_resumable(encoder, doc_ids, texts, checkpoint, progress)
+    index = index_from_embeddings(doc_ids, embeddings, encoder, path, pc1_strength=pc1_strength,
+                                  merge_variants=merge_variants, impacts=impacts,
+                                  segment_docs=segment_docs, source=source, texts=texts,
+                                  documents_digest=documents_digest(records))
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return index
+
+
+def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
+                          path: str | Path | None = None, *, pc1_strength: PC1Request = None,
+                          merge_variants: bool = False, impacts: ImpactType = "uint8",
+                          segment_docs: int = MAX_SEGMENT_DOCS, source: str = "",
+                          texts: Sequence[str] | None = None,
+                          documents_digest: str | None = None) -> SparseIndex:
+    """An index from document embeddings `encoder` already computed: fit PC1, project, store.
+
+    Projection and top-k are a small matrix product, so every variant of bag size, weighting
+    and λ comes from one encoding pass. With `path=None` nothing is written (the index lives in
+    memory). `texts` are needed only to calibrate λ ("auto", or a model without a default).
+    """
+    check_pc1_request(pc1_strength)
+    check_layout(impacts, segment_docs)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.shape != (len(doc_ids), encoder.model.hidden_size):
+        raise TokretrieveError(
+            f"embeddings have shape {embeddings.shape}, expected "
+            f"({len(doc_ids)}, {encoder.model.hidden_size}) for these documents and model")
+    strength, calibration = _resolve_strength(pc1_strength, encoder, embeddings, texts)
+    present = np.any(embeddings, axis=1)
+    direction = (first_principal_direction(embeddings[present]) if present.any()
+                 else np.zeros(embeddings.shape[1], dtype=np.float32))
+    token_map = (variant_map(encoder.tokenizer, encoder.model.vocab_size)
+                 if merge_variants else None)
+    fitted = encoder.with_bags(adjustment=PC1Adjustment(direction, strength), token_map=token_map)
+    postings = postings_from_bags(fitted.bags(embeddings), impacts, segment_docs)
+    manifest = IndexManifest(
+        doc_count=len(doc_ids), vocab_size=encoder.model.vocab_size,
+        model=model_record(encoder),
+        bags=bag_record(encoder, pc1_strength, merge_variants, strength, calibration),
+        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=1.0),
+        documents_digest=documents_digest, source=source)
+    ids = np.array(doc_ids, dtype=str)
+    index = in_memory(manifest, postings, ids, embeddings, direction, token_map)
+    _warn_empty(index.manifest)
+    if path is None:
+        return index
+    return index.write(path, attachments={"tokenizer": encoder.tokenizer.save_pretrained})
+
+
+def reusable_index(path: str | Path, docs: Iterable[tuple[str, str]], encoder: Encoder, *,
+                   pc1_strength: PC1Request = None, merge_variants: bool = False,
+                   impacts: ImpactType = "uint8", segment_docs: int = MAX_SEGMENT_DOCS
+                   ) -> tuple[SparseIndex | None, list[str]]:
+    """The index at `path` and what differs between the inputs that shaped it and those of
+    `build_index` with these arguments, as 'field: old -> new' lines: (index, []) means the
+    build would write the same index, (None, []) that there is no readable index there.
+
+    Compared before encoding: the model (weights hash, method, max length, dtype), the bag
+    recipe (bag size, weighting, the λ *asked for*, variant merging), the postings layout and
+    a digest of the documents (ids and texts, in order; not the path they came from).
+    """
+    check_pc1_request(pc1_strength)
+    records = _checked_records(docs, "documents")
+    try:
+        existing = SparseIndex.load(path)
+    except TokretrieveError:
+        return None, []
+    wanted = IndexManifest(
+        doc_count=len(records), vocab_size=encoder.model.vocab_size,
+        model=model_record(encoder),
+        bags=bag_record(encoder, pc1_strength, merge_variants, float("nan"), None),
+        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=float("nan")),
+        documents_digest=documents_digest(records))
+    return existing, existing.manifest.differences(wanted)
+
+
+def model_record(encoder: Encoder) -> ModelRecord:
+    model = encoder.model
+    return ModelRecord(name=model.name, content_hash=model.content_hash,
+                       method=encoder.method.name, max_length=encoder.max_length,
+                       hidden_size=model.hidden_size, dtype=encoder.dtype, source=model.source)
+
+
+def bag_record(encoder: Encoder, pc1_request: PC1Request, merge_variants: bool,
+               strength: float, calibration: Calibration | None) -> BagRecord:
+    return BagRecord(bag_size=encoder.recipe.bag_size, weighting=encoder.weighting,
+                     merge_variants=bool(merge_variants),
+                     pc1_request=None if pc1_request is None else (
+                         "auto" if pc1_request == "auto" else float(pc1_request)),
+                     pc1_strength=float(strength),
+                     calibration=calibration and calibration.manifest_record())
+
+
+def check_pc1_request(pc1_strength: PC1Request) -> None:
+    """A λ is a finite number, "auto" or None (the model's default)."""
+    if pc1_strength is None or pc1_strength == "auto":
+        return
+    if isinstance(pc1_strength, bool | str) or not np.isfinite(pc1_strength):
+        raise TokretrieveError(f"pc1_strength must be a finite number, 'auto' or None, got "
+                               f"{pc1_strength!r}")
+
+
+def _resolve_strength(request: PC1Request, encoder: Encoder, embeddings: np.ndarray,
+                      texts: Sequence[str] | None) -> tuple[float, Calibration | None]:
+    """λ for this corpus: as given, the model's multiple of the mean norm, or calibrated."""
+    relative = encoder.model.default_pc1_relative
+    if request is not None and request != "auto":
+        return float(request), None
+    if request is None and relative is not None:
+        present = embeddings[np.any(embeddings, axis=1)]
+        mean_norm = float(np.linalg.norm(present, axis=1).mean()) if len(present) else 0.0
+        return relative * mean_norm, None
+    if texts is None:
+        raise TokretrieveError("calibrating the PC1 strength needs the documents' texts")
+    try:
+        calibration = calibrate_pc1_strength(encoder, texts, embeddings=embeddings)
+    except TokretrieveError as error:
+        if request == "auto":
+            raise
+        warnings.warn(f"PC1 strength left at 0: calibration impossible ({error})", stacklevel=3)
+        return 0.0, None
+    return calibration.strength, calibration
+
+
+def _warn_empty(manifest: IndexManifest) -> None:
+    empty = manifest.empty_document_ids
+    if manifest.empty_documents:
+        shown = ", ".join(repr(d) for d in empty[:5])
+        more = " ..." if manifest.empty_documents > 5 else ""
+        warnings.warn(f"{manifest.empty_documents} document(s) have empty bags (empty or "
+                      f"whitespace-only text): {shown}{more}", stacklevel=3)
+
+
+def _checked_records(docs: Iterable[tuple[str, str]], source: str) -> list[tuple[str, str]]:
+    records = check_unique(_check_records(docs), source or "documents")
+    if not records:
+        raise TokretrieveError("no documents to index: the collection is empty")
+    return records
+
+
+def _check_records(docs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    records = []
+    for position, record in enumerate(docs):
+        try:
+            doc_id, text = record
+        except (TypeError, ValueError):
+            raise TokretrieveError(f"document {position} is not an (id, text) pair") from None
+        if not isinstance(doc_id, str) or not doc_id.strip():
+            raise TokretrieveError(f"document {position} has an empty or non-string id")
+        if not isinstance(text, str):
+            raise TokretrieveError(f"document {doc_id!r} has a {type(text).__name__} text, "
+                                   "not a string")
+        records.append((doc_id, text))
+    return records

@@ -1,0 +1,12 @@
+"""Encoding: text -> tokens -> hidden states -> embedding -> PC1 adjustment -> projection -> bag.
+
+Everything that needs a model lives here (torch, transformers); nothing here knows an index.
+`Encoder` is the entry point; `models` loads checkpoints, `pooling` holds the embedding methods,
+`projection` the PC1 adjustment and the LM-head projection to bags, `vocabulary` variant merging,
+`alignment` and `analysis` the paper's measurements (and the λ calibration), `checkpoint`
+resumable corpus encoding.
+"""
+
+from tokretrieve.encoding.encoder import DEFAULT_BAG_SIZE, BagRecipe, Encoder
+
+__all__ = ["DEFAULT_BAG_SIZE", "BagRecipe", "Encoder"]

@@ -1,0 +1,176 @@
+"""The index manifest as dataclasses: written and read here only, compared as a whole.
+
+`manifest.json` records everything that shaped an index: the model (by the sha256 of its weights)
+and how it embedded, how embeddings became bags, how the bags are laid out, and which documents
+went in. Each section is a frozen dataclass whose fields are the JSON keys, so the rest of
+tokretrieve reads `manifest.bags.bag_size`, never `manifest["projection"]["k"]`, and two builds
+are "the same index" exactly when their manifests compare equal: fields that only describe a
+result (the resolved λ, the quantization scale, timestamps, paths) are left out of the
+comparison with `compare=False`, so a reused index is one whose every *input* matches.
+
+The index subpackage reads these records but never acts on the model ones: an index opens and
+searches with numpy alone; only the build step and the searchers load a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokretrieve.errors import IndexFormatError
+from tokretrieve.index.storage import MANIFEST
+
+FORMAT = "tokretrieve.sparse"
+FORMAT_VERSION = 2
+# A pc1_request that older format-2 manifests did not record: never equal to a real request, so
+# such an index is rebuilt rather than reused on a guess.
+UNRECORDED = "unrecorded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRecord:
+    """The model that embedded the documents, and how (queries in `model` mode must match)."""
+
+    name: str
+    content_hash: str
+    method: str
+    max_length: int
+    hidden_size: int
+    dtype: str = "float32"
+    source: str = field(default="", compare=False)  # where it was loaded from: not what it is
+
+
+@dataclass(frozen=True, kw_only=True)
+class BagRecord:
+    """How embeddings became bags: bag size, weighting, PC1 adjustment, variant merging.
+
+    `pc1_request` is what the build was asked for (a number, "auto", or None for the model's
+    default multiple of the mean norm); `pc1_strength` is the λ that request resolved to on this
+    corpus, a result of the inputs rather than one of them.
+    """
+
+    bag_size: int
+    weighting: str
+    merge_variants: bool
+    pc1_request: float | str | None
+    pc1_strength: float = field(compare=False)
+    calibration: dict | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostingsLayout:
+    """How postings are stored (tokretrieve.index.postings): segment size, impact type, scale."""
+
+    segment_docs: int
+    impacts: str
+    scale: float = field(compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexManifest:
+    """The whole manifest. JSON sections: `model`, `projection` (the BagRecord, under its
+    format-2 name) and `postings_format`."""
+
+    doc_count: int
+    vocab_size: int
+    model: ModelRecord
+    bags: BagRecord
+    layout: PostingsLayout
+    # sha256 over the (id, text) pairs in order: the documents, not the path they came from.
+    documents_digest: str | None
+    source: str = field(default="", compare=False)
+    postings: int = field(default=0, compare=False)
+    empty_documents: int = field(default=0, compare=False)
+    empty_document_ids: tuple[str, ...] = field(default=(), compare=False)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(
+        timespec="seconds"), compare=False)
+    format_version: int = field(default=FORMAT_VERSION, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest.json object (format-2 key names)."""
+        bags = dataclasses.asdict(self.bags)
+        return {
+            "format": FORMAT, "format_version": self.format_version, "created": self.created,
+            "source": self.source, "documents_digest": self.documents_digest,
+            "doc_count": self.doc_count, "postings": self.postings,
+            "empty_documents": self.empty_documents,
+            "empty_document_ids": list(self.empty_document_ids), "vocab_size": self.vocab_size,
+            "model": dataclasses.asdict(self.model),
+            "projection": {"k": bags.pop("bag_size"), **bags},
+            "postings_format": dataclasses.asdict(self.layout),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: str | Path) -> IndexManifest:
+        """Parse a manifest.json object, naming every missing key (never a bare KeyError)."""
+        where = Path(folder) / MANIFEST
+        _require(data, ("doc_count", "vocab_size", "model", "projection", "postings_format"),
+                 "", where)
+        model = _section(data, "model", ModelRecord, where)
+        projection = dict(data["projection"]) if isinstance(data["projection"], dict) else {}
+        projection.setdefault("pc1_request", UNRECORDED)
+        if "k" in projection:
+            projection["bag_size"] = projection.pop("k")
+        bags = _section({"projection": projection}, "projection", BagRecord, where,
+                        renamed={"bag_size": "k"})
+        layout = _section(data, "postings_format", PostingsLayout, where)
+        return cls(doc_count=int(data["doc_count"]), vocab_size=int(data["vocab_size"]),
+                   model=model, bags=bags, layout=layout,
+                   documents_digest=data.get("documents_digest"),
+                   source=str(data.get("source", "")), postings=int(data.get("postings", 0)),
+                   empty_documents=int(data.get("empty_documents", 0)),
+                   empty_document_ids=tuple(data.get("empty_document_ids", ())),
+                   created=str(data.get("created", "")),
+                   format_version=int(data["format_version"]))
+
+    def differences(self, other: IndexManifest) -> list[str]:
+        """What differs between two manifests among the fields that shape an index, as
+        'section.field: mine -> theirs' lines (empty when the two would build the same index)."""
+        return _differences(self, other, "")
+
+
+def _require(data: dict, keys: tuple[str, ...], prefix: str, where: Path) -> None:
+    missing = [f"{prefix}{key}" for key in keys if key not in data]
+    if missing:
+        raise IndexFormatError(f"{where} lacks {', '.join(missing)}: the index is damaged or "
+                               "from an unreleased build; rebuild it")
+
+
+def _section(data: dict, name: str, record: type, where: Path,
+             renamed: dict[str, str] | None = None) -> Any:
+    """One section as its dataclass: required fields must be present, unknown keys ignored
+    (a newer minor writer may add some)."""
+    section = data[name]
+    if not isinstance(section, dict):
+        raise IndexFormatError(f"{where}: '{name}' is not an object; rebuild the index")
+    fields = dataclasses.fields(record)
+    required = tuple(f.name for f in fields if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    missing = [f"{name}.{(renamed or {}).get(key, key)}" for key in required
+               if key not in section]
+    if missing:
+        raise IndexFormatError(f"{where} lacks {', '.join(missing)}: the index is damaged or "
+                               "from an unreleased build; rebuild it")
+    return record(**{f.name: section[f.name] for f in fields if f.name in section})
+
+
+def _differences(mine: Any, theirs: Any, prefix: str) -> list[str]:
+    out = []
+    for item in dataclasses.fields(mine):
+        if not item.compare:
+            continue
+        a, b = getattr(mine, item.name), getattr(theirs, item.name)
+        if dataclasses.is_dataclass(a):
+            out += _differences(a, b, f"{prefix}{item.name}.")
+        elif a != b:
+            out.append(f"{prefix}{item.name}: {_shown(a)} -> {_shown(b)}")
+    return out
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64:  # a sha256: its head is enough to tell
+        return value[:12]
+    return repr(value)

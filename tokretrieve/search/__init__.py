@@ -1,0 +1,18 @@
+"""Searching: a query encoder (tokretrieve.encoding) paired with an index (tokretrieve.index).
+
+With the build step (tokretrieve.build), this is the only place where the two meet.
+"""
+
+from tokretrieve.search.query_encoders import (
+    DenseQueryEncoder,
+    ModelQueryEncoder,
+    PrecomputedQueryEncoder,
+    QueryEncoder,
+    TokenQueryEncoder,
+    index_encoder,
+)
+from tokretrieve.search.searcher import DenseSearcher, Hit, Searcher, SparseSearcher
+
+__all__ = ["DenseQueryEncoder", "DenseSearcher", "Hit", "ModelQueryEncoder",
+           "PrecomputedQueryEncoder", "QueryEncoder", "Searcher", "SparseSearcher",
+           "TokenQueryEncoder", "index_encoder"]

@@ -1,0 +1,201 @@
+"""Query encoders: query texts to what an index searches (bags for sparse, vectors for dense).
+
+A searcher pairs one of these with an index (tokretrieve.search.searcher), as Pyserini pairs a
+query encoder with an impact or FAISS index, so a new kind of query plugs in without touching
+the index. Every encoder has `encode(texts)`, one row per text, an empty row (no hits) for a
+text that is empty or yields no usable token:
+
+- ModelQueryEncoder: the query embedded by the index's own model (query side of its method),
+  adjusted by the index's PC1 and projected like the documents: the paper's setting.
+- TokenQueryEncoder: the query's own tokens, with the tokenizer saved in the index; no model
+  weights are loaded at all: the cheap path.
+- DenseQueryEncoder: the model's dense query embedding, for the dense baseline.
+- PrecomputedQueryEncoder: rows computed beforehand (cached embeddings turned into bags, say),
+  looked up by query text: what benchmarks use so that no sweep point calls the model.
+
+Query token weights are multiplied by the tokens' idf over the document bags by default
+(`token_weighting="idf"`), so tokens every bag shares count for little; "count" keeps them raw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from tokretrieve.encoding.encoder import Encoder, check_texts
+from tokretrieve.encoding.models import load_tokenizer
+from tokretrieve.encoding.projection import PC1Adjustment
+from tokretrieve.errors import IndexFormatError, TokretrieveError
+from tokretrieve.index.sparse import SparseIndex
+
+TokenWeighting = Literal["idf", "count"]
+TOKEN_WEIGHTINGS = ("idf", "count")
+
+
+class QueryEncoder(Protocol):
+    """Anything that turns query texts into index queries, one row per text."""
+
+    def encode(self, texts: Sequence[str]) -> sp.csr_matrix | np.ndarray: ...
+
+
+def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder:
+    """The encoder that built `index`, carrying its bag recipe (bag size, weighting, PC1
+    adjustment, variant map): encoding a text with it gives the bag the index would store.
+
+    Without `encoder`, the index's model is loaded by the name its manifest records; either way
+    the weights' hash and the embedding method must match the build's, or the bags would live
+    in another space and the scores would mean nothing.
+    """
+    record = index.manifest.model
+    if encoder is None:
+        encoder = Encoder.load(record.name, method=record.method, max_length=record.max_length,
+                               dtype=record.dtype)
+    where = index.path or "this index"
+    if encoder.model.content_hash != record.content_hash:
+        raise IndexFormatError(
+            f"{where} was built with model '{record.name}' (sha256 "
+            f"{record.content_hash[:12]}), not '{encoder.model.name}' (sha256 "
+            f"{encoder.model.content_hash[:12]}): search it with tokenized queries, or rebuild")
+    if encoder.method.name != record.method:
+        raise IndexFormatError(f"{where} embeds with method '{record.method}', the encoder "
+                               f"with '{encoder.method.name}'")
+    bags = index.manifest.bags
+    return encoder.with_bags(
+        bag_size=bags.bag_size, weighting=bags.weighting,
+        adjustment=PC1Adjustment(np.asarray(index.pc1_direction), float(bags.pc1_strength)),
+        token_map=index.token_map)
+
+
+def index_tokenizer(index: SparseIndex):
+    """The tokenizer saved inside an index folder (no model weights needed)."""
+    if index.path is None:
+        raise TokretrieveError("this index is not on disk: pass its tokenizer explicitly")
+    folder = Path(index.path) / "tokenizer"
+    if not folder.is_dir():
+        raise IndexFormatError(f"{index.path}: tokenizer/ is missing; the index is damaged, "
+                               "rebuild it")
+    return load_tokenizer(str(folder))
+
+
+def token_weights(index: SparseIndex, token_weighting: TokenWeighting) -> np.ndarray | None:
+    """Per-token query multipliers: the index's idf, or None for raw weights."""
+    if token_weighting == "idf":
+        return index.idf.astype(np.float32)
+    if token_weighting == "count":
+        return None
+    raise TokretrieveError(f"unknown token weighting '{token_weighting}': choose one of "
+                           f"{', '.join(TOKEN_WEIGHTINGS)}")
+
+
+def _weighted(bags: sp.csr_matrix, multipliers: np.ndarray | None) -> sp.csr_matrix:
+    if multipliers is None:
+        return bags
+    bags = bags.copy()
+    bags.data = bags.data * multipliers[bags.indices]
+    bags.eliminate_zeros()
+    return bags
+
+
+class ModelQueryEncoder:
+    """Queries embedded and projected exactly like the index's documents (query side)."""
+
+    def __init__(self, encoder: Encoder, multipliers: np.ndarray | None = None,
+                 bag_size: int | None = None):
+        self.encoder = encoder
+        self.multipliers = multipliers
+        self.bag_size = bag_size
+
+    @classmethod
+    def for_index(cls, index: SparseIndex, encoder: Encoder | None = None,
+                  token_weighting: TokenWeighting = "idf",
+                  bag_size: int | None = None) -> ModelQueryEncoder:
+        """For `index`: its model (loaded when not given) with its recipe; `bag_size` keeps
+        fewer query tokens than the documents' (lighter queries)."""
+        multipliers = token_weights(index, token_weighting)
+        return cls(index_encoder(index, encoder), multipliers, bag_size)
+
+    def encode(self, texts: Sequence[str]) -> sp.csr_matrix:
+        return self.from_embeddings(self.encoder.embed(texts, is_query=True))
+
+    def from_embeddings(self, embeddings: np.ndarray) -> sp.csr_matrix:
+        """Query bags of query embeddings already computed (a cache, a batch job)."""
+        return _weighted(self.encoder.bags(embeddings, self.bag_size), self.multipliers)
+
+
+class TokenQueryEncoder:
+    """The query's own tokens (no model call), each weighing its count (x idf by default)."""
+
+    def __init__(self, tokenizer, vocab_size: int, token_map: np.ndarray | None = None,
+                 multipliers: np.ndarray | None = None):
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.token_map = token_map
+        self.multipliers = multipliers
+        self._special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
+
+    @classmethod
+    def for_index(cls, index: SparseIndex, token_weighting: TokenWeighting = "idf",
+                  tokenizer=None) -> TokenQueryEncoder:
+        multipliers = token_weights(index, token_weighting)
+        return cls(tokenizer or index_tokenizer(index), index.vocab_size, index.token_map,
+                   multipliers)
+
+    def encode(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """A leading space gives the first word the same word-initial form (e.g. 'Ġheat') as
+        the rest, as it has inside documents; special tokens and ids beyond the vocabulary of
+        the index are dropped."""
+        texts = check_texts(texts)
+        rows = []
+        for text in texts:
+            ids = np.zeros(0, dtype=np.int64)
+            if text.strip():
+                ids = np.array(self.tokenizer(" " + text.strip(),
+                                              add_special_tokens=False)["input_ids"],
+                               dtype=np.int64)
+                ids = ids[(ids < self.vocab_size) & ~np.isin(ids, self._special)]
+                if self.token_map is not None:
+                    ids = self.token_map[ids].astype(np.int64)
+            rows.append(ids)
+        lengths = [len(ids) for ids in rows]
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        bags = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                             shape=(len(texts), self.vocab_size))
+        bags.sum_duplicates()  # repeated tokens: their count
+        return _weighted(bags, self.multipliers)
+
+
+class DenseQueryEncoder:
+    """The model's dense query embedding (query side of its method)."""
+
+    def __init__(self, encoder: Encoder):
+        self.encoder = encoder
+
+    @classmethod
+    def for_index(cls, index: SparseIndex, encoder: Encoder | None = None) -> DenseQueryEncoder:
+        return cls(index_encoder(index, encoder))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.embed(texts, is_query=True)
+
+
+class PrecomputedQueryEncoder:
+    """Rows computed beforehand, looked up by query text (one row of `encoded` per text)."""
+
+    def __init__(self, texts: Sequence[str], encoded: sp.spmatrix | np.ndarray):
+        if encoded.shape[0] != len(texts):
+            raise TokretrieveError(f"{len(texts)} texts but {encoded.shape[0]} encoded rows")
+        self._row = {text: i for i, text in enumerate(texts)}
+        self._encoded = sp.csr_matrix(encoded) if sp.issparse(encoded) else np.asarray(encoded)
+
+    def encode(self, texts: Sequence[str]) -> sp.csr_matrix | np.ndarray:
+        texts = check_texts(texts)
+        missing = [text for text in texts if text not in self._row]
+        if missing:
+            raise TokretrieveError(f"{len(missing)} query(ies) were not precomputed, e.g. "
+                                   f"{missing[0]!r}")
+        return self._encoded[[self._row[text] for text in texts]]
