@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tokretrieve.checkpoint import checkpoint_path, encode_resumable
 
 from tokretrieve import SparseIndex
-from tokretrieve.checkpoint import checkpoint_path, encode_resumable
 
 TEXTS = [f"wing lift drag flow {'heat ' * (i % 4)}shock" for i in range(10)]
 IDS = [f"d{i}" for i in range(10)]

@@ -10,9 +10,12 @@ import random
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from refimpl import brute_force_ranking, postings_scores
 
-from tokretrieve import SparseIndex
+from tokretrieve import SparseSearcher, build_index, index_from_embeddings
 from tokretrieve.corpus import read_documents, read_qrels, read_queries
+from tokretrieve.search import ModelQueryEncoder, TokenQueryEncoder
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +42,14 @@ def cranfield_slice(folder, n_queries, max_relevant, total, seed=0):
             {q: relevant[q] for q in chosen})
 
 
-def mean_normalised_rank(index, queries, relevant, mode):
+def mean_normalised_rank(index, encoder, queries, relevant, mode):
     """Mean over (query, relevant doc) of rank / N, documents without a positive score sharing
     the remaining ranks equally. A random ranking gives (N + 1) / 2N, about 0.5."""
     n = len(index)
     ranks = []
-    results = index.batch_search([text for _, text in queries], k=n, mode=mode)
-    for (query_id, _), hits in zip(queries, results, strict=True):
+    searcher = SparseSearcher.from_index(index, mode=mode, encoder=encoder)
+    results = searcher.batch_search([text for _, text in queries], [q for q, _ in queries], k=n)
+    for query_id, hits in results.items():
         position = {hit.doc_id: i + 1 for i, hit in enumerate(hits)}
         unranked = (len(hits) + 1 + n) / 2
         ranks += [position.get(d, unranked) / n for d in relevant[query_id]]
@@ -56,7 +60,7 @@ def mean_normalised_rank(index, queries, relevant, mode):
 def test_minilm_key_tokens_of_a_cranfield_title(minilm):
     """MiniLM (mean pooling, tied word embeddings) puts 'wing' among the top-10 key tokens."""
     text = "experimental investigation of the aerodynamics of a wing in a slipstream"
-    words = content_words(minilm.key_tokens(text, k=10))
+    words = content_words(minilm.with_bags(bag_size=10).key_tokens(text, top_k=10))
     assert len(words) == 10
     assert "wing" in words
 
@@ -64,61 +68,81 @@ def test_minilm_key_tokens_of_a_cranfield_title(minilm):
 @pytest.fixture(scope="module")
 def minilm_cranfield(minilm, cranfield_dir, tmp_path_factory):
     docs, queries, relevant = cranfield_slice(cranfield_dir, 10, 8, 100)
-    index = SparseIndex.build(docs, minilm, tmp_path_factory.mktemp("minilm") / "cran",
-                              progress=False)
+    index = build_index(docs, minilm, tmp_path_factory.mktemp("minilm") / "cran",
+                        progress=False)
     return index, queries, relevant
 
 
 @pytest.mark.parametrize("mode,threshold", [("model", 0.3), ("tokens", 0.38)])
-def test_minilm_ranks_relevant_documents_high(minilm_cranfield, mode, threshold):
+def test_minilm_ranks_relevant_documents_high(minilm_cranfield, minilm, mode, threshold):
     """Both query modes put the judged-relevant documents far above a random ranking."""
     index, queries, relevant = minilm_cranfield
-    mean_rank, random_rank, pairs = mean_normalised_rank(index, queries, relevant, mode)
+    mean_rank, random_rank, pairs = mean_normalised_rank(index, minilm, queries, relevant, mode)
     assert pairs >= 20
     assert mean_rank < threshold < random_rank, (mode, mean_rank, random_rank)
 
 
 def test_minilm_index_reloads_without_the_model(minilm_cranfield):
-    """The Cranfield index reopens from disk and answers tokens-mode queries identically
-    without loading any model weights."""
+    """The Cranfield index reopens from disk in a fresh process and answers tokens-mode queries
+    identically without importing torch or loading any model weights beyond the tokenizer."""
+    import json
+    import subprocess
+    import sys
+
     index, queries, _ = minilm_cranfield
-    reopened = SparseIndex.load(index.path)
-    for _, text in queries[:3]:
-        assert ([(h.doc_id, h.score) for h in reopened.search(text, mode="tokens")]
-                == [(h.doc_id, h.score) for h in index.search(text, mode="tokens")])
-    assert reopened._encoder is None
+    texts = [text for _, text in queries[:3]]
+    here = SparseSearcher.from_index(index, mode="tokens")
+    expected = [[[h.doc_id, h.score] for h in here.search(text)] for text in texts]
+    code = (
+        "import json, sys\n"
+        "from tokretrieve.index.sparse import SparseIndex\n"
+        "index = SparseIndex.load(sys.argv[1])\n"
+        "assert 'torch' not in sys.modules, 'opening an index imported torch'\n"
+        "from tokretrieve.search import SparseSearcher\n"
+        "searcher = SparseSearcher.from_index(index, mode='tokens')\n"
+        "texts = json.loads(sys.argv[2])\n"
+        "hits = [[[h.doc_id, h.score] for h in searcher.search(t)] for t in texts]\n"
+        "loaded = 'transformers.modeling_utils' in sys.modules\n"
+        "print(json.dumps({'hits': hits, 'model': loaded}))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(index.path), json.dumps(texts)],
+                          capture_output=True, text=True, check=True, timeout=120)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["hits"] == expected
+    assert answer["model"] is False  # no model class was ever imported
 
 
 def test_minilm_kernel_equals_numpy_reference_on_real_bags(minilm_cranfield, minilm):
     """On real bags (k=512, uint8 impacts) and real query bags of both modes, the compiled
     kernel returns exactly the top-k of the plain-numpy Postings.scores, and cutting the same
     bags into segments of 16 documents changes nothing."""
-    from refimpl import brute_force_ranking
-
     index, queries, _ = minilm_cranfield
     texts = [text for _, text in queries]
-    segmented = SparseIndex.from_embeddings(
+    segmented = index_from_embeddings(
         list(np.asarray(index.doc_ids)), np.asarray(index.embeddings), minilm, path=None,
-        k=index.k, segment_docs=16)
+        segment_docs=16)
     assert segmented.postings.n_segments == 7
-    bags = index.model_query_bags(texts) + [index.token_query_bag(t) for t in texts]
+    bags = sp.vstack([ModelQueryEncoder.for_index(index, minilm).encode(texts),
+                      TokenQueryEncoder.for_index(index).encode(texts)]).tocsr()
     for k in (1, 10, 100):
-        got = index.search_bags(bags, k=k, matched=False)
-        assert [[(h.doc_id, h.score) for h in hits] for hits in got] == \
-            [[(h.doc_id, h.score) for h in hits]
-             for hits in segmented.search_bags(bags, k=k, matched=False)]
-        for (tokens, weights), hits in zip(bags, got, strict=True):
-            scores = index.postings.scores(tokens, weights)
-            expected = brute_force_ranking(scores, k)
-            assert [h.doc_id for h in hits] == [str(index.doc_ids[i]) for i in expected]
-            assert [h.score for h in hits] == [float(scores[i]) for i in expected]
+        scores, ids = index.search(bags, k)
+        segmented_scores, segmented_ids = segmented.search(bags, k)
+        np.testing.assert_array_equal(ids, segmented_ids)
+        np.testing.assert_array_equal(scores, segmented_scores)
+        for row in range(bags.shape[0]):
+            start, end = bags.indptr[row], bags.indptr[row + 1]
+            reference = postings_scores(index.postings, bags.indices[start:end],
+                                        bags.data[start:end])
+            expected = brute_force_ranking(reference, k)
+            assert ids[row][ids[row] >= 0].tolist() == expected
+            assert scores[row][ids[row] >= 0].tolist() == [float(reference[i])
+                                                          for i in expected]
 
 
 # ---------------------------------------------------------------------------------- smollm2
 def test_smollm2_key_tokens_of_a_plain_sentence(smollm2):
     """SmolLM2 with PromptEOL: the pangram's content words come first."""
-    words = content_words(smollm2.key_tokens("The quick brown fox jumps over the lazy dog.",
-                                             k=10))
+    words = content_words(smollm2.with_bags(bag_size=10).key_tokens(
+        "The quick brown fox jumps over the lazy dog.", top_k=10))
     assert {"fox", "dog", "quick"} & set(words), words
     assert len({"quick", "brown", "fox", "jumps", "lazy", "dog"} & set(words)) >= 3, words
 
@@ -127,8 +151,9 @@ def test_smollm2_ranks_relevant_documents_high(smollm2, cranfield_dir, tmp_path)
     """About 40 short Cranfield documents with SmolLM2 (model-mode queries): relevant ones rank
     far above random."""
     docs, queries, relevant = cranfield_slice(cranfield_dir, 10, 3, 40)
-    index = SparseIndex.build(docs, smollm2, tmp_path / "cran", progress=False)
-    mean_rank, random_rank, pairs = mean_normalised_rank(index, queries, relevant, "model")
+    index = build_index(docs, smollm2, tmp_path / "cran", progress=False)
+    mean_rank, random_rank, pairs = mean_normalised_rank(index, smollm2, queries, relevant,
+                                                         "model")
     assert pairs >= 15
     assert mean_rank < 0.36 < random_rank, (mean_rank, random_rank)
 
@@ -137,7 +162,7 @@ def test_smollm2_alias_converts_and_loads_from_a_fresh_cache(smollm2, tmp_path, 
     """The GGUF checkpoint de-quantizes into an empty cache, loads, and matches the session's
     copy bit for bit; a second load reuses the cached safetensors without parsing the GGUF."""
     from tokretrieve import Encoder
-    from tokretrieve.models import _dequantized_copy, alias_path
+    from tokretrieve.encoding.models import _dequantized_copy, alias_path
 
     monkeypatch.setenv("TOKRETRIEVE_CACHE", str(tmp_path))
     fresh = Encoder.load("smollm2", max_length=128, device="cpu")

@@ -184,8 +184,9 @@ class Encoder:
         rows = []
         with torch.inference_mode():
             for start in range(0, len(embeddings), PROJECTION_BATCH):
-                chunk = torch.from_numpy(np.ascontiguousarray(
-                    embeddings[start:start + PROJECTION_BATCH], dtype=np.float32))
+                # a copy: stored embeddings are read-only memory maps, which torch refuses
+                chunk = torch.from_numpy(np.array(embeddings[start:start + PROJECTION_BATCH],
+                                                  dtype=np.float32))
                 rows.append(projector.bags(chunk, bag_size, self.weighting))
         matrix = sp.vstack(rows, format="csr") if rows else sp.csr_matrix(
             (0, self.model.vocab_size), dtype=np.float32)

@@ -16,14 +16,13 @@ from refimpl import (
     reference_bag,
 )
 
-from tokretrieve.errors import TokretrieveError
-from tokretrieve.projection import (
+from tokretrieve.encoding.projection import (
     WEIGHTINGS,
     KeyTokenProjector,
     PC1Adjustment,
-    check_top_k,
     first_principal_direction,
 )
+from tokretrieve.errors import TokretrieveError, check_count
 
 TEXTS = random_texts(9, seed=21)
 
@@ -35,7 +34,7 @@ def test_bags_equal_brute_force_top_k(tiny_encoder, llama_reference, weighting, 
     as documented, positive weights only. The pooled embedding is recomputed from the model."""
     model, tokenizer = llama_reference
     encoder = tiny_encoder("llama", "prompteol")
-    bags = encoder.bags(encoder.embed(TEXTS), k, weighting)
+    bags = encoder.with_bags(bag_size=k, weighting=weighting).bags(encoder.embed(TEXTS))
     weight = model.lm_head.weight.detach().numpy()
     specials = tokenizer.all_special_ids
     for row, text in enumerate(TEXTS):
@@ -55,8 +54,7 @@ def test_bags_equal_brute_force_for_bert(tiny_encoder, bert_reference, weighting
     model, tokenizer = bert_reference
     encoder = tiny_encoder("bert", "mean")
     embeddings = encoder.embed(TEXTS)
-    bags = encoder.bags(embeddings, 6) if weighting is None else encoder.bags(embeddings, 6,
-                                                                              weighting)
+    bags = encoder.with_bags(bag_size=6, weighting=weighting).bags(embeddings)
     weight = model.embeddings.word_embeddings.weight.detach().numpy()
     for row, text in enumerate(TEXTS):
         embedding = pool(hidden_states(model, tokenizer(text)["input_ids"]), "mean").numpy()
@@ -75,7 +73,7 @@ def test_key_tokens_are_the_bag_heaviest_first(tiny_encoder, llama_reference):
     expected = reference_bag(embedding, model.lm_head.weight.detach().numpy(),
                              tokenizer.all_special_ids, 7)
     ranked = sorted(expected.items(), key=lambda item: -item[1])
-    got = encoder.key_tokens(text, k=7, weighting="shifted")
+    got = encoder.with_bags(bag_size=7, weighting="shifted").key_tokens(text, top_k=7)
     assert [token for token, _ in got] == [tokenizer.convert_ids_to_tokens(t) for t, _ in ranked]
     np.testing.assert_allclose([w for _, w in got], [w for _, w in ranked], rtol=1e-4, atol=1e-5)
 
@@ -119,7 +117,8 @@ def test_zero_embeddings_give_empty_bags_in_large_batches(tiny_encoder, llama_re
     embeddings[[0, 257, 299]] = 0.0
     direction = pc1_numpy(embeddings).astype(np.float32)
     adjustment = PC1Adjustment(direction, -0.7)
-    bags = encoder.bags(embeddings, 4, "shifted", adjustment=adjustment)
+    bags = encoder.with_bags(bag_size=4, weighting="shifted", adjustment=adjustment).bags(
+        embeddings)
     assert bags.shape == (300, len(tokenizer))
     weight = model.lm_head.weight.detach().numpy()
     for row in range(300):
@@ -139,19 +138,50 @@ def test_shifted_bag_when_k_covers_the_usable_vocabulary():
     assert csr_row(bags, 0) == {0: 4.0, 3: 2.0, 4: 1.0}
 
 
-def test_check_top_k():
-    """k must be a positive int (numpy ints too); bools, floats, zero and negatives refused."""
-    assert check_top_k(3) == 3 and check_top_k(np.int64(2)) == 2
+def test_check_count():
+    """A count must be a positive int (numpy ints too); bools, floats, zero and negatives are
+    refused, naming the parameter."""
+    assert check_count(3, "k") == 3 and check_count(np.int64(2), "bag_size") == 2
     for bad in (0, -1, 2.0, True, "3", None):
-        with pytest.raises(TokretrieveError, match="k must be a positive integer"):
-            check_top_k(bad)
+        with pytest.raises(TokretrieveError, match="bag_size must be a positive integer"):
+            check_count(bad, "bag_size")
+
+
+def test_encode_decode_reads_like_a_sparse_encoder(tiny_encoder, llama_reference):
+    """encode_document / encode_query give (texts x vocabulary) bags by the recipe, the query
+    side with the method's query wrap; decode lists a bag's (token, weight) heaviest first,
+    cut at top_k; key_tokens = decode(encode(text)). Checked against the brute-force bag."""
+    model, tokenizer = llama_reference
+    encoder = tiny_encoder("llama", "sgpt").with_bags(bag_size=9, weighting="shifted")
+    weight = model.lm_head.weight.detach().numpy()
+    documents = encoder.encode_document(TEXTS[:3])
+    queries = encoder.encode_query(TEXTS[:3], bag_size=4)
+    assert documents.shape == queries.shape == (3, len(tokenizer))
+    for row, text in enumerate(TEXTS[:3]):
+        for bags, wrap, size in ((documents, "{}", 9), (queries, "[]", 4)):
+            ids = tokenizer(wrap[0] + " " + text + " " + wrap[1])["input_ids"]
+            embedding = pool(hidden_states(model, ids), "weighted_mean").numpy()
+            expected = reference_bag(embedding, weight, tokenizer.all_special_ids, size)
+            assert_same_bag(csr_row(bags, row), expected)
+    decoded = encoder.decode(documents)
+    assert len(decoded) == 3
+    first = sorted(csr_row(documents, 0).items(), key=lambda item: -item[1])
+    assert [t for t, _ in decoded[0]] == [tokenizer.convert_ids_to_tokens(t) for t, _ in first]
+    assert encoder.decode(documents[0], top_k=2) == decoded[0][:2]
+    alone = encoder.key_tokens(TEXTS[0], top_k=3)  # a batch of one: other padding, same bag
+    assert [t for t, _ in alone] == [t for t, _ in decoded[0][:3]]
+    np.testing.assert_allclose([w for _, w in alone], [w for _, w in decoded[0][:3]], rtol=1e-5)
+    with pytest.raises(TokretrieveError, match="top_k must be a positive integer"):
+        encoder.decode(documents[0], top_k=0)
 
 
 def test_unknown_weighting_refused(tiny_encoder):
     """A weighting outside the four documented ones is refused, naming the valid ones."""
     encoder = tiny_encoder("llama", "prompteol")
     with pytest.raises(TokretrieveError, match=r"unknown weighting 'bm25'.*shifted"):
-        encoder.bags(np.ones((1, 32), dtype=np.float32), 3, weighting="bm25")
+        encoder.with_bags(weighting="bm25")
+    with pytest.raises(TokretrieveError, match="bag_size must be a positive integer"):
+        encoder.with_bags(bag_size=0)
 
 
 # ---------------------------------------------------------------------------------------- PC1

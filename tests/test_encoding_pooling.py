@@ -8,9 +8,9 @@ import torch
 from refimpl import PROMPTEOL, SGPT_DOC, SGPT_QUERY, hidden_states, pool, random_texts
 
 from tokretrieve import Encoder
+from tokretrieve.encoding.models import default_method_for
+from tokretrieve.encoding.pooling import METHODS, get_method
 from tokretrieve.errors import TokretrieveError
-from tokretrieve.models import default_method_for
-from tokretrieve.pooling import METHODS, get_method
 
 TEXTS = random_texts(7, seed=11, low=1, high=20)  # very different lengths: batches pad a lot
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokretrieve.alignment import (
+from tokretrieve.encoding.alignment import (
     DEFAULT_GRID,
     alignment_curve,
     alignment_metrics,
@@ -29,10 +29,10 @@ from tokretrieve.alignment import (
     spectrum,
     uninformative_tokens,
 )
-from tokretrieve.analysis import analyze, render_markdown, write_analysis_report
+from tokretrieve.encoding.analysis import analyze, render_markdown, write_analysis_report
+from tokretrieve.encoding.projection import KeyTokenProjector, first_principal_direction
+from tokretrieve.encoding.vocabulary import variant_map
 from tokretrieve.errors import TokretrieveError
-from tokretrieve.projection import KeyTokenProjector, first_principal_direction
-from tokretrieve.vocabulary import variant_map
 
 INF = float("inf")
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from refimpl import brute_force_ranking
+from refimpl import brute_force_ranking, postings_scores, top_k
 
-from tokretrieve.kernels import Scratch, batch_top_k
-from tokretrieve.postings import postings_from_bags
-from tokretrieve.search import top_k
+from tokretrieve.index.kernels import Scratch, batch_top_k
+from tokretrieve.index.postings import postings_from_bags
 
 N_DOCS, VOCAB = 203, 40
 
@@ -88,7 +87,7 @@ def test_uint8_impacts_equal_their_numpy_reference(segment_docs):
     for (tokens, weights), (docs, scores) in zip(queries, run_kernel(postings, queries, 10, 2),
                                                  strict=True):
         expected_docs, expected_scores = top_k(
-            postings.scores(tokens, weights.astype(np.float32)), 10)
+            postings_scores(postings, tokens, weights.astype(np.float32)), 10)
         assert docs == expected_docs.tolist()
         assert scores == expected_scores.tolist()
 
