@@ -8,6 +8,7 @@ empty bags, reported by the index build). Bytes that are not UTF-8 are an error 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -40,9 +41,11 @@ def read_queries(spec: str | Path, encoding_errors: str = "strict") -> list[tupl
     """(query id, text) pairs from a BEIR folder's queries.jsonl, a file, or `irds:<id>`."""
     spec_text = str(spec)
     if spec_text.startswith(IRDS_PREFIX):
-        dataset = _irds_load(spec_text[len(IRDS_PREFIX):])
-        return check_unique(((q.query_id, _irds_query_text(q)) for q in dataset.queries_iter()),
-                            spec_text)
+        dataset_id = spec_text[len(IRDS_PREFIX):]
+        with _irds_fetching(dataset_id):
+            records = [(q.query_id, _irds_query_text(q))
+                       for q in _irds_load(dataset_id).queries_iter()]
+        return check_unique(records, spec_text)
     path = Path(spec)
     if path.is_dir():
         path = path / "queries.jsonl"
@@ -54,8 +57,10 @@ def read_qrels(spec: str | Path, split: str = "test") -> dict[str, dict[str, int
     spec_text = str(spec)
     if spec_text.startswith(IRDS_PREFIX):
         qrels: dict[str, dict[str, int]] = {}
-        for qrel in _irds_load(spec_text[len(IRDS_PREFIX):]).qrels_iter():
-            qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
+        dataset_id = spec_text[len(IRDS_PREFIX):]
+        with _irds_fetching(dataset_id):
+            for qrel in _irds_load(dataset_id).qrels_iter():
+                qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
         return qrels
     path = Path(spec)
     if path.is_dir():
@@ -180,11 +185,25 @@ def _irds_documents(dataset_id: str) -> list[tuple[str, str]]:
     if not dataset.has_docs():
         raise CorpusError(f"ir_datasets '{dataset_id}' has no documents")
     records = []
-    for doc in dataset.docs_iter():
-        title = getattr(doc, "title", "") or ""
-        text = getattr(doc, "text", None) or doc.default_text()
-        records.append((doc.doc_id, f"{title} {text}".strip() if title else text))
+    with _irds_fetching(dataset_id):
+        for doc in dataset.docs_iter():
+            title = getattr(doc, "title", "") or ""
+            text = getattr(doc, "text", None) or doc.default_text()
+            records.append((doc.doc_id, f"{title} {text}".strip() if title else text))
     return check_unique(records, f"irds:{dataset_id}")
+
+
+@contextlib.contextmanager
+def _irds_fetching(dataset_id: str) -> Iterator[None]:
+    """ir_datasets downloads a collection on first use; without a network (or with a source
+    gone) that ends in RuntimeError/OSError deep inside it: say so in one line instead."""
+    try:
+        yield
+    except (RuntimeError, OSError) as error:
+        reason = str(error.args[0]) if error.args else type(error).__name__
+        raise CorpusError(f"ir_datasets could not fetch '{dataset_id}' ({reason}): it downloads "
+                          "a collection once, which needs a network; or read a local copy "
+                          "(a BEIR folder, a JSONL or TSV file)") from None
 
 
 def _irds_query_text(query) -> str:
