@@ -269,7 +269,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
-    from tokretrieve.analysis import write_analysis_report  # matplotlib: only when asked
+    from tokretrieve.encoding.analysis import write_analysis_report  # matplotlib: only when asked
 
     texts = [text for _, text in read_documents(args.corpus)]
     encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length)
