@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from built_reference import MODEL_QUERIES, TOKEN_QUERIES
-from refimpl import brute_force_ranking
+from built_reference import MODEL_QUERIES, TOKEN_QUERIES, check_hits
 
 from tokretrieve.search import SparseSearcher, TokenQueryEncoder
 
@@ -14,40 +13,6 @@ from tokretrieve.search import SparseSearcher, TokenQueryEncoder
 def searcher(index, encoder, mode, token_weighting="idf"):
     return SparseSearcher.from_index(index, mode=mode, encoder=encoder,
                                      token_weighting=token_weighting)
-
-
-def check_hits(hits, reference, query_bag, k):
-    """Hits = brute-force top-k of the dense dot products: only positive scores, the right
-    number, each score equal to the reference, best first with ties to the lower position, no
-    better document left out, contributions summing to the score. Documents whose reference
-    scores differ by less than float32 rounding may come in either order; where no such
-    near-tie exists the document list must equal the reference list exactly."""
-    scores = reference.scores(query_bag)
-    expected = brute_force_ranking(scores, k)
-    positions = [int(hit.doc_id[1:]) for hit in hits]
-    assert len(hits) == len(expected) == min(k, int((scores > 0).sum()))
-    tolerance = 2e-5 * max(scores.max(), 1e-30)  # float32 logits, weights and sums
-    for hit, position in zip(hits, positions, strict=True):
-        assert hit.score > 0
-        assert np.isclose(hit.score, scores[position], rtol=1e-4, atol=tolerance)
-        assert np.isclose(sum(c for _, c in hit.matched), hit.score, rtol=1e-5, atol=1e-9)
-        shared = {t for t in query_bag if reference.matrix[position, t] > 0 and query_bag[t] > 0}
-        assert sorted(token for token, _ in hit.matched) == sorted(
-            reference.tokenizer.decode([t]) for t in shared)
-        contributions = [c for _, c in hit.matched]
-        assert contributions == sorted(contributions, reverse=True)
-    for (a, hit_a), (b, hit_b) in zip(zip(positions, hits, strict=True),
-                                      zip(positions[1:], hits[1:], strict=True),
-                                      strict=False):
-        assert hit_a.score >= hit_b.score
-        assert hit_a.score > hit_b.score or a < b  # exact ties: lower position first
-        assert scores[a] >= scores[b] - tolerance
-    if hits:
-        left_out = np.setdiff1d(np.flatnonzero(scores > 0), positions)
-        assert all(scores[d] <= scores[positions[-1]] + tolerance for d in left_out)
-    ranked = np.sort(scores[scores > 0])[::-1][:k + 1]
-    if np.all(ranked[:-1] - ranked[1:] > tolerance):
-        assert positions == expected
 
 
 @pytest.mark.parametrize("k", [1, 5, 40])
