@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tokretrieve import SparseIndex
+from tokretrieve import SparseIndex, SparseSearcher, index_encoder
 from tokretrieve.cli import main
 
 DOCS = [
@@ -18,13 +18,17 @@ DOCS = [
 QUERIES = [("q1", "heat flow"), ("q2", "wing drag")]
 
 
+def write_corpus(folder, docs):
+    with (folder / "corpus.jsonl").open("w") as handle:
+        for doc_id, text in docs:
+            handle.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+
+
 @pytest.fixture
 def beir_folder(tmp_path):
     folder = tmp_path / "mini"
     (folder / "qrels").mkdir(parents=True)
-    with (folder / "corpus.jsonl").open("w") as handle:
-        for doc_id, text in DOCS:
-            handle.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    write_corpus(folder, DOCS)
     with (folder / "queries.jsonl").open("w") as handle:
         for qid, text in QUERIES:
             handle.write(json.dumps({"_id": qid, "text": text}) + "\n")
@@ -35,23 +39,24 @@ def beir_folder(tmp_path):
 def build(folder, model_dir, output, *extra):
     """Fixed projection settings: the tiny model has no measured defaults of its own."""
     return main(["index", str(folder), "--model", str(model_dir), "--output", str(output),
-                 "--k", "8", "--weighting", "shifted", "--pc1-strength", "0", *extra])
+                 "--bag-size", "8", "--weighting", "shifted", "--pc1-strength", "0", *extra])
 
 
 def test_index_then_search_prints_ranked_hits(beir_folder, tiny_llama_dir, tmp_path, capsys):
     """index writes a loadable index and reports the empty document; search prints a table whose
-    first hit is the one SparseIndex.search returns."""
+    first hit is the one SparseSearcher.search returns."""
     output = tmp_path / "idx"
     assert build(beir_folder, tiny_llama_dir, output) == 0
     out = capsys.readouterr()
     assert "indexed 4 documents" in out.out and "1 empty" in out.out
     index = SparseIndex.load(output)
-    assert index.manifest["doc_count"] == 4 and index.manifest["empty_document_ids"] == ["d4"]
+    assert index.manifest.doc_count == 4 and index.manifest.empty_document_ids == ("d4",)
 
-    word = index.document_bag("d2")[0][0].lstrip("_")  # a token d2's bag is sure to hold
+    searcher = SparseSearcher.from_index(index, mode="tokens")
+    word = searcher.document("d2")[0][0].lstrip("_")  # a token d2's bag is sure to hold
     assert main(["search", "--index", str(output), "--mode", "tokens", word]) == 0
     printed = capsys.readouterr().out
-    expected = index.search(word, k=10, mode="tokens")
+    expected = searcher.search(word, k=10)
     assert "d2" in [hit.doc_id for hit in expected]
     first_row = printed.splitlines()[2].split()
     assert first_row[:2] == ["1", expected[0].doc_id]
@@ -59,24 +64,75 @@ def test_index_then_search_prints_ranked_hits(beir_folder, tiny_llama_dir, tmp_p
 
 def test_second_index_run_reuses_and_rebuild_rebuilds(beir_folder, tiny_llama_dir, tmp_path,
                                                       capsys):
+    """Same inputs: the index is reused. Other inputs (bag size, impact type) or --rebuild: a
+    new build, and the message names what differed."""
     output = tmp_path / "idx"
     build(beir_folder, tiny_llama_dir, output)
-    created = SparseIndex.load(output).manifest["created"]
     capsys.readouterr()
     build(beir_folder, tiny_llama_dir, output)
-    assert "reusing" in capsys.readouterr().out
-    build(beir_folder, tiny_llama_dir, output, "--k", "4")  # other settings: a new build
+    out = capsys.readouterr().out
+    assert "reusing" in out and "indexed" not in out
+    build(beir_folder, tiny_llama_dir, output, "--bag-size", "4")  # other settings: a new build
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "indexed 4 documents" in out
+    assert "rebuilding" in out and "bags.bag_size: 8 -> 4" in out
     manifest = SparseIndex.load(output).manifest
-    assert manifest["projection"]["k"] == 4
-    assert manifest["created"] >= created
-    assert manifest["postings_format"]["impacts"] == "uint8"
-    capsys.readouterr()
-    build(beir_folder, tiny_llama_dir, output, "--k", "4", "--impacts", "float32")
-    assert "reusing" not in capsys.readouterr().out
+    assert manifest.bags.bag_size == 4
+    assert manifest.layout.impacts == "uint8"
+    build(beir_folder, tiny_llama_dir, output, "--bag-size", "4", "--impacts", "float32")
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "layout.impacts: 'uint8' -> 'float32'" in out
     index = SparseIndex.load(output)
-    assert index.manifest["postings_format"] == {"impacts": "float32", "scale": 1.0,
-                                                 "segment_docs": 65536}
+    layout = index.manifest.layout
+    assert (layout.impacts, layout.scale, layout.segment_docs) == ("float32", 1.0, 65536)
     assert index.postings.impacts.dtype == "float32"
+    build(beir_folder, tiny_llama_dir, output, "--bag-size", "4", "--impacts", "float32",
+          "--rebuild")  # same inputs, but asked to rebuild
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "indexed 4 documents" in out
+
+
+def test_other_dtype_over_an_existing_index_rebuilds(beir_folder, tiny_llama_dir, tmp_path,
+                                                     capsys):
+    """Regression: `--dtype bfloat16` over a float32 index of the same path rebuilds it (the
+    message names model.dtype) instead of silently reusing float32 bags; a second bfloat16 run
+    then reuses the bfloat16 index."""
+    output = tmp_path / "idx"
+    build(beir_folder, tiny_llama_dir, output)
+    assert SparseIndex.load(output).manifest.model.dtype == "float32"
+    capsys.readouterr()
+    assert build(beir_folder, tiny_llama_dir, output, "--dtype", "bfloat16") == 0
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "indexed 4 documents" in out
+    assert "rebuilding" in out and "model.dtype: 'float32' -> 'bfloat16'" in out
+    assert SparseIndex.load(output).manifest.model.dtype == "bfloat16"
+    assert build(beir_folder, tiny_llama_dir, output, "--dtype", "bfloat16") == 0
+    out = capsys.readouterr().out
+    assert "reusing" in out and "indexed" not in out
+
+
+def test_changed_corpus_at_the_same_path_rebuilds(beir_folder, tiny_llama_dir, tmp_path,
+                                                  capsys):
+    """The corpus file is the same path but its documents changed: the index is rebuilt,
+    naming doc_count and documents_digest (grown) or the digest alone (a text edited)."""
+    output = tmp_path / "idx"
+    write_corpus(beir_folder, DOCS[:3])
+    build(beir_folder, tiny_llama_dir, output)
+    assert SparseIndex.load(output).manifest.doc_count == 3
+    capsys.readouterr()
+    write_corpus(beir_folder, DOCS)  # the corpus grew from 3 to 4 documents
+    build(beir_folder, tiny_llama_dir, output)
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "indexed 4 documents" in out
+    assert "rebuilding" in out and "doc_count: 3 -> 4" in out and "documents_digest:" in out
+    assert SparseIndex.load(output).manifest.doc_count == 4
+    write_corpus(beir_folder, [*DOCS[:3], ("d4", "wing wave")])  # same count, other text
+    build(beir_folder, tiny_llama_dir, output)
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "documents_digest:" in out and "doc_count" not in out
+    index = SparseIndex.load(output)
+    assert index.manifest.empty_documents == 0
+    assert SparseSearcher.from_index(index, mode="tokens").document("d4")
 
 
 def test_search_topics_writes_trec_run(beir_folder, tiny_llama_dir, tmp_path):
@@ -88,9 +144,10 @@ def test_search_topics_writes_trec_run(beir_folder, tiny_llama_dir, tmp_path):
     assert main(["search", "--index", str(output), "--topics", str(beir_folder), "--mode",
                  "model", "--hits", "3", "--output", str(run_file)]) == 0
     lines = [line.split() for line in run_file.read_text().splitlines()]
-    expected = SparseIndex.load(output).batch_search([t for _, t in QUERIES], k=3)
-    assert len(lines) == sum(map(len, expected))
-    for qid, hits in zip([q for q, _ in QUERIES], expected, strict=True):
+    searcher = SparseSearcher.from_index(output, mode="model")
+    expected = searcher.batch_search([t for _, t in QUERIES], [q for q, _ in QUERIES], k=3)
+    assert len(lines) == sum(map(len, expected.values()))
+    for qid, hits in expected.items():
         rows = [row for row in lines if row[0] == qid]
         assert [row[2] for row in rows] == [hit.doc_id for hit in hits]
         assert [int(row[3]) for row in rows] == list(range(1, len(hits) + 1))
@@ -103,15 +160,17 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     output = tmp_path / "idx"
     build(beir_folder, tiny_llama_dir, output)
     capsys.readouterr()
-    assert main(["explain", "--index", str(output), "--k", "5", "wing lift"]) == 0
+    assert main(["explain", "--index", str(output), "--tokens", "5", "wing lift"]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
-    expected = SparseIndex.load(output).explain("wing lift", k=5)
+    expected = index_encoder(SparseIndex.load(output)).key_tokens("wing lift", top_k=5)
+    assert len(expected) == 5
     assert len(rows) == len(expected)
     assert [row.split()[-1] for row in rows] == [token for token, _ in expected]
     assert main(["info", "--index", str(output)]) == 0
     info = capsys.readouterr().out
     assert "tokretrieve.sparse v2" in info and "4 (1 empty)" in info
     assert "uint8 impacts" in info
+    assert "bag_size=8, weighting=shifted, pc1_strength=0," in info
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -119,9 +178,16 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     (["index", "{bad_json}", "--model", "{model}"], ":2: malformed JSON"),
     (["index", "{folder}", "--model", "no-such-model-anywhere", "--output", "{out}"],
      "could not load model 'no-such-model-anywhere'"),
-    (["index", "{folder}", "--model", "{model}", "--k", "0", "--output", "{out}"],
-     "k must be a positive integer"),
+    (["index", "{folder}", "--model", "{model}", "--bag-size", "0", "--output", "{out}"],
+     "--bag-size must be a positive integer, got 0"),
     (["search", "--index", "{index}"], "no queries"),
+    (["search", "--index", "{index}", "--hits", "0", "q"], "--hits must be a positive integer"),
+    (["search", "--index", "{index}", "--threads", "0", "wing"],
+     "--threads must be a positive integer, got 0"),
+    (["search", "--index", "{index}", "--threads", "-2", "--mode", "tokens", "wing"],
+     "--threads must be a positive integer, got -2"),
+    (["explain", "--index", "{index}", "--tokens", "0", "wing"],
+     "--tokens must be a positive integer, got 0"),
 ])
 def test_bad_input_ends_with_one_error_line(argv, message, beir_folder, tiny_llama_dir,
                                             tmp_path, capsys):
@@ -158,12 +224,12 @@ def test_demo_names_the_missing_collection(tmp_path, capsys):
 def test_demo_indexes_and_queries_a_beir_folder(beir_folder, tiny_llama_dir, tmp_path, capsys):
     output = tmp_path / "demo-index"
     assert main(["demo", "--corpus", str(beir_folder), "--model", str(tiny_llama_dir),
-                 "--output", str(output), "--k", "8", "--weighting", "shifted",
+                 "--output", str(output), "--bag-size", "8", "--weighting", "shifted",
                  "--pc1-strength", "0", "--queries", "2"]) == 0
     out = capsys.readouterr().out
     assert "=== query q1: heat flow" in out and "=== query q2: wing drag" in out
     assert "--- mode tokens" in out and "--- mode model" in out
-    assert SparseIndex.load(output).manifest["doc_count"] == 4
+    assert SparseIndex.load(output).manifest.doc_count == 4
 
 
 def test_pc1_strength_auto_records_the_calibration(beir_folder, tiny_llama_dir, tmp_path, capsys):
@@ -171,10 +237,11 @@ def test_pc1_strength_auto_records_the_calibration(beir_folder, tiny_llama_dir, 
     and `calibrate` prints the same choice."""
     output = tmp_path / "idx"
     assert build(beir_folder, tiny_llama_dir, output, "--pc1-strength", "auto") == 0
-    projection = SparseIndex.load(output).manifest["projection"]
-    calibration = projection["calibration"]
+    bags = SparseIndex.load(output).manifest.bags
+    calibration = bags.calibration
     best = max(point["hit_rate"] for point in calibration["curve"])
-    assert projection["pc1_strength"] == calibration["strength"]
+    assert bags.pc1_request == "auto"
+    assert bags.pc1_strength == calibration["strength"]
     assert any(point["strength"] == calibration["strength"] and point["hit_rate"] == best
                for point in calibration["curve"])
     capsys.readouterr()
@@ -191,3 +258,16 @@ def test_pc1_strength_rejects_words_other_than_auto(beir_folder, tiny_llama_dir,
     with pytest.raises(SystemExit):
         build(beir_folder, tiny_llama_dir, tmp_path / "idx", "--pc1-strength", "strong")
     assert "expected a number or 'auto'" in capsys.readouterr().err
+
+
+def test_analyze_writes_its_report(beir_folder, tiny_llama_dir, tmp_path, capsys):
+    """`analyze` writes report.md with its plots into --output and prints where; the report
+    names the model and the sampled texts."""
+    output = tmp_path / "analysis"
+    assert main(["analyze", "--corpus", str(beir_folder), "--model", str(tiny_llama_dir),
+                 "--output", str(output), "--sample", "3"]) == 0
+    report = output / "report.md"
+    assert f"wrote {report}" in capsys.readouterr().out
+    text = report.read_text(encoding="utf-8")
+    assert str(tiny_llama_dir) in text and "hit@" in text
+    assert sorted(p.suffix for p in output.iterdir()) == [".md", ".png", ".png"]

@@ -1,12 +1,13 @@
-"""Interrupted builds resume from their saved chunks instead of re-encoding everything."""
+"""tokretrieve.encoding.checkpoint: interrupted builds resume from their saved chunks instead
+of re-encoding everything."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from tokretrieve.checkpoint import checkpoint_path, encode_resumable
 
-from tokretrieve import SparseIndex
+from tokretrieve import SparseIndex, build_index
+from tokretrieve.encoding.checkpoint import checkpoint_path, encode_resumable
 
 TEXTS = [f"wing lift drag flow {'heat ' * (i % 4)}shock" for i in range(10)]
 IDS = [f"d{i}" for i in range(10)]
@@ -63,6 +64,7 @@ def test_other_documents_discard_stale_chunks(tiny_encoder, tmp_path, monkeypatc
 def test_build_removes_its_checkpoint(tiny_encoder, tmp_path):
     encoder = tiny_encoder("llama", "prompteol")
     path = tmp_path / "idx"
-    SparseIndex.build(list(zip(IDS, TEXTS, strict=True)), encoder, path, k=4, progress=False)
+    build_index(list(zip(IDS, TEXTS, strict=True)), encoder.with_bags(bag_size=4), path,
+                progress=False)
     assert not checkpoint_path(path).exists()
     assert len(SparseIndex.load(path)) == len(IDS)

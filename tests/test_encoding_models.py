@@ -1,11 +1,12 @@
-"""bfloat16 weights: same embeddings within bf16 precision, recorded in the index, reloaded so."""
+"""tokretrieve.encoding.models, the precision weights load in: bfloat16 gives the same embeddings
+within bf16 precision, is recorded in the index, and the index's model is reloaded so."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tokretrieve import Encoder, SparseIndex, TokretrieveError
+from tokretrieve import Encoder, SparseIndex, TokretrieveError, build_index, index_encoder
 
 TEXTS = ["wing lift drag flow", "heat transfer shock", "flow wave"]
 
@@ -24,11 +25,14 @@ def test_bfloat16_embeddings_match_float32(tiny_llama_dir):
 def test_index_records_and_reloads_the_dtype(tiny_llama_dir, tmp_path):
     encoder = Encoder.load(str(tiny_llama_dir), method="mean", device="cpu", dtype="bfloat16")
     path = tmp_path / "idx"
-    SparseIndex.build(list(zip(["a", "b", "c"], TEXTS, strict=True)), encoder, path, k=4,
-                      weighting="shifted", pc1_strength=0.0, progress=False)
+    build_index(list(zip(["a", "b", "c"], TEXTS, strict=True)),
+                encoder.with_bags(bag_size=4, weighting="shifted"), path, pc1_strength=0.0,
+                progress=False)
     index = SparseIndex.load(path)
-    assert index.manifest["model"]["dtype"] == "bfloat16"
-    assert index.encoder.dtype == "bfloat16"  # lazily loaded like the builder, hash accepted
+    assert index.manifest.model.dtype == "bfloat16"
+    reloaded = index_encoder(index)  # loaded by name like the builder, hash accepted
+    assert reloaded.dtype == "bfloat16"
+    assert reloaded.model.content_hash == index.manifest.model.content_hash
 
 
 def test_unknown_dtype_is_refused(tiny_llama_dir):

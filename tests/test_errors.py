@@ -1,4 +1,5 @@
-"""Bad input: every case ends in a tokretrieve error whose message names the problem."""
+"""Bad input at the public entry points (corpus readers, Encoder.load, build_index, the
+searchers): every case ends in a tokretrieve error whose message names the problem."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from tokretrieve import (
     EmptyQueryError,
     Encoder,
     ModelLoadError,
-    SparseIndex,
+    SparseSearcher,
     TokretrieveError,
+    build_index,
 )
 from tokretrieve.corpus import read_documents, read_qrels, read_queries
+
+MODES = ("model", "tokens")
 
 DOCS = [(f"d{i}", t) for i, t in enumerate(random_texts(10, seed=61, low=3, high=8))]
 
@@ -26,8 +30,16 @@ def encoder(tiny_encoder):
 
 @pytest.fixture(scope="module")
 def small_index(tiny_encoder, tmp_path_factory):
-    return SparseIndex.build(DOCS, tiny_encoder("llama", "prompteol"),
-                             tmp_path_factory.mktemp("errors") / "idx", k=6, progress=False)
+    return build_index(DOCS, tiny_encoder("llama", "prompteol").with_bags(bag_size=6),
+                       tmp_path_factory.mktemp("errors") / "idx", progress=False)
+
+
+@pytest.fixture(scope="module")
+def searchers(small_index, tiny_encoder):
+    """The small index searched in each query mode (model mode with the building encoder)."""
+    return {mode: SparseSearcher.from_index(small_index, mode=mode,
+                                            encoder=tiny_encoder("llama", "prompteol"))
+            for mode in MODES}
 
 
 def write_lines(path, lines: list[bytes]):
@@ -69,7 +81,7 @@ def test_duplicate_ids_are_refused_and_named(tmp_path, encoder):
     with pytest.raises(CorpusError, match="duplicate ids 'x1', 'x2'"):
         read_documents(file)
     with pytest.raises(CorpusError, match="duplicate ids 'd1'"):
-        SparseIndex.build([*DOCS, ("d1", "again")], encoder, tmp_path / "idx", progress=False)
+        build_index([*DOCS, ("d1", "again")], encoder, tmp_path / "idx", progress=False)
     assert not (tmp_path / "idx").exists()
 
 
@@ -135,13 +147,13 @@ def test_qrels_reading(tmp_path):
 def test_records_must_be_id_text_pairs(encoder, tmp_path):
     """build refuses records that are not (non-empty id, str text) pairs, naming them."""
     with pytest.raises(TokretrieveError, match=r"document 1 is not an .id, text. pair"):
-        SparseIndex.build([("a", "x"), ("b",)], encoder, tmp_path / "i", progress=False)
+        build_index([("a", "x"), ("b",)], encoder, tmp_path / "i", progress=False)
     with pytest.raises(TokretrieveError, match="document 0 has an empty or non-string id"):
-        SparseIndex.build([(" ", "x")], encoder, tmp_path / "i", progress=False)
+        build_index([(" ", "x")], encoder, tmp_path / "i", progress=False)
     with pytest.raises(TokretrieveError, match="document 'a' has a NoneType text"):
-        SparseIndex.build([("a", None)], encoder, tmp_path / "i", progress=False)
+        build_index([("a", None)], encoder, tmp_path / "i", progress=False)
     with pytest.raises(TokretrieveError, match="collection is empty"):
-        SparseIndex.build([], encoder, tmp_path / "i", progress=False)
+        build_index([], encoder, tmp_path / "i", progress=False)
 
 
 # ---------------------------------------------------------------------------- empty documents
@@ -149,22 +161,24 @@ def test_empty_and_whitespace_texts_become_empty_bags(encoder, tmp_path):
     """Empty and whitespace-only texts are indexed as empty bags: a warning names them, the
     manifest counts them, they never match, and the other documents are unaffected."""
     docs = [*DOCS[:4], ("blank", ""), ("spaces", "  \t \n "), *DOCS[4:]]
+    shaped = encoder.with_bags(bag_size=6, weighting="shifted")
     with pytest.warns(UserWarning, match="2 document.*empty.*'blank', 'spaces'"):
-        index = SparseIndex.build(docs, encoder, tmp_path / "idx", k=6, weighting="shifted",
-                                  pc1_strength=-1.0, progress=False)
-    assert index.manifest["empty_documents"] == 2
-    assert index.manifest["empty_document_ids"] == ["blank", "spaces"]
-    assert index.manifest["doc_count"] == len(docs)
+        index = build_index(docs, shaped, tmp_path / "idx", pc1_strength=-1.0, progress=False)
+    assert index.manifest.empty_documents == 2
+    assert index.manifest.empty_document_ids == ("blank", "spaces")
+    assert index.manifest.doc_count == len(docs)
     docs_column = np.asarray(index.postings.docs)
     assert 4 not in docs_column and 5 not in docs_column
     assert not np.asarray(index.embeddings)[[4, 5]].any()
-    plain = SparseIndex.build(DOCS, encoder, tmp_path / "plain", k=6, weighting="shifted",
-                              pc1_strength=-1.0, progress=False)
+    plain = build_index(DOCS, shaped, tmp_path / "plain", pc1_strength=-1.0, progress=False)
+    searcher, plain_searcher = (
+        SparseSearcher.from_index(built, mode="model", encoder=encoder, token_weighting="count")
+        for built in (index, plain))
     for query in random_texts(3, seed=62):
-        with_blanks = index.search(query, k=20, token_weighting="count")
+        with_blanks = searcher.search(query, k=20)
         assert all(h.doc_id not in ("blank", "spaces") for h in with_blanks)
         # PC1 is estimated without the empty rows, so every other bag is exactly the same
-        expected = plain.search(query, k=20, token_weighting="count")
+        expected = plain_searcher.search(query, k=20)
         assert [(h.doc_id, h.score) for h in with_blanks] == [(h.doc_id, h.score)
                                                               for h in expected]
 
@@ -195,7 +209,7 @@ def test_unknown_method_and_bad_sizes(tiny_llama_dir):
         Encoder.load(str(tiny_llama_dir), max_length=0)
 
 
-# ---------------------------------------------------------------------------- k
+# ---------------------------------------------------------------------------- counts
 @pytest.mark.parametrize(("options", "message"), [
     ({"impacts": "float16"}, "unknown impact type 'float16'"),
     ({"segment_docs": 0}, r"segment_docs must be an integer in \[1, 65536\], got 0"),
@@ -208,67 +222,96 @@ def test_bad_postings_layout_is_refused_before_encoding(encoder, tmp_path, monke
     is encoded, and nothing is written."""
     monkeypatch.setattr(encoder, "embed", lambda *a, **k: pytest.fail("encoded before checking"))
     with pytest.raises(TokretrieveError, match=message):
-        SparseIndex.build(DOCS, encoder, tmp_path / "idx", progress=False, **options)
+        build_index(DOCS, encoder, tmp_path / "idx", progress=False, **options)
     assert not (tmp_path / "idx").exists()
 
 
 @pytest.mark.parametrize("k", [0, -3, 2.5, True, None])
-def test_bad_k_for_build_and_search(encoder, small_index, tmp_path, k):
-    """k must be a positive integer for build, search and batch_search."""
-    with pytest.raises(TokretrieveError, match="k must be a positive integer"):
-        SparseIndex.build(DOCS, encoder, tmp_path / "idx", k=k, progress=False)
+def test_bad_counts_for_build_and_search(encoder, small_index, searchers, tiny_llama_dir,
+                                         tmp_path, monkeypatch, k):
+    """Each count must be a positive integer and each refusal names its own: the bag size
+    (Encoder.load, with_bags: before any weights are loaded or documents encoded), the hits
+    (search, batch_search, index.search) and the query bag size (query_bag_size)."""
+    import tokretrieve.encoding.encoder as encoder_module
+
+    with pytest.raises(TokretrieveError, match="bag_size must be a positive integer"):
+        encoder.with_bags(bag_size=k)
+    with monkeypatch.context() as patched:
+        patched.setattr(encoder_module, "load_model",
+                        lambda *a, **kw: pytest.fail("weights loaded before checking bag_size"))
+        with pytest.raises(TokretrieveError, match="bag_size must be a positive integer"):
+            Encoder.load(str(tiny_llama_dir), bag_size=k)
     assert not (tmp_path / "idx").exists()
-    for mode in ("model", "tokens"):
-        with pytest.raises(TokretrieveError, match="k must be a positive integer"):
-            small_index.search(DOCS[0][1], k=k, mode=mode)
-        with pytest.raises(TokretrieveError, match="k must be a positive integer"):
-            small_index.batch_search([DOCS[0][1]], k=k, mode=mode)
-    if k not in (0, None):
-        with pytest.raises(TokretrieveError, match="k must be a positive integer"):
-            small_index.search(DOCS[0][1], mode="model", query_k=k)
+    hits_refused = r"^k must be a positive integer"
+    for mode in MODES:
+        with pytest.raises(TokretrieveError, match=hits_refused):
+            searchers[mode].search(DOCS[0][1], k=k)
+        with pytest.raises(TokretrieveError, match=hits_refused):
+            searchers[mode].batch_search([DOCS[0][1]], ["q1"], k=k)
+    bags = searchers["tokens"].query_encoder.encode([DOCS[0][1]])
+    with pytest.raises(TokretrieveError, match=hits_refused):
+        small_index.search(bags, k=k)
+    if k is not None:  # None is the default: as many query tokens as the documents keep
+        with pytest.raises(TokretrieveError, match="bag_size must be a positive integer"):
+            SparseSearcher.from_index(small_index, mode="model", encoder=encoder,
+                                      query_bag_size=k).search(DOCS[0][1])
 
 
-def test_query_k_zero_is_refused(small_index):
-    """query_k=0 is refused like k=0, not taken as the index default."""
-    with pytest.raises(TokretrieveError, match="k must be a positive integer"):
-        small_index.search(DOCS[0][1], mode="model", query_k=0)
+def test_query_bag_size_zero_is_refused(small_index, encoder):
+    """query_bag_size=0 is refused like bag_size=0, not taken as the index default."""
+    with pytest.raises(TokretrieveError, match="bag_size must be a positive integer, got 0"):
+        SparseSearcher.from_index(small_index, mode="model", encoder=encoder,
+                                  query_bag_size=0).search(DOCS[0][1])
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5])
+def test_bad_threads_are_refused(searchers, small_index, threads):
+    """A thread count must be a positive integer too, named `threads`."""
+    with pytest.raises(TokretrieveError, match="threads must be a positive integer"):
+        searchers["tokens"].batch_search([DOCS[0][1]], ["q1"], threads=threads)
+    bags = searchers["tokens"].query_encoder.encode([DOCS[0][1]])
+    with pytest.raises(TokretrieveError, match="threads must be a positive integer"):
+        small_index.search(bags, k=3, threads=threads)
 
 
 # ---------------------------------------------------------------------------- queries
-@pytest.mark.parametrize("mode", ["model", "tokens"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("query", ["", "   ", "\n\t"])
-def test_empty_query_raises(small_index, mode, query):
+def test_empty_query_raises(searchers, mode, query):
     """An empty or whitespace-only query raises EmptyQueryError in both modes."""
     with pytest.raises(EmptyQueryError, match="is empty"):
-        small_index.search(query, mode=mode)
+        searchers[mode].search(query)
 
 
-def test_query_of_unknown_tokens_raises_in_tokens_mode(small_index):
+def test_query_of_unknown_tokens_raises_in_tokens_mode(searchers):
     """Words outside the vocabulary tokenize to <unk> only: no usable token."""
     with pytest.raises(EmptyQueryError, match="tokenizes to no usable token"):
-        small_index.search("zzyzx qwerty", mode="tokens")
+        searchers["tokens"].search("zzyzx qwerty")
 
 
 def test_unknown_query_mode_and_token_weighting(small_index):
     """Unknown query modes and token weightings are refused, naming the bad value."""
     with pytest.raises(TokretrieveError, match="unknown query mode 'dense'"):
-        small_index.search("wing", mode="dense")
+        SparseSearcher.from_index(small_index, mode="dense")
     with pytest.raises(TokretrieveError, match="unknown token weighting 'bm25'"):
-        small_index.search("wing", mode="tokens", token_weighting="bm25")
+        SparseSearcher.from_index(small_index, mode="tokens", token_weighting="bm25")
 
 
-@pytest.mark.parametrize("mode", ["model", "tokens"])
-def test_batch_search_gives_empty_results_for_empty_queries(small_index, mode):
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_search_gives_empty_results_for_empty_queries(small_index, searchers, mode):
     """batch_search does not fail the batch: empty (or, in tokens mode, unusable) queries get
     [] and one warning counts them; the others get their normal hits."""
+    searcher = searchers[mode]
     df = small_index.postings.document_frequency()
     good = (DOCS[2][1] if mode == "model"
-            else small_index.tokenizer.convert_ids_to_tokens(int(np.argmax(df))))
+            else searcher.tokenizer.convert_ids_to_tokens(int(np.argmax(df))))
     queries = ["", good, "   ", "zzyzx"] if mode == "tokens" else ["", good, "   "]
+    qids = [f"q{i}" for i in range(len(queries))]
     with pytest.warns(UserWarning, match=f"{len(queries) - 1} query"):
-        batch = small_index.batch_search(queries, k=5, mode=mode)
-    assert batch[0] == [] and batch[2] == []
+        batch = searcher.batch_search(queries, qids, k=5)
+    assert list(batch) == qids
+    assert batch["q0"] == [] and batch["q2"] == []
     if mode == "tokens":
-        assert batch[3] == []
-    expected = small_index.search(good, k=5, mode=mode)
-    assert expected and [h.doc_id for h in batch[1]] == [h.doc_id for h in expected]
+        assert batch["q3"] == []
+    expected = searcher.search(good, k=5)
+    assert expected and [h.doc_id for h in batch["q1"]] == [h.doc_id for h in expected]

@@ -1,4 +1,8 @@
-"""The on-disk index: round trip, memory mapping, atomic rebuilds, crash repair, format checks."""
+"""tokretrieve.index.storage: round trip, memory mapping, atomic rebuilds, crash repair, and the
+refusal to write over a folder that is not an index.
+
+Manifest parsing, format-version refusals and the model record are in test_index_manifest.py.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +18,34 @@ import numpy as np
 import pytest
 from refimpl import random_texts
 
-from tokretrieve import Encoder, IndexFormatError, SparseIndex
-from tokretrieve.checkpoint import checkpoint_path
-from tokretrieve.storage import previous_path, restore_interrupted_swap
+from tokretrieve import Encoder, IndexFormatError, SparseIndex, SparseSearcher, build_index
+from tokretrieve.encoding.checkpoint import checkpoint_path
+from tokretrieve.index.storage import previous_path, restore_interrupted_swap
 
 OLD_DOCS = [(f"old{i}", t) for i, t in enumerate(random_texts(12, seed=51, low=3, high=10))]
 NEW_DOCS = [(f"new{i}", t) for i, t in enumerate(random_texts(12, seed=52, low=3, high=10))]
 QUERIES = random_texts(4, seed=53, low=2, high=5)
-BUILD = {"k": 6, "weighting": "shifted", "progress": False}
+BAGS = {"bag_size": 6, "weighting": "shifted"}  # the encoder's bag recipe in every build here
+BUILD = {"progress": False}
+MODES = ("model", "tokens")
 
 
-def results(index):
-    """Everything a user sees from an index: both query modes, several queries."""
-    return [[(h.doc_id, round(h.score, 5), [t for t, _ in h.matched])
-             for h in index.search(q, k=5, mode=mode)]
-            for q in QUERIES for mode in ("model", "tokens")]
+def hits(searcher, query):
+    return [(h.doc_id, round(h.score, 5), [t for t, _ in h.matched])
+            for h in searcher.search(query, k=5)]
+
+
+def results(index, encoder=None):
+    """Everything a user sees from an index (a folder or a SparseIndex): both query modes,
+    several queries. Model mode uses `encoder`, or without one the model the manifest names."""
+    searchers = {mode: SparseSearcher.from_index(index, mode=mode,
+                                                 encoder=encoder if mode == "model" else None)
+                 for mode in MODES}
+    return [hits(searchers[mode], q) for q in QUERIES for mode in MODES]
+
+
+def doc_ids(path):
+    return list(np.asarray(SparseIndex.load(path).doc_ids))
 
 
 def leftovers(path):
@@ -40,29 +57,34 @@ def leftovers(path):
 
 @pytest.fixture
 def encoder(tiny_encoder):
-    return tiny_encoder("llama", "prompteol")
+    return tiny_encoder("llama", "prompteol").with_bags(**BAGS)
 
 
 @pytest.fixture
 def old_index(encoder, tmp_path):
     """An index of OLD_DOCS at tmp_path/idx, with the results it gives."""
     path = tmp_path / "idx"
-    index = SparseIndex.build(OLD_DOCS, encoder, path, **BUILD)
-    return path, results(index)
+    index = build_index(OLD_DOCS, encoder, path, **BUILD)
+    return path, results(index, encoder)
 
 
-def test_round_trip_gives_identical_results(encoder, old_index):
+def test_round_trip_gives_identical_results(encoder, old_index, monkeypatch):
     """A loaded index answers exactly like the object build returned, with or without an
     encoder passed in (the model is then reloaded from the manifest, the tokenizer from the
-    index folder)."""
+    index folder); opening it and searching with tokenized queries loads no model."""
     path, expected = old_index
-    assert results(SparseIndex.load(path, encoder=encoder)) == expected
+    assert results(SparseIndex.load(path), encoder) == expected
+    import tokretrieve.encoding.models as models
+
+    def no_model(*args, **kwargs):
+        pytest.fail("a model was loaded")
+
+    monkeypatch.setattr(models, "_load_transformers", no_model)
     lazy = SparseIndex.load(path)
-    assert lazy._encoder is None
-    tokens_only = [[(h.doc_id, round(h.score, 5), [t for t, _ in h.matched])
-                    for h in lazy.search(q, k=5, mode="tokens")] for q in QUERIES]
-    assert lazy._encoder is None  # tokens mode loads no model
+    tokens = SparseSearcher.from_index(lazy, mode="tokens")  # tokens mode loads no model
+    tokens_only = [hits(tokens, q) for q in QUERIES]
     assert tokens_only == expected[1::2]
+    monkeypatch.undo()
     assert results(lazy) == expected
 
 
@@ -85,9 +107,9 @@ def test_loaded_arrays_are_memory_mapped(old_index):
 def test_rebuild_replaces_the_index(encoder, old_index):
     """A successful rebuild at the same path swaps the new index in and leaves nothing aside."""
     path, expected = old_index
-    new = SparseIndex.build(NEW_DOCS, encoder, path, **BUILD)
-    assert results(new) != expected
-    assert list(np.asarray(SparseIndex.load(path).doc_ids)) == [d for d, _ in NEW_DOCS]
+    new = build_index(NEW_DOCS, encoder, path, **BUILD)
+    assert results(new, encoder) != expected
+    assert doc_ids(path) == [d for d, _ in NEW_DOCS]
     assert leftovers(path) == []
     assert not checkpoint_path(path).exists()  # encoding chunks go once the index is written
 
@@ -101,9 +123,9 @@ def test_exception_while_encoding_keeps_previous_index(encoder, old_index, monke
 
     monkeypatch.setattr(Encoder, "embed", boom)
     with pytest.raises(RuntimeError, match="exploded"):
-        SparseIndex.build(NEW_DOCS, encoder, path, **BUILD)
+        build_index(NEW_DOCS, encoder, path, **BUILD)
     monkeypatch.undo()
-    assert results(SparseIndex.load(path, encoder=encoder)) == expected
+    assert results(SparseIndex.load(path), encoder) == expected
     assert leftovers(path) == []
 
 
@@ -111,7 +133,7 @@ def test_exception_while_writing_keeps_previous_index(encoder, old_index, monkey
     """An exception after the staging folder got files (writing the manifest): the old index
     stays and the staging folder is removed."""
     path, expected = old_index
-    import tokretrieve.sparse_index as sparse_index
+    import tokretrieve.index.sparse as sparse
 
     seen = []
 
@@ -119,12 +141,12 @@ def test_exception_while_writing_keeps_previous_index(encoder, old_index, monkey
         seen.append(sorted(p.name for p in folder.iterdir()))
         raise OSError("disk full")
 
-    monkeypatch.setattr(sparse_index, "write_manifest", failing_manifest)
+    monkeypatch.setattr(sparse, "write_manifest", failing_manifest)
     with pytest.raises(OSError, match="disk full"):
-        SparseIndex.build(NEW_DOCS, encoder, path, **BUILD)
+        build_index(NEW_DOCS, encoder, path, **BUILD)
     monkeypatch.undo()
     assert "postings_docs.npy" in seen[0]  # it did fail midway through the writes
-    assert results(SparseIndex.load(path, encoder=encoder)) == expected
+    assert results(SparseIndex.load(path), encoder) == expected
     assert leftovers(path) == []
 
 
@@ -132,7 +154,7 @@ def test_failure_between_the_two_renames_is_repaired_on_load(encoder, old_index,
     """If the swap stops after moving the old index aside (second rename fails), the next load
     puts the old index back."""
     path, expected = old_index
-    import tokretrieve.storage as storage
+    import tokretrieve.index.storage as storage
 
     real_replace = os.replace
 
@@ -143,10 +165,10 @@ def test_failure_between_the_two_renames_is_repaired_on_load(encoder, old_index,
 
     monkeypatch.setattr(storage.os, "replace", second_rename_fails)
     with pytest.raises(OSError, match="power cut"):
-        SparseIndex.build(NEW_DOCS, encoder, path, **BUILD)
+        build_index(NEW_DOCS, encoder, path, **BUILD)
     monkeypatch.undo()
     assert not path.exists() and previous_path(path).is_dir()
-    assert results(SparseIndex.load(path, encoder=encoder)) == expected
+    assert results(SparseIndex.load(path), encoder) == expected
     assert path.is_dir() and leftovers(path) == []
 
 
@@ -157,7 +179,7 @@ def test_restore_interrupted_swap_puts_back_the_previous_folder(encoder, old_ind
     os.replace(path, previous_path(path))
     restore_interrupted_swap(path)
     assert path.is_dir() and not previous_path(path).exists()
-    assert results(SparseIndex.load(path, encoder=encoder)) == expected
+    assert results(SparseIndex.load(path), encoder) == expected
     restore_interrupted_swap(path)  # nothing to do
     assert path.is_dir() and not previous_path(path).exists()
 
@@ -166,21 +188,22 @@ def test_a_rebuild_after_an_interrupted_swap_starts_from_the_restored_index(enco
     """A build finding only `.NAME.previous` restores it first, then replaces it normally."""
     path, _ = old_index
     os.replace(path, previous_path(path))
-    SparseIndex.build(NEW_DOCS, encoder, path, **BUILD)
-    assert list(np.asarray(SparseIndex.load(path).doc_ids)) == [d for d, _ in NEW_DOCS]
+    build_index(NEW_DOCS, encoder, path, **BUILD)
+    assert doc_ids(path) == [d for d, _ in NEW_DOCS]
     assert leftovers(path) == []
 
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from tokretrieve import Encoder, SparseIndex
-    import tokretrieve.storage as storage
+    from tokretrieve import Encoder, build_index
+    import tokretrieve.index.storage as storage
 
     model_dir, index_path, marker, stage, docs_json = sys.argv[1:6]
     import json
     docs = [tuple(d) for d in json.loads(docs_json)]
-    encoder = Encoder.load(model_dir, method="prompteol")
+    encoder = Encoder.load(model_dir, method="prompteol", device="cpu", bag_size=6,
+                           weighting="shifted")
 
     def hang():
         Path(marker).write_text(stage)
@@ -203,7 +226,7 @@ KILL_SCRIPT = textwrap.dedent("""
                 hang()  # the old index has been moved aside already
             return real_replace(src, dst)
         storage.os.replace = replace
-    SparseIndex.build(docs, encoder, index_path, k=6, weighting="shifted", progress=False)
+    build_index(docs, encoder, index_path, progress=False)
 """)
 
 
@@ -235,12 +258,12 @@ def test_sigkill_during_rebuild_keeps_previous_index(encoder, old_index, tiny_ll
     assert process.returncode == -signal.SIGKILL
     if stage == "swapping":
         assert not path.exists() and previous_path(path).is_dir()
-    assert results(SparseIndex.load(path, encoder=encoder)) == expected
+    assert results(SparseIndex.load(path), encoder) == expected
     assert not previous_path(path).exists()
     # the next build works, replaces the old index normally, and removes the killed build's
     # staging folder (its process is gone)
-    SparseIndex.build(NEW_DOCS, encoder, path, **BUILD)
-    assert list(np.asarray(SparseIndex.load(path).doc_ids)) == [d for d, _ in NEW_DOCS]
+    build_index(NEW_DOCS, encoder, path, **BUILD)
+    assert doc_ids(path) == [d for d, _ in NEW_DOCS]
     assert not list(path.parent.glob(f".{path.name}.building-*"))
 
 
@@ -251,12 +274,12 @@ def test_build_refuses_to_overwrite_a_folder_that_is_not_an_index(encoder, tmp_p
     precious.mkdir()
     (precious / "chapter1.tex").write_text("do not delete")
     with pytest.raises(IndexFormatError, match=r"refusing to write an index over .*thesis"):
-        SparseIndex.build(OLD_DOCS, encoder, precious, **BUILD)
+        build_index(OLD_DOCS, encoder, precious, **BUILD)
     assert (precious / "chapter1.tex").read_text() == "do not delete"
     assert leftovers(precious) == []
     empty = tmp_path / "empty"
     empty.mkdir()
-    SparseIndex.build(OLD_DOCS, encoder, empty, **BUILD)
+    build_index(OLD_DOCS, encoder, empty, **BUILD)
     assert (empty / "manifest.json").is_file()
 
 
@@ -274,113 +297,6 @@ def test_build_refuses_a_non_index_folder_before_encoding(encoder, tmp_path, mon
 
     monkeypatch.setattr(Encoder, "embed", counting_embed)
     with pytest.raises(IndexFormatError, match="refusing"):
-        SparseIndex.build(OLD_DOCS, encoder, precious, **BUILD)
+        build_index(OLD_DOCS, encoder, precious, **BUILD)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
     assert calls == []
-
-
-# ------------------------------------------------------------------------------ format checks
-def edit_manifest(path, **changes):
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest.update(changes)
-    (path / "manifest.json").write_text(json.dumps(manifest))
-
-
-def test_other_format_version_is_refused(old_index):
-    """An index written in another format version is refused, naming both versions."""
-    path, _ = old_index
-    edit_manifest(path, format_version=3)
-    with pytest.raises(IndexFormatError, match=r"format version 3.*reads version 1, 2"):
-        SparseIndex.load(path)
-
-
-def write_format_1(index, path):
-    """Rewrite an index folder in format 1 as the README described it: one token-major list,
-    int32 document positions, float32 weights, no postings_format record."""
-    csc = index.postings.to_bags().tocsc()
-    csc.sort_indices()
-    for name in ("postings_indptr", "postings_docs", "postings_impacts"):
-        (path / f"{name}.npy").unlink()
-    np.save(path / "postings_indptr.npy", csc.indptr.astype(np.int64))
-    np.save(path / "postings_docs.npy", csc.indices.astype(np.int32))
-    np.save(path / "postings_weights.npy", csc.data.astype(np.float32))
-    manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["postings_format"]
-    manifest["format_version"] = 1
-    (path / "manifest.json").write_text(json.dumps(manifest))
-
-
-def test_format_1_index_still_answers_identically(encoder, tmp_path):
-    """A format-1 folder loads (converted in memory, with a warning to rebuild) and answers
-    exactly like the float32 format-2 index with the same weights."""
-    path = tmp_path / "idx"
-    index = SparseIndex.build(OLD_DOCS, encoder, path, impacts="float32", **BUILD)
-    expected = results(index)
-    write_format_1(index, path)
-    with pytest.warns(UserWarning, match="format-1 index"):
-        old = SparseIndex.load(path)
-    assert old.manifest["format_version"] == 1
-    assert results(old) == expected
-
-
-def test_other_format_or_damaged_index_is_refused(old_index, tmp_path):
-    """Not an index, another kind of index, broken JSON, a missing array: IndexFormatError."""
-    path, _ = old_index
-    with pytest.raises(IndexFormatError, match="not a tokretrieve index"):
-        SparseIndex.load(tmp_path / "nowhere")
-    (path / "postings_docs.npy").unlink()
-    with pytest.raises(IndexFormatError, match=r"postings_docs.npy is missing"):
-        SparseIndex.load(path)
-    edit_manifest(path, format="tokretrieve.dense")
-    with pytest.raises(IndexFormatError, match=r"'tokretrieve.dense' index"):
-        SparseIndex.load(path)
-    (path / "manifest.json").write_text("{not json")
-    with pytest.raises(IndexFormatError, match="not valid JSON"):
-        SparseIndex.load(path)
-
-
-def test_index_refuses_another_model(old_index, other_llama_dir, tiny_encoder):
-    """Loading with an encoder of another model (same tokenizer and shapes, other weights) or
-    another embedding method is refused, naming the model that built the index."""
-    path, _ = old_index
-    other = Encoder.load(str(other_llama_dir), method="prompteol")
-    with pytest.raises(IndexFormatError, match="was built with model"):
-        SparseIndex.load(path, encoder=other)
-    with pytest.raises(IndexFormatError, match=r"method 'prompteol'.*'sgpt'"):
-        SparseIndex.load(path, encoder=tiny_encoder("llama", "sgpt"))
-
-
-def test_index_with_changed_weights_refuses_lazy_model(old_index):
-    """Without an encoder the index reloads its model by name; if the weights there changed
-    since the build, model-mode search is refused (tokens mode still works)."""
-    path, _ = old_index
-    edit_manifest(path, model={**json.loads((path / "manifest.json").read_text())["model"],
-                               "content_hash": "0" * 64})
-    index = SparseIndex.load(path)
-    assert index.search(QUERIES[0], mode="tokens") is not None
-    with pytest.raises(IndexFormatError, match="was built with model"):
-        index.search(QUERIES[0], mode="model")
-
-
-@pytest.mark.parametrize(("section", "key"), [("projection", "merge_variants"),
-                                              ("postings_format", "scale")])
-def test_manifest_missing_a_section_key_is_a_format_error(old_index, section, key):
-    """A manifest from an unreleased build, without a key inside a record: IndexFormatError
-    naming it, never a bare KeyError."""
-    path, _ = old_index
-    manifest = json.loads((path / "manifest.json").read_text())
-    del manifest[section][key]
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexFormatError, match=f"lacks {section}.{key}"):
-        SparseIndex.load(path)
-
-
-@pytest.mark.parametrize("key", ["doc_count", "projection", "vocab_size", "postings_format"])
-def test_manifest_missing_a_key_is_a_format_error(old_index, key):
-    """A valid-JSON manifest missing a required key is a damaged index: IndexFormatError."""
-    path, _ = old_index
-    manifest = json.loads((path / "manifest.json").read_text())
-    del manifest[key]
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexFormatError):
-        SparseIndex.load(path)

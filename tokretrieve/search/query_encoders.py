@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from tokretrieve.encoding.encoder import Encoder, check_texts
 from tokretrieve.encoding.models import load_tokenizer
 from tokretrieve.encoding.projection import PC1Adjustment
-from tokretrieve.errors import IndexFormatError, TokretrieveError
+from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
 from tokretrieve.index.sparse import SparseIndex
 
 TokenWeighting = Literal["idf", "count"]
@@ -109,7 +109,7 @@ class ModelQueryEncoder:
                  bag_size: int | None = None):
         self.encoder = encoder
         self.multipliers = multipliers
-        self.bag_size = bag_size
+        self.bag_size = None if bag_size is None else check_count(bag_size, "bag_size")
 
     @classmethod
     def for_index(cls, index: SparseIndex, encoder: Encoder | None = None,

@@ -79,6 +79,8 @@ class Searcher:
         if len(set(qids)) != len(qids):
             raise TokretrieveError("query ids must be unique")
         check_count(k, "k")
+        if threads is not None:
+            check_count(threads, "threads")  # before the queries are encoded, not after
         present = [i for i, text in enumerate(queries) if text.strip()]
         encoded = self.query_encoder.encode([queries[i] for i in present])
         usable = _present(encoded)
