@@ -43,4 +43,4 @@ bench-speed: install
 	$(BIN)/python -m bench.speed
 
 bench-encode: install
-	$(BIN)/python -m bench.encode_speed
+	$(BIN)/python -m bench.encoding

@@ -1,6 +1,11 @@
-"""The tokretrieve benchmark: sparse (two query modes), dense, BM25 and hybrids on one footing.
+"""tokretrieve's benchmarks: programs that measure and write reports, apart from the package.
 
-Every system reads the same documents, the same judged queries and the same embeddings (encoded
-once per model and cached), and every run passes through the same identical-id rule and the same
-evaluator, so the differences in the report come from the systems alone. `python -m bench --help`.
+- `python -m bench.quality` (also `python -m bench`): retrieval quality, sparse (two query modes)
+  against dense, BM25 and hybrids, with sweeps of the sparse levers and what each system costs;
+- `python -m bench.speed`: indexing and search speed of the scoring kernel against BM25S and
+  FAISS, on the real Cranfield bags and synthetic corpora drawn from them;
+- `python -m bench.encoding`: document-encoding throughput against the CPU's measured matmul rate.
+
+They share bench.toolkit (clock, thread pinning, machine record, results writer, tables) and write
+`bench/results/<benchmark>/.../<timestamp>/` folders with results.json and report.md.
 """

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench.metrics import evaluate, evaluated_queries, per_query
+from bench.quality.metrics import evaluate, evaluated_queries, per_query
 
 QRELS = {
     "q1": {"d1": 1, "d2": 0, "d3": 2},  # two relevant documents, one judged non-relevant

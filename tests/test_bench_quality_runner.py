@@ -1,48 +1,19 @@
-"""The harness on a collection built here, small enough that every ranking is known by hand."""
+"""The whole quality benchmark on a collection built here (tests/tiny_beir.py), small enough that
+every BM25 ranking is known by hand, with a random-weight model: the numbers are meaningless, the
+plumbing (systems, figures, files, the record's provenance) is not."""
 
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
+import subprocess
 
 import ir_measures
 import pytest
+from tiny_beir import write_beir
 
-from bench.__main__ import main
-from bench.datasets import dataset_name, load_collection, unavailable_reason
-from bench.metrics import evaluate
-from bench.runner import Options, run_dataset
-from bench.runs import finalize
-from bench.systems import BM25System, SparseConfig
-
-DOCS = {
-    "d1": "wing flutter supersonic speed",
-    "d2": "boundary layer heat transfer",
-    "d3": "heat conduction shell",
-    "d4": "wing flutter vibration",
-    "d5": "rocket nozzle gas temperature",
-}
-QUERIES = {
-    "q1": "conduction",  # only d3 has the word
-    "q2": "flutter",  # d1 and d4; the shorter d4 ranks first, the relevant d1 second
-    "d4": "flutter vibration",  # shares its id with d4, which matches best
-    "q9": "rocket",  # judged, but nothing relevant: not a query the benchmark can score
-}
-QRELS = [("q1", "d3", 2), ("q2", "d1", 1), ("d4", "d1", 1), ("q9", "d5", 0)]
-
-
-def write_beir(folder: Path) -> Path:
-    (folder / "qrels").mkdir(parents=True)
-    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as handle:
-        for doc_id, text in DOCS.items():
-            handle.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
-    with (folder / "queries.jsonl").open("w", encoding="utf-8") as handle:
-        for qid, text in QUERIES.items():
-            handle.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q, d, g in QRELS]
-    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
+from bench.quality.runner import Options, run_dataset
+from bench.quality.systems import SparseConfig
+from bench.toolkit import REPO_ROOT
 
 
 @pytest.fixture
@@ -50,61 +21,13 @@ def tiny_beir(tmp_path):
     return write_beir(tmp_path / "tiny")
 
 
-def test_collection_keeps_only_queries_that_can_score(tiny_beir):
-    collection = load_collection(str(tiny_beir))
-    assert collection.name == "tiny"
-    assert collection.doc_ids == list(DOCS)
-    assert collection.query_ids == ["q1", "q2", "d4"]
-    assert set(collection.qrels) == {"q1", "q2", "d4"}
-
-
-def test_limit_docs_keeps_the_judgments_among_the_kept_documents(tiny_beir):
-    collection = load_collection(str(tiny_beir), limit_docs=2)
-    assert collection.doc_ids == ["d1", "d2"]
-    assert collection.query_ids == ["q2", "d4"]  # q1's only relevant document (d3) is gone
-    assert collection.qrels == {"q2": {"d1": 1}, "d4": {"d1": 1}}
-
-
-def test_bm25_run_scores_as_computed_by_hand(tiny_beir):
-    collection = load_collection(str(tiny_beir))
-    bm25 = BM25System(collection.docs)
-    texts = [text for _, text in collection.queries]
-    raw = bm25.search_all(collection.query_ids, bm25.tokenize(texts), depth=10)
-    assert [doc for doc, _ in raw["q1"]] == ["d3"]  # zero-score documents are not hits
-    assert [doc for doc, _ in raw["q2"]] == ["d4", "d1"]
-    assert [doc for doc, _ in raw["d4"]] == ["d4", "d1"]
-
-    # q1: relevant at rank 1; q2: at rank 2; d4: its own id dropped, so d1 moves to rank 1.
-    means = evaluate(collection.qrels, finalize(raw, depth=10))
-    assert means["MRR@10"] == pytest.approx((1 + 0.5 + 1) / 3)
-    assert means["nDCG@10"] == pytest.approx((1 + 1 / math.log2(3) + 1) / 3)
-    assert means["R@100"] == pytest.approx(1.0)
-    kept = evaluate(collection.qrels, finalize(raw, depth=10, identical_ids=True))
-    assert kept["MRR@10"] == pytest.approx((1 + 0.5 + 0.5) / 3)
-    assert kept["nDCG@10"] == pytest.approx((1 + 2 / math.log2(3)) / 3)
-
-
-def test_dataset_specs():
-    assert dataset_name("irds:beir/scifact/test") == "beir-scifact-test"
-    assert dataset_name("/data/cranfield") == "cranfield"
-    assert unavailable_reason("irds:cranfield") is None
-    assert "does not exist" in unavailable_reason("/no/such/folder")
-
-
-def test_absent_default_dataset_is_skipped_with_a_message(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("bench.__main__.DEFAULT_DATASET", str(tmp_path / "missing"))
-    assert main(["--output", str(tmp_path / "out")]) == 0
-    assert "skipping" in capsys.readouterr().err
-    assert main(["--dataset", str(tmp_path / "missing"), "--output", str(tmp_path)]) == 1
-
-
 def test_whole_suite_on_a_tiny_model(tiny_beir, tiny_bert_dir, tmp_path):
-    """Every system, figure and file of a run, with a random-weight model (seconds, no real
-    model): the numbers are meaningless, the plumbing is not."""
+    """Every system, figure and file of a run, with a random-weight model (seconds)."""
     # Texts from the tiny tokenizer's vocabulary; depth 3 keeps the 5-document runs short.
     options = Options(models=[str(tiny_bert_dir)], output=tmp_path / "out",
                       cache_dir=tmp_path / "cache", quick=True, depth=3, timing_queries=2,
-                      forward_sample=2, base=SparseConfig(k=8), command="test")
+                      forward_sample=2, throughput_min_s=0.0, base=SparseConfig(bag_size=8),
+                      command="test")
     folder, results = run_dataset(str(tiny_beir), options)
     record = results["models"][str(tiny_bert_dir)]
     assert set(record["systems"]) >= {
@@ -115,7 +38,8 @@ def test_whole_suite_on_a_tiny_model(tiny_beir, tiny_bert_dir, tmp_path):
     assert results["bm25"]["metrics"]["MRR@10"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert record["costs"]["search_latency"]["dense"]["top100"]["n"] == 3
     assert record["sizes"]["dense"]["vectors"] > 0
-    assert record["sweeps"]["best"]["model"]["config"]["k"] in (8, 32, 128, 512)
+    assert record["sweeps"]["best"]["model"]["config"]["bag_size"] in (8, 32, 128, 512)
+    assert folder.parent == tmp_path / "out" / "tiny"
     for name in ("results.json", "report.md", "headline_ndcg10.png"):
         assert (folder / name).is_file()
     assert len(list(folder.glob("sweep_*.png"))) == 3
@@ -125,6 +49,14 @@ def test_whole_suite_on_a_tiny_model(tiny_beir, tiny_bert_dir, tmp_path):
     for run in runs:
         for row in ir_measures.read_trec_run(str(run)):
             assert row.doc_id != row.query_id  # the identical-id rule held everywhere
+    # The record says what made it: the command and the commit of this checkout.
+    saved = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert saved["command"] == "test"
+    assert saved["machine"]["git"]["commit"] == head
+    assert saved["models"][str(tiny_bert_dir)]["systems"]["dense"]["metrics"] == pytest.approx(
+        record["systems"]["dense"]["metrics"])
     # A second run reads the cached embeddings instead of encoding again.
     _, again = run_dataset(str(tiny_beir), options)
     assert again["models"][str(tiny_bert_dir)]["costs"]["doc_encoding"]["from_cache"]

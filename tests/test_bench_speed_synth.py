@@ -1,46 +1,18 @@
-"""The speed benchmark's own machinery: the synthetic corpus generator, the kernel harness and
-the clocks.
+"""The speed benchmark's synthetic corpus generator against the distribution it draws from.
 
-A benchmark is only as honest as its inputs and its arithmetic: if the generator drifted from the
-real token distribution, the 1 M-document numbers would describe some other workload; if the
-harness called the kernel differently from the package, or miscounted the postings a query
-walks, the kernel analysis would explain some other kernel; and if the percentiles were off,
-every p99 in the report would be. No model is loaded here.
+A benchmark is only as honest as its inputs: if the generator drifted from the real token
+distribution, the 1 M-document numbers would describe some other workload. No model is loaded.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from speed_bags import HEAD, VOCAB, hand_built_bags
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `pytest` without `python -m` does not put the root on path
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.speed_kernel import QueryBatch, package_top_k, traversal  # noqa: E402
-from bench.speed_synth import distribution_from_bags, generate_bags  # noqa: E402
-from bench.speed_timing import latency, percentile_summary, throughput  # noqa: E402
-from tokretrieve.postings import postings_from_bags  # noqa: E402
-
-# Well-separated document fractions for the head of the vocabulary, a long thin tail after it.
-HEAD = [0.9, 0.7, 0.55, 0.4, 0.3]
-VOCAB = 60
-REAL_DOCS = 400
-
-
-def hand_built_bags(seed: int = 7) -> sp.csr_matrix:
-    """Small 'real' doc-major bags: every token in a document independently with its own
-    fraction, one empty document, positive weights that differ per token."""
-    rng = np.random.default_rng(seed)
-    fractions = np.concatenate([HEAD, np.linspace(0.12, 0.01, VOCAB - len(HEAD))])
-    present = rng.random((REAL_DOCS, VOCAB)) < fractions
-    present[0] = False
-    weights = (rng.random((REAL_DOCS, VOCAB)) + 0.1) * (1 + np.arange(VOCAB)) / VOCAB
-    return sp.csr_matrix(np.where(present, weights, 0.0).astype(np.float32))
+from bench.speed.synth import distribution_from_bags, generate_bags
+from tokretrieve.index.postings import postings_from_bags
 
 
 def column_fraction(bags: sp.csr_matrix) -> np.ndarray:
@@ -132,79 +104,3 @@ def test_generator_is_deterministic_and_handles_empty_bags(real_and_synthetic):
     assert not np.array_equal(other.indices[:200], synthetic.indices[:200])
     # The real bags have an empty document, so some synthetic bags are empty too.
     assert (np.diff(synthetic.indptr) == 0).any()
-
-
-def small_segment_index():
-    """The hand-built bags as uint8 postings cut into segments of 64 documents (7 segments, the
-    last one short), and queries mixing rare and frequent tokens, one of them empty."""
-    postings = postings_from_bags(hand_built_bags(), "uint8", segment_docs=64)
-    rng = np.random.default_rng(11)
-    bags = [(rng.choice(VOCAB, size=size, replace=False), rng.random(size) + 0.05)
-            for size in (1, 3, 8, 20, VOCAB)]
-    bags.append((np.array([2, 5]), np.array([0.0, -1.0])))   # nothing positive: no hits
-    return postings, bags
-
-
-def test_traversal_counts_postings_documents_and_dense_segments():
-    postings, bags = small_segment_index()
-    stats = traversal(postings, QueryBatch.from_bags(bags))
-    reference = postings.to_bags().toarray() > 0                 # docs x vocab: stored postings
-    spans = [postings.segment_span(s) for s in range(postings.n_segments)]
-    for q, (tokens, weights) in enumerate(bags):
-        tokens = tokens[weights > 0]
-        held = reference[:, tokens]
-        assert stats["postings"][q] == held.sum()
-        assert stats["touched"][q] == held.any(axis=1).sum()
-        walked = [held[base:base + span].sum() for base, span in spans]
-        assert stats["dense_segments"][q] == sum(
-            1 for w, (_, span) in zip(walked, spans, strict=True) if w and w * 8 >= span)
-    assert stats["dense_segments"].max() > 0 and stats["touched"][0] < REAL_DOCS  # both paths
-
-
-def test_package_top_k_matches_the_reference_on_reused_buffers():
-    postings, bags = small_segment_index()
-    batch = QueryBatch.from_bags(bags)
-    for n_threads, k in ((1, 10), (2, 10), (1, 1000), (2, 3), (1, 10)):  # buffers reused
-        docs, found, counts = package_top_k(postings, batch, k, n_threads)
-        assert docs.shape[1] == min(k, REAL_DOCS)
-        for q, single in enumerate(batch.singles()):
-            scores = postings.scores(single.tokens, single.weights)
-            order = np.lexsort((np.arange(len(scores)), -scores))
-            expected = [d for d in order if scores[d] > 0][:k]
-            assert counts[q] == len(expected)
-            np.testing.assert_array_equal(docs[q, :counts[q]], expected)
-            np.testing.assert_array_equal(found[q, :counts[q]], scores[expected])
-
-
-def test_percentiles_on_known_samples():
-    samples = [i / 1000 for i in range(1, 101)]          # 1 ms .. 100 ms
-    summary = percentile_summary(samples)
-    assert summary["n"] == 100
-    assert summary["p50_ms"] == pytest.approx(50.5)     # linear interpolation, numpy default
-    assert summary["p99_ms"] == pytest.approx(99.01)
-    assert summary["mean_ms"] == pytest.approx(50.5)
-    assert summary["max_ms"] == pytest.approx(100.0)
-    shuffled = percentile_summary(list(reversed(samples)))
-    assert shuffled["p99_ms"] == pytest.approx(99.01)
-    constant = percentile_summary([0.002] * 7)
-    assert constant["p50_ms"] == pytest.approx(2.0) and constant["p99_ms"] == pytest.approx(2.0)
-    assert percentile_summary([])["n"] == 0
-
-
-def test_latency_runs_passes_until_enough_samples():
-    calls: list[int] = []
-    result = latency(calls.append, list(range(10)), min_samples=35, budget_s=60.0)
-    assert calls[0] == 0                      # the untimed warm-up call
-    assert len(calls) == 1 + 40               # four full passes of ten: the first with >= 35
-    assert result["n"] == 40 and result["passes"] == 4
-    assert len(result["per_item_s"]) == 10
-    assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
-    assert len(result["load_avg_after"]) == 3
-
-
-def test_throughput_counts_items_per_second():
-    calls: list[int] = []
-    result = throughput(lambda: calls.append(1), count=100, min_seconds=0.0, min_repeats=3)
-    assert len(calls) == 1 + result["repeats"] and result["repeats"] >= 3
-    assert result["qps"] == pytest.approx(100 / result["call_s_median"])
-    assert result["qps_best"] >= result["qps"]

@@ -1,44 +1,48 @@
-"""`python -m bench`: the retrieval benchmark from the command line.
+"""`python -m bench.quality` (or `python -m bench`): the retrieval benchmark from the command line.
 
-    python -m bench                                  # Cranfield, minilm and smollm2
-    python -m bench --dataset irds:beir/scifact/test --model minilm
-    python -m bench --quick                          # smoke run: 300 docs, small grids
+    python -m bench.quality                          # Cranfield, minilm and smollm2
+    python -m bench.quality --dataset irds:beir/scifact/test --model minilm
+    python -m bench.quality --quick                  # smoke run: 300 docs, small grids
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.datasets import DEFAULT_DATASET, REPO_ROOT, resolve_spec, unavailable_reason
-from bench.report import ratio_table, summary_table
-from bench.runner import Options, run_dataset
-from bench.systems import SparseConfig
-from tokretrieve.projection import WEIGHTINGS
+from bench.quality.datasets import DEFAULT_DATASET, resolve_spec, unavailable_reason
+from bench.quality.report import ratio_table, summary_table
+from bench.quality.runner import Options, run_dataset
+from bench.quality.systems import SparseConfig
+from bench.toolkit import RESULTS_DIR
+from bench.toolkit.results import command_line
+from tokretrieve.encoding.projection import WEIGHTINGS
 
 DEFAULT_MODELS = ("minilm", "smollm2")
+DEFAULT_OUTPUT = RESULTS_DIR / "quality"
 QUICK_LIMIT_DOCS = 300
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None,
+               prog: str = "python -m bench.quality") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog=prog,
         description="Sparse (model / tokens queries), dense, BM25 and RRF hybrids on BEIR "
                     "folders or ir_datasets ids; writes results.json, report.md, TREC runs and "
                     "PNG plots to <output>/<dataset>/<timestamp>/.")
     parser.add_argument("--dataset", action="append", metavar="SPEC",
                         help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) or "
-                             f"irds:<id>; repeatable (default {DEFAULT_DATASET}, relative to "
-                             "the repository root)")
+                             f"irds:<id>; repeatable (default {DEFAULT_DATASET})")
     parser.add_argument("--model", action="append", metavar="NAME",
                         help="alias (minilm, smollm2), model folder, .gguf file or hub id; "
                              f"repeatable (default: {' '.join(DEFAULT_MODELS)})")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="results go to <output>/<dataset>/<timestamp>/ (default "
+                             "bench/results/quality)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="embedding cache (default <output>/cache)")
+                        help="embedding cache (default <output>/cache, git-ignored)")
     parser.add_argument("--max-length", type=int, default=256,
                         help="tokens per text, prompt included (default 256)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -48,10 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-queries", type=int, default=None)
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_LIMIT_DOCS} docs unless --limit-docs, small "
-                             "sweep grids, 10 timing queries")
+                             "sweep grids, 10 timing queries, short throughput clocks")
     parser.add_argument("--no-sweep", action="store_true", help="skip the lever sweeps")
-    parser.add_argument("--k", type=int, default=None, help="sparse bag size of the "
-                        "'defaults' rows (default: the package's)")
+    parser.add_argument("--bag-size", type=int, default=None,
+                        help="sparse bag size (tokens kept per document) of the 'defaults' rows "
+                             "(default: the package's)")
     parser.add_argument("--pc1-strength", type=float, default=None)
     parser.add_argument("--weighting", choices=WEIGHTINGS, default=None)
     parser.add_argument("--token-weighting", choices=("idf", "count"), default="idf")
@@ -68,11 +73,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def options_from(args: argparse.Namespace, command: str) -> Options:
-    base = SparseConfig()
-    overrides = {"k": args.k, "pc1_strength": args.pc1_strength, "weighting": args.weighting,
-                 "token_weighting": args.token_weighting}
-    base = SparseConfig(**{**base.as_dict(),
-                           **{k: v for k, v in overrides.items() if v is not None}})
+    overrides = {"bag_size": args.bag_size, "pc1_strength": args.pc1_strength,
+                 "weighting": args.weighting, "token_weighting": args.token_weighting}
+    base = SparseConfig(**{key: value for key, value in overrides.items() if value is not None})
     limit_docs = args.limit_docs or (QUICK_LIMIT_DOCS if args.quick else None)
     return Options(
         models=args.model or list(DEFAULT_MODELS),
@@ -83,13 +86,13 @@ def options_from(args: argparse.Namespace, command: str) -> Options:
         sweep=not args.no_sweep, base=base, identical_ids=args.keep_identical_ids,
         refresh_cache=args.refresh_cache,
         timing_queries=10 if args.quick else args.timing_queries, rrf_k=args.rrf_k,
-        forward_sample=8 if args.quick else 64, threads=args.threads, command=command)
+        forward_sample=8 if args.quick else 64, throughput_min_s=0.2 if args.quick else 1.0,
+        threads=args.threads, command=command)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    options = options_from(args, command.strip())
+def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.quality") -> int:
+    args = parse_args(argv, prog)
+    options = options_from(args, command_line(prog, argv))
     specs = args.dataset or [DEFAULT_DATASET]
     status = 0
     for given in specs:

@@ -5,21 +5,24 @@ on two cores), while every sparse variant, the dense baseline and every sweep po
 the same document and query embeddings. So each (collection, model, max length) is encoded once;
 the cache records the model's content hash and the ids it covers, and is re-encoded when either
 no longer matches. The forward-pass timings measured at encoding time travel with it.
+
+The cached query embeddings reach the package's query path as an ordinary precomputed query
+encoder (bench.quality.systems): their bags are made once per index by
+`ModelQueryEncoder.from_embeddings`, so no sweep point calls the model; only the cost
+measurements run it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.datasets import Collection
+from bench.quality.datasets import Collection
+from bench.toolkit.clock import timed
 from tokretrieve import Encoder
 
 
@@ -60,13 +63,10 @@ def encode_collection(encoder: Encoder, collection: Collection, model: str, cach
         cached = _read_cache(path, encoder, collection)
         if cached is not None:
             return cached
-    start = time.perf_counter()
-    docs = encoder.embed([text for _, text in collection.docs], progress=True)
-    doc_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    queries = encoder.embed([text for _, text in collection.queries], is_query=True,
-                            progress=True)
-    query_seconds = time.perf_counter() - start
+    docs, doc_seconds = timed(lambda: encoder.embed([text for _, text in collection.docs],
+                                                    progress=True))
+    queries, query_seconds = timed(lambda: encoder.embed(
+        [text for _, text in collection.queries], is_query=True, progress=True))
     encoded_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.stem}.tmp.npz")
@@ -101,47 +101,3 @@ def _read_cache(path: Path, encoder: Encoder, collection: Collection) -> Encoded
                 float(data["query_seconds"]), str(data["encoded_at"]), True, path)
     except (OSError, KeyError, ValueError):
         return None  # unreadable or from an older layout: encode afresh
-
-
-class CachedEncoder:
-    """An Encoder stand-in whose `embed` serves stored query embeddings.
-
-    Handing it to `SparseIndex.from_embeddings` lets `SparseIndex.model_query_bags` (the
-    package's own query path: PC1 adjustment, weighting, token merging) run on cached embeddings,
-    so no sweep point calls the model and no bench code re-implements the query path. Inside
-    `live()` it calls the real model, for timing what a query really costs. Everything else is
-    delegated to the wrapped Encoder.
-    """
-
-    def __init__(self, encoder: Encoder, query_texts: list[str], query_embeddings: np.ndarray):
-        self._encoder = encoder
-        self._stored = {text: row for text, row in zip(query_texts, query_embeddings,
-                                                        strict=True)}
-        self._live = False
-
-    def __getattr__(self, name: str):
-        return getattr(self._encoder, name)
-
-    @property
-    def tokenizer(self):
-        return self._encoder.tokenizer
-
-    def embed(self, texts, is_query: bool = False, progress: bool = False) -> np.ndarray:
-        texts = list(texts)
-        if self._live or not is_query or any(text not in self._stored for text in texts):
-            return self._encoder.embed(texts, is_query=is_query, progress=progress)
-        if not texts:
-            return np.zeros((0, self._encoder.model.hidden_size), dtype=np.float32)
-        return np.stack([self._stored[text] for text in texts])
-
-    def bags(self, *args, **kwargs):
-        return self._encoder.bags(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def live(self) -> Iterator[None]:
-        """Within this block, `embed` runs the model even for stored texts."""
-        self._live = True
-        try:
-            yield
-        finally:
-            self._live = False

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.toolkit import CRANFIELD, REPO_ROOT
 from tokretrieve.corpus import IRDS_PREFIX, read_documents, read_qrels, read_queries
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATASET = "../shared/data/cranfield"
+DEFAULT_DATASET = str(CRANFIELD)
 
 
 @dataclass
@@ -39,8 +39,8 @@ class Collection:
 
 
 def resolve_spec(spec: str) -> str:
-    """A folder spec relative to the repository root (so `python -m bench` finds the default
-    from anywhere), an absolute folder, or an `irds:` id unchanged."""
+    """A folder spec as given when it exists, else relative to the repository root (so a
+    `../shared/...` spec works from anywhere), or an `irds:` id unchanged."""
     if spec.startswith(IRDS_PREFIX):
         return spec
     path = Path(spec).expanduser()

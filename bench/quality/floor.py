@@ -2,18 +2,18 @@
 which the benchmark must reproduce (same naive settings) and beat (its tuned settings).
 
 Naive means: no PC1 adjustment, raw query-token counts (no idf), no variant merging; min-shifted
-logits for MiniLM at k=128, softmax probabilities for SmolLM2 at k=256.
+logits for MiniLM with bags of 128 tokens, softmax probabilities for SmolLM2 with 256.
 """
 
 from __future__ import annotations
 
-from bench.systems import SparseConfig
+from bench.quality.systems import SparseConfig
 
 FLOOR_CONFIGS = {
-    "minilm": SparseConfig(k=128, pc1_strength=0.0, weighting="shifted", merge_variants=False,
-                           token_weighting="count"),
-    "smollm2": SparseConfig(k=256, pc1_strength=0.0, weighting="softmax", merge_variants=False,
-                            token_weighting="count"),
+    "minilm": SparseConfig(bag_size=128, pc1_strength=0.0, weighting="shifted",
+                           merge_variants=False, token_weighting="count"),
+    "smollm2": SparseConfig(bag_size=256, pc1_strength=0.0, weighting="softmax",
+                            merge_variants=False, token_weighting="count"),
 }
 # nDCG@10 on Cranfield from ASSETS.md ("one quick run, naive settings").
 FLOOR_NDCG = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from bench.runs import Ranking
+from bench.quality.runs import Ranking
 
 RRF_K = 60
 

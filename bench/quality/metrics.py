@@ -13,7 +13,7 @@ import ir_measures
 import numpy as np
 from ir_measures import RR, R, nDCG
 
-from bench.runs import to_scored_run
+from bench.quality.runs import to_scored_run
 
 MEASURES = {"nDCG@10": nDCG @ 10, "R@100": R @ 100, "MRR@10": RR @ 10}
 PRIMARY = "nDCG@10"

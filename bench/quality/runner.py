@@ -8,7 +8,6 @@ the cache); everything else derives from those embeddings.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,26 +16,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench import plots, sizes, sweeps
-from bench.datasets import Collection, load_collection
-from bench.encoding import CachedEncoder, EncodedCollection, encode_collection, model_slug
-from bench.environment import machine, model_record
-from bench.floor import FLOOR_CONFIGS, FLOOR_NDCG
-from bench.fusion import reciprocal_rank_fusion
-from bench.metrics import PRIMARY, evaluate
-from bench.report import ordered, write_report
-from bench.runs import Ranking, finalize, write_trec_run
-from bench.systems import BM25System, DenseSystem, SparseConfig, SparseSystem
-from bench.timing import (
-    latency_summary,
-    peak_rss_mb,
-    per_call_seconds,
-    single_thread,
-    throughput,
-    timed,
-)
-from tokretrieve import Encoder
-from tokretrieve.projection import first_principal_direction
+from bench.quality import plots, sizes, sweeps
+from bench.quality.cache import EncodedCollection, encode_collection, model_slug
+from bench.quality.datasets import Collection, load_collection
+from bench.quality.floor import FLOOR_CONFIGS, FLOOR_NDCG
+from bench.quality.fusion import reciprocal_rank_fusion
+from bench.quality.metrics import PRIMARY, evaluate
+from bench.quality.report import ordered, render
+from bench.quality.runs import Ranking, finalize, write_trec_run
+from bench.quality.systems import BM25System, DenseSystem, SparseConfig, SparseSystem
+from bench.toolkit.clock import ONE_PASS, latency, load_average, peak_rss_mb, throughput, timed
+from bench.toolkit.machine import model_record
+from bench.toolkit.results import new_record, run_folder, write_record
+from bench.toolkit.threads import pinned
+from tokretrieve import Encoder, PrecomputedQueryEncoder, SparseSearcher, index_encoder
+from tokretrieve.encoding.projection import first_principal_direction
 
 
 @dataclass
@@ -58,20 +52,30 @@ class Options:
     refresh_cache: bool = False
     timing_queries: int = 100
     forward_sample: int = 64
+    throughput_min_s: float = 1.0
     threads: int | None = None
     rrf_k: int = 60
     command: str = ""
 
 
 def run_dataset(spec: str, options: Options) -> tuple[Path, dict]:
-    """Benchmark every model on one collection; write results.json, report.md, runs and PNGs
-    to <output>/<dataset>/<timestamp>/ and return that folder with the results."""
+    """Benchmark every model on one collection; write results.json (after BM25 and after each
+    model), then report.md, runs and PNGs to <output>/<dataset>/<timestamp>/, and return that
+    folder with the results."""
     if options.threads:
         torch.set_num_threads(options.threads)
     collection = load_collection(spec, options.limit_docs, options.limit_queries)
     name = collection.name + (f"-limit{options.limit_docs}" if options.limit_docs else "")
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = options.output / name / stamp
+    results = new_record(
+        options.command,
+        dataset={"name": collection.name, "spec": spec, "documents": len(collection.docs),
+                 "queries": len(collection.queries), "limit_docs": options.limit_docs,
+                 "limit_queries": options.limit_queries,
+                 "identical_id_rule": _identical_id_note(collection, options)},
+        options={key: (str(value) if isinstance(value, Path) else value)
+                 for key, value in vars(options).items() if key != "base"}
+        | {"base": options.base.as_dict()})
+    folder = run_folder(options.output / name, results)
     folder.mkdir(parents=True, exist_ok=True)
     print(f"[bench] {collection.name}: {len(collection.docs)} documents, "
           f"{len(collection.queries)} judged queries -> {folder}", flush=True)
@@ -79,52 +83,37 @@ def run_dataset(spec: str, options: Options) -> tuple[Path, dict]:
     bm25_ranking = _finalize(bm25.search_all(
         collection.query_ids, bm25.tokenize([t for _, t in collection.queries]), options.depth),
         options)
-    results: dict = {
-        "dataset": {"name": collection.name, "spec": spec, "documents": len(collection.docs),
-                    "queries": len(collection.queries), "limit_docs": options.limit_docs,
-                    "limit_queries": options.limit_queries,
-                    "identical_id_rule": _identical_id_note(collection, options)},
-        "command": options.command,
-        "options": {key: (str(value) if isinstance(value, Path) else value)
-                    for key, value in vars(options).items() if key != "base"}
-        | {"base": options.base.as_dict()},
-        "environment": machine(),
-        "load_average_start": _load_average(),
-        "bm25": {"metrics": evaluate(collection.qrels, bm25_ranking),
-                 "index_seconds": bm25_seconds, "bytes": sizes.bm25_bytes(bm25),
-                 **_bm25_costs(bm25, collection, options)},
-        "models": {},
-    }
+    results["bm25"] = {"metrics": evaluate(collection.qrels, bm25_ranking),
+                       "index_seconds": bm25_seconds, "bytes": sizes.bm25_bytes(bm25),
+                       **_bm25_costs(bm25, collection, options)}
+    results["models"] = {}
     write_trec_run(bm25_ranking, _run_path(folder, None, "bm25"), "bm25")
+    write_record(folder, results, render, partial=True)
     for model in options.models:
         print(f"[bench] {collection.name} / {model}", flush=True)
-        results["models"][model] = run_model(model, collection, bm25, bm25_ranking, folder,
-                                             options)
+        results["models"][model] = run_model(model, collection, bm25_ranking, folder, options)
         results["peak_rss_mb"] = peak_rss_mb()
-    results["load_average_end"] = _load_average()
+        write_record(folder, results, render, partial=True)  # a later model's crash keeps it
+    results["load_average_end"] = load_average()
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results["figures"] = draw_figures(results, folder)
-    write_report(results, folder)
+    write_record(folder, results, render, partial=False)
     return folder, results
 
 
-def run_model(model: str, collection: Collection, bm25: BM25System, bm25_ranking: Ranking,
-              folder: Path, options: Options) -> dict:
+def run_model(model: str, collection: Collection, bm25_ranking: Ranking, folder: Path,
+              options: Options) -> dict:
     """All systems, costs and sweeps of one model on one collection."""
     encoder, load_seconds = timed(lambda: Encoder.load(model, max_length=options.max_length,
                                                        batch_size=options.batch_size))
     encoded = encode_collection(encoder, collection, model, options.cache_dir,
                                 refresh=options.refresh_cache)
-    texts = [text for _, text in collection.queries]
-    cached = CachedEncoder(encoder, texts, encoded.query_embeddings)
-    doc_ids = collection.doc_ids
 
     def factory(config: SparseConfig) -> SparseSystem:
-        return SparseSystem(cached, doc_ids, encoded.doc_embeddings, config)
+        return SparseSystem(encoder, collection, encoded, config)
 
-    dense = DenseSystem(encoder, doc_ids, encoded.doc_embeddings)
-    dense_ranking = _finalize(dense.search_all(collection.query_ids, encoded.query_embeddings,
-                                               options.depth), options)
+    dense = DenseSystem(collection, encoded)
+    dense_ranking = _finalize(dense.search_all(options.depth), options)
     dense_metrics = evaluate(collection.qrels, dense_ranking)
     stats = _embedding_stats(encoded.doc_embeddings)
 
@@ -152,7 +141,7 @@ def run_model(model: str, collection: Collection, bm25: BM25System, bm25_ranking
 
     systems: dict[str, dict] = {
         "dense": {"kind": "dense", "metrics": dense_metrics, "ranking": dense_ranking},
-        "bm25": {"kind": "bm25", "metrics": results_of(bm25_ranking, collection),
+        "bm25": {"kind": "bm25", "metrics": evaluate(collection.qrels, bm25_ranking),
                  "ranking": bm25_ranking},
     }
     sparse_systems: dict[str, tuple[SparseSystem, str]] = {}
@@ -161,9 +150,7 @@ def run_model(model: str, collection: Collection, bm25: BM25System, bm25_ranking
         for mode, config in by_mode.items():
             name = f"sparse-{mode}{suffix}"
             system = factory(config)
-            bags = system.bags(mode, texts)
-            ranking = _finalize(system.search_all(collection.query_ids, bags, options.depth),
-                                options)
+            ranking = _finalize(system.search_all(mode, options.depth), options)
             systems[name] = {"kind": f"sparse/{mode}", "variant": variant,
                              "config": config.as_dict(), "postings": system.postings,
                              "metrics": evaluate(collection.qrels, ranking),
@@ -183,24 +170,21 @@ def run_model(model: str, collection: Collection, bm25: BM25System, bm25_ranking
         ratio = system["metrics"][PRIMARY] / dense_metrics[PRIMARY] if dense_metrics[
             PRIMARY] else None
         system["ratio_to_dense"] = ratio
-        if name != "bm25":
-            write_trec_run(system.pop("ranking"), _run_path(folder, model, name),
+        ranking = system.pop("ranking")
+        if name != "bm25":  # BM25's run does not depend on the model: written once, shared
+            write_trec_run(ranking, _run_path(folder, model, name),
                            _tag(f"{model_slug(model)}-{name}"))
-        else:
-            system.pop("ranking")
 
-    costs = _costs(encoder, cached, encoded, collection, dense, sparse_systems, options)
-    record = {
+    return {
         "model": model_record(model, encoder),
         "load_seconds": load_seconds,
         "embedding_stats": stats,
         "configs": {variant: {mode: config.as_dict() for mode, config in by_mode.items()}
                     for variant, by_mode in configs.items()},
         "systems": systems,
-        "costs": costs,
+        "costs": _costs(encoder, encoded, collection, dense, sparse_systems, options),
         "sizes": {
-            **{name: sizes.sparse_bytes(encoder, doc_ids, encoded.doc_embeddings,
-                                        system.config)
+            **{name: sizes.sparse_bytes(encoder, collection, encoded, system.config)
                for name, (system, _) in sparse_systems.items()},
             "dense": sizes.dense_bytes(dense),
         },
@@ -211,11 +195,6 @@ def run_model(model: str, collection: Collection, bm25: BM25System, bm25_ranking
                                   for w in system.warnings}),
         "peak_rss_mb": peak_rss_mb(),
     }
-    return record
-
-
-def results_of(ranking: Ranking, collection: Collection) -> dict[str, float]:
-    return evaluate(collection.qrels, ranking)
 
 
 def _finalize(ranking: Ranking, options: Options) -> Ranking:
@@ -270,22 +249,25 @@ def _embedding_stats(embeddings: np.ndarray) -> dict[str, float]:
             "pc1_energy_share": float((coefficients ** 2).sum() / (norms ** 2).sum())}
 
 
-def _costs(encoder: Encoder, cached: CachedEncoder, encoded: EncodedCollection,
-           collection: Collection, dense: DenseSystem,
-           sparse_systems: dict[str, tuple[SparseSystem, str]], options: Options) -> dict:
-    """Encoding throughput and split, query encoding per query, search latency and QPS."""
+def _costs(encoder: Encoder, encoded: EncodedCollection, collection: Collection,
+           dense: DenseSystem, sparse_systems: dict[str, tuple[SparseSystem, str]],
+           options: Options) -> dict:
+    """Encoding throughput and split, query encoding per query, search latency and QPS.
+
+    Per-query figures are one pass over the queries (each query one sample), one at a time on
+    one thread (torch, FAISS and numba pinned); batch QPS is one call over all queries on the
+    engines' default threads."""
     n_docs = len(collection.docs)
     texts = [text for _, text in collection.queries]
     sample = texts[:options.timing_queries]
     projection = {}
     for name, (system, _) in sparse_systems.items():
-        config = system.config
-        _, bag_seconds = timed(lambda config=config, system=system: encoder.bags(
-            encoded.doc_embeddings, config.k, config.weighting,  # type: ignore[arg-type]
-            system.index.adjustment))
-        _, build_seconds = timed(lambda config=config: SparseSystem(
-            cached, collection.doc_ids, encoded.doc_embeddings, config))
-        projection[name] = {"bags_seconds": bag_seconds, "from_embeddings_seconds": build_seconds,
+        recipe = index_encoder(system.index, encoder)  # bag size, weighting and PC1 of the index
+        _, bag_seconds = timed(lambda recipe=recipe: recipe.bags(encoded.doc_embeddings))
+        _, build_seconds = timed(lambda config=system.config: SparseSystem(
+            encoder, collection, encoded, config))
+        projection[name] = {"bags_seconds": bag_seconds,
+                            "index_from_embeddings_seconds": build_seconds,
                             "total_docs_per_second": n_docs / (encoded.doc_seconds + bag_seconds)}
     doc_encoding = {
         "forward_seconds": encoded.doc_seconds,
@@ -293,45 +275,48 @@ def _costs(encoder: Encoder, cached: CachedEncoder, encoded: EncodedCollection,
         "measured_at": encoded.encoded_at, "from_cache": encoded.from_cache,
         "query_batch_ms_per_query": 1000 * encoded.query_seconds / max(len(texts), 1),
         "projection": projection,
+        "forward_sample": _forward_sample(encoder, collection, options),
     }
-    doc_encoding["forward_sample"] = _forward_sample(encoder, collection, options)
-    with single_thread():
-        query_encoding = {"dense": latency_summary(per_call_seconds(
-            lambda q: encoder.embed([q], is_query=True), sample))}
+    with pinned(1):
+        query_encoding = {"dense": latency(lambda q: encoder.embed([q], is_query=True), sample,
+                                           **ONE_PASS)}
         for name, (system, mode) in sparse_systems.items():
-            if mode == "model":
-                with cached.live():
-                    samples = per_call_seconds(lambda q, s=system: s.model_bags([q]), sample)
-            else:
-                samples = per_call_seconds(lambda q, s=system: s.token_bags([q]), sample)
-            query_encoding[name] = latency_summary(samples)
+            live = system.query_encoder(mode, live=True)  # model mode: the real forward pass
+            query_encoding[name] = latency(lambda q, live=live: live.encode([q]), sample,
+                                           **ONE_PASS)
 
-    latency: dict[str, dict] = {"dense": {}}
-    qps = {}
-    dense_vectors = [encoded.query_embeddings[i:i + 1] for i in range(len(texts))]
-    with single_thread():
-        latency["dense"]["top100"] = latency_summary(per_call_seconds(
-            lambda v: dense.search(v, options.depth), dense_vectors))
-        latency["dense"]["top10"] = latency_summary(per_call_seconds(
-            lambda v: dense.search(v, 10), dense_vectors))
-        for name, (system, mode) in sparse_systems.items():
-            bags = system.bags(mode, texts)
-            latency[name] = {
-                "top100": latency_summary(per_call_seconds(
-                    lambda b, s=system: s.search_public(b, options.depth), bags)),
-                "top10": latency_summary(per_call_seconds(
-                    lambda b, s=system: s.search_public(b, 10), bags)),
-                "scoring_top100": latency_summary(per_call_seconds(
-                    lambda b, s=system: s.search(b, options.depth), bags)),
-            }
-    for name, (system, mode) in sparse_systems.items():
-        bags = system.bags(mode, texts)
-        qps[name] = throughput(lambda s=system, b=bags: s.search_public_batch(b, options.depth),
-                               len(bags))
-    qps["dense"] = throughput(lambda: dense.search(encoded.query_embeddings, options.depth),
-                              len(texts))
+    depth = options.depth
+    vectors = [encoded.query_embeddings[i:i + 1] for i in range(len(texts))]
+    search_latency: dict[str, dict] = {}
+    bags_by_system = {name: system.query_bags(mode)
+                      for name, (system, mode) in sparse_systems.items()}
+    with pinned(1):
+        search_latency["dense"] = {
+            "top100": latency(lambda t: dense.searcher.search(t, depth), texts, **ONE_PASS),
+            "top10": latency(lambda t: dense.searcher.search(t, 10), texts, **ONE_PASS),
+            "scoring_top100": latency(lambda v: dense.index.search(v, depth), vectors,
+                                      **ONE_PASS)}
+        for name, (system, _) in sparse_systems.items():
+            bags = bags_by_system[name]
+            usable = [q for q in range(len(texts)) if bags.indptr[q + 1] > bags.indptr[q]]
+            # Queries already encoded, so these time the search alone, as for dense.
+            searcher = SparseSearcher(system.index, PrecomputedQueryEncoder(texts, bags),
+                                      encoder.tokenizer)
+            queries = [texts[q] for q in usable]
+            rows = [bags[q] for q in usable]
+            search_latency[name] = {
+                "top100": latency(lambda t, s=searcher: s.search(t, depth), queries,
+                                  **ONE_PASS),
+                "top10": latency(lambda t, s=searcher: s.search(t, 10), queries, **ONE_PASS),
+                "scoring_top100": latency(lambda b, i=system.index: i.search(b, depth), rows,
+                                          **ONE_PASS)}
+    qps = {name: throughput(lambda i=system.index, b=bags_by_system[name]: i.search(b, depth),
+                            len(texts), options.throughput_min_s)
+           for name, (system, _) in sparse_systems.items()}
+    qps["dense"] = throughput(lambda: dense.index.search(encoded.query_embeddings, depth),
+                              len(texts), options.throughput_min_s)
     return {"doc_encoding": doc_encoding, "query_encoding": query_encoding,
-            "search_latency": latency, "batch_qps": qps, "timing_queries": len(sample)}
+            "search_latency": search_latency, "batch_qps": qps, "timing_queries": len(sample)}
 
 
 def _forward_sample(encoder: Encoder, collection: Collection, options: Options) -> dict:
@@ -351,16 +336,17 @@ def _forward_sample(encoder: Encoder, collection: Collection, options: Options) 
 def _bm25_costs(bm25: BM25System, collection: Collection, options: Options) -> dict:
     texts = [text for _, text in collection.queries]
     tokens = bm25.tokenize(texts)
-    with single_thread():
-        latency = {"top100": latency_summary(per_call_seconds(
-            lambda t: bm25.search([t], options.depth), tokens)),
-            "top10": latency_summary(per_call_seconds(lambda t: bm25.search([t], 10), tokens))}
-        encoding = latency_summary(per_call_seconds(
-            lambda q: bm25.tokenize([q]), texts[:options.timing_queries]))
+    with pinned(1):
+        search = {"top100": latency(lambda t: bm25.search([t], options.depth), tokens,
+                                    **ONE_PASS),
+                  "top10": latency(lambda t: bm25.search([t], 10), tokens, **ONE_PASS)}
+        encoding = latency(lambda q: bm25.tokenize([q]), texts[:options.timing_queries],
+                           **ONE_PASS)
     return {
         "query_encoding": encoding,
-        "search_latency": latency,
-        "batch_qps": throughput(lambda: bm25.search(tokens, options.depth), len(tokens)),
+        "search_latency": search,
+        "batch_qps": throughput(lambda: bm25.search(tokens, options.depth), len(tokens),
+                                options.throughput_min_s),
     }
 
 
@@ -370,15 +356,6 @@ def _identical_id_note(collection: Collection, options: Options) -> dict:
     affected = sorted(qid for qid, grades in collection.qrels.items()
                       if grades.get(qid, 0) > 0)
     return {"applied": not options.identical_ids, "relevant_judgments_with_query_id": affected}
-
-
-def _load_average() -> list[float] | None:
-    """1/5/15-minute load averages: on a shared machine they say how far timings can be
-    trusted (a load above the core count means the benchmark was competing for CPUs)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _run_path(folder: Path, model: str | None, system: str) -> Path:
@@ -397,11 +374,11 @@ def draw_figures(results: dict, folder: Path) -> list[str]:
     by_model = {model: {name: record["systems"][name] for name in ordered(record["systems"])}
                 for model, record in results["models"].items()}
     figures.append(plots.headline_bars(by_model, folder / "headline_ndcg10.png").name)
-    latency = {model: {name: value["top100"] for name, value in
-                       {**record["costs"]["search_latency"],
-                        "bm25": results["bm25"]["search_latency"]}.items()}
-               for model, record in results["models"].items()}
-    figures.append(plots.latency_bars(latency, folder / "search_latency_p50.png").name)
+    top100 = {model: {name: value["top100"] for name, value in
+                      {**record["costs"]["search_latency"],
+                       "bm25": results["bm25"]["search_latency"]}.items()}
+              for model, record in results["models"].items()}
+    figures.append(plots.latency_bars(top100, folder / "search_latency_p50.png").name)
     for model, record in results["models"].items():
         sweep = record.get("sweeps") or {}
         if not sweep:

@@ -49,9 +49,8 @@ def write_trec_run(ranking: Mapping[str, list[tuple[str, float]]], path: str | P
     if not tag or any(ch.isspace() for ch in tag):
         raise ValueError(f"a run tag must be one non-empty word, got {tag!r}")
     path = Path(path)
-    qids = list(ranking)
-    write_run(path, qids, [[Hit(doc, score, []) for doc, score in ranking[qid]]
-                           for qid in qids], tag=tag)
+    write_run(path, {qid: [Hit(doc, score, []) for doc, score in hits]
+                     for qid, hits in ranking.items()}, tag=tag)
     return path
 
 

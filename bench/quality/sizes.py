@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from bench.systems import BM25System, DenseSystem, SparseConfig
-from tokretrieve import Encoder, SparseIndex
-from tokretrieve.storage import folder_bytes
+from bench.quality.cache import EncodedCollection
+from bench.quality.datasets import Collection
+from bench.quality.systems import BM25System, DenseSystem, SparseConfig, build_sparse_index
+from tokretrieve import Encoder
+from tokretrieve.index.storage import folder_bytes
 
 POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_impacts.npy")
 
 
-def sparse_bytes(encoder: Encoder, doc_ids: Sequence[str], doc_embeddings: np.ndarray,
+def sparse_bytes(encoder: Encoder, collection: Collection, encoded: EncodedCollection,
                  config: SparseConfig) -> dict[str, int]:
     """A tokretrieve index folder, split into what sparse search needs (postings, doc ids,
     tokenizer) and what it carries for the dense baseline and re-derivation (embeddings)."""
@@ -29,8 +30,7 @@ def sparse_bytes(encoder: Encoder, doc_ids: Sequence[str], doc_embeddings: np.nd
         folder = Path(tmp) / "index"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # empty documents: already reported by the run
-            SparseIndex.from_embeddings(list(doc_ids), doc_embeddings, encoder, path=folder,
-                                        **config.index_options())
+            build_sparse_index(encoder, collection, encoded.doc_embeddings, config, folder)
         size = {f.name: f.stat().st_size for f in folder.iterdir() if f.is_file()}
         postings = sum(size.get(name, 0) for name in POSTINGS_FILES)
         return {

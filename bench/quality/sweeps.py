@@ -1,8 +1,8 @@
 """Sweeps of the sparse levers on one set of cached embeddings.
 
-Every point re-derives the document bags from the stored embeddings (`SparseIndex.
-from_embeddings(path=None)`) and re-scores all queries, so a point costs seconds, not an encoding
-pass. Two kinds of sweep:
+Every point re-derives the document bags from the stored embeddings (`tokretrieve.build.
+index_from_embeddings(path=None)`) and re-scores all queries with the shipped kernel, so a point
+costs seconds, not an encoding pass. Two kinds of sweep:
 
 - one lever at a time from the package defaults: each lever's own effect, for the plots;
 - coordinate ascent per query mode (sweep each lever at the current best, keep the best, repeat
@@ -23,20 +23,19 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.datasets import Collection
-from bench.metrics import MEASURES, PRIMARY, evaluated_queries, mean, per_query
-from bench.runs import finalize
-from bench.systems import SparseConfig, SparseSystem
-from tokretrieve.projection import WEIGHTINGS
+from bench.quality.datasets import Collection
+from bench.quality.metrics import MEASURES, PRIMARY, evaluated_queries, mean, per_query
+from bench.quality.runs import finalize
+from bench.quality.systems import MODES, SparseConfig, SparseSystem
+from tokretrieve.encoding.projection import WEIGHTINGS
 
-K_GRID = (8, 16, 32, 64, 128, 256, 512)
+BAG_SIZES = (8, 16, 32, 64, 128, 256, 512)
 # PC1 strength as fractions of the mean document-embedding norm: the scale that makes one grid
 # fit SmolLM2 (norms ~50: 0, -10, -20, -40, -60, -100) and MiniLM (norms ~1-2) alike.
 PC1_FRACTIONS = (0.2, 0.0, -0.1, -0.2, -0.4, -0.8, -1.2, -2.0)
 TOKEN_WEIGHTINGS = ("idf", "count")
-QUICK_K_GRID = (32, 128, 512)
+QUICK_BAG_SIZES = (32, 128, 512)
 QUICK_PC1_FRACTIONS = (0.0, -0.4, -1.2)
-MODES = ("model", "tokens")
 
 
 def pc1_grid(mean_norm: float, fractions: Sequence[float] = PC1_FRACTIONS) -> list[float]:
@@ -48,7 +47,7 @@ def levers(mean_norm: float, quick: bool = False) -> dict[str, list]:
     """The values each lever is swept over (token weighting, a query-side lever, is scored at
     every point for free)."""
     return {
-        "k": list(QUICK_K_GRID if quick else K_GRID),
+        "bag_size": list(QUICK_BAG_SIZES if quick else BAG_SIZES),
         "pc1_strength": pc1_grid(mean_norm, QUICK_PC1_FRACTIONS if quick else PC1_FRACTIONS),
         "weighting": list(WEIGHTINGS),
         "merge_variants": [False, True],
@@ -92,17 +91,15 @@ class SweepEvaluator:
             return self.points[key]
         start = time.perf_counter()
         system = self.system_factory(replace(config, token_weighting="idf"))
-        texts = [text for _, text in self.collection.queries]
-        qids = self.collection.query_ids
-        bags = {f"{mode}:{weighting}": system.bags(mode, texts, weighting)
-                for mode in MODES for weighting in TOKEN_WEIGHTINGS}
         means, ndcg = {}, {}
-        for name, query_bags in bags.items():
-            ranking = finalize(system.search_all(qids, query_bags, self.depth), self.depth,
-                               self.identical_ids)
-            values = per_query(self.collection.qrels, ranking)
-            means[name] = {measure: mean(values[measure]) for measure in MEASURES}
-            ndcg[name] = values[PRIMARY]
+        for mode in MODES:
+            for weighting in TOKEN_WEIGHTINGS:
+                name = f"{mode}:{weighting}"
+                ranking = finalize(system.search_all(mode, self.depth, weighting), self.depth,
+                                   self.identical_ids)
+                values = per_query(self.collection.qrels, ranking)
+                means[name] = {measure: mean(values[measure]) for measure in MEASURES}
+                ndcg[name] = values[PRIMARY]
         point = Point(system.config, system.postings,
                       time.perf_counter() - start, means, ndcg)
         self.points[key] = point
@@ -129,7 +126,7 @@ def one_at_a_time(evaluator: SweepEvaluator, base: SparseConfig,
 def ascend(evaluator: SweepEvaluator, start: SparseConfig, grid: dict[str, list], mode: str,
            queries: Sequence[str] | None = None, max_rounds: int = 5) -> SparseConfig:
     """Coordinate ascent on mean nDCG@10 for one query mode, the query-token weighting being
-    one more lever. The weighting goes first: it sets the regime in which k and λ act. Ties
+    one more lever. The weighting goes first: it sets the regime in which bag size and λ act. Ties
     keep the current value, so the result is deterministic."""
     order = ["weighting", *(lever for lever in grid if lever != "weighting")]
     full = {lever: grid[lever] for lever in order if lever in grid}
@@ -154,8 +151,8 @@ def tune(evaluator: SweepEvaluator, base: SparseConfig, grid: dict[str, list], m
     """Coordinate ascent from two starts, keeping the better end point: the defaults, and the
     best one-lever-at-a-time point (a fixed set of configurations, scored on `queries` only, so
     the procedure stays clean under cross-validation). One start alone can stall in a local
-    optimum: from SmolLM2's log1p_relu defaults, tokenized queries climbed to k=32 and logit
-    weights, 0.012 below the k=512 shifted setting that a second start finds."""
+    optimum: from SmolLM2's log1p_relu defaults, tokenized queries climbed to bags of 32 and
+    logit weights, 0.012 below the 512-token shifted setting that a second start finds."""
     neighbours = [replace(base, **{lever: value}, token_weighting=weighting)
                   for lever, values in grid.items() for value in values
                   for weighting in TOKEN_WEIGHTINGS]

@@ -1,39 +1,63 @@
 """The retrieval systems under test, all fed from the same cached embeddings and documents.
 
-- sparse, `model` queries: the query embedded like a document and projected to its key tokens;
-- sparse, `tokens` queries: the query's own tokens, idf- or count-weighted, no model call;
-- dense: the very embeddings the sparse bags come from, exact inner product in FAISS;
+- sparse, `model` queries: the query embedded like a document and projected to its key tokens.
+  The bags come from the cached query embeddings through the package's own
+  `ModelQueryEncoder.from_embeddings` and are served by a `PrecomputedQueryEncoder`, so no sweep
+  point calls the model and no bench code re-implements the query path;
+- sparse, `tokens` queries: `TokenQueryEncoder`, the query's own tokens, idf- or count-weighted,
+  no model call;
+- dense: `DenseIndex` over the very embeddings the sparse bags come from (exact inner product in
+  FAISS), queries from the cached query embeddings;
 - BM25: bm25s with English stopwords and its default parameters (k1=1.5, b=0.75, Lucene idf).
 
-Each search returns `depth + 1` hits so the identical-id rule (bench.runs.finalize) still leaves
+Sparse and dense rankings come from the package's searchers (`batch_search`: the shipped
+kernel, FAISS), without the per-hit token lists that evaluation never reads (`explain=False`).
+Sparse indexes are built in memory by `tokretrieve.build.index_from_embeddings(path=None)`
+from an encoder whose bag recipe carries the configuration's bag size and weighting. Each search
+returns `depth + 1` hits so the identical-id rule (bench.quality.runs.finalize) still leaves
 `depth` of them.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import bm25s
 import numpy as np
+import scipy.sparse as sp
 
-from bench.encoding import CachedEncoder
-from tokretrieve import DenseIndex, EmptyQueryError, Encoder, SparseIndex
-from tokretrieve.search import top_k
+from bench.quality.cache import EncodedCollection
+from bench.quality.datasets import Collection
+from bench.quality.runs import Ranking
+from tokretrieve import (
+    DenseIndex,
+    DenseSearcher,
+    Encoder,
+    Hit,
+    ModelQueryEncoder,
+    PrecomputedQueryEncoder,
+    QueryEncoder,
+    SparseIndex,
+    SparseSearcher,
+    TokenQueryEncoder,
+    index_from_embeddings,
+)
 
-Bag = tuple[np.ndarray, np.ndarray]
 Hits = list[tuple[str, float]]
-EMPTY_BAG: Bag = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+MODES = ("model", "tokens")
 
 
 @dataclass(frozen=True)
 class SparseConfig:
-    """The levers of a sparse index: bag size, PC1 strength, weighting, variant merging, and
-    the weighting of query tokens (both query modes). None means "the package's default for
-    this model", which `SparseSystem.resolved` turns into the concrete value."""
+    """The levers of a sparse index: bag size (tokens kept per document), PC1 strength,
+    weighting, variant merging, and the weighting of query tokens (both query modes). None
+    means "the package's default for this model", which `SparseSystem.resolved` turns into the
+    concrete value."""
 
-    k: int | None = None
+    bag_size: int | None = None
     pc1_strength: float | None = None
     weighting: str | None = None
     merge_variants: bool | None = None
@@ -43,127 +67,126 @@ class SparseConfig:
         merge = "" if self.merge_variants is None else (
             " merged" if self.merge_variants else " unmerged")
         strength = "default" if self.pc1_strength is None else f"{self.pc1_strength:g}"
-        return f"k={self.k} λ={strength} {self.weighting}{merge} q:{self.token_weighting}"
+        return (f"bag={self.bag_size} λ={strength} {self.weighting}{merge} "
+                f"q:{self.token_weighting}")
 
     def index_key(self) -> tuple:
         """What the document side depends on (token weighting only touches queries)."""
-        return (self.k, self.pc1_strength, self.weighting, self.merge_variants)
+        return (self.bag_size, self.pc1_strength, self.weighting, self.merge_variants)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def recipe(self) -> dict:
+        """The bag-recipe changes for `Encoder.with_bags` (unset levers left to the model)."""
+        return {key: value for key, value in (("bag_size", self.bag_size),
+                                              ("weighting", self.weighting))
+                if value is not None}
+
     def index_options(self) -> dict:
-        """Keyword arguments for `SparseIndex.from_embeddings` (unset levers left out)."""
-        options = {"k": self.k, "weighting": self.weighting,
-                   "pc1_strength": self.pc1_strength, "merge_variants": self.merge_variants}
-        return {key: value for key, value in options.items() if value is not None}
+        """Keyword arguments for `index_from_embeddings` (unset levers left out)."""
+        return {key: value for key, value in (("pc1_strength", self.pc1_strength),
+                                              ("merge_variants", self.merge_variants))
+                if value is not None}
+
+
+def build_sparse_index(encoder: Encoder, collection: Collection, doc_embeddings: np.ndarray,
+                       config: SparseConfig, path: Path | None = None) -> SparseIndex:
+    """The package's index build from stored embeddings: in memory (`path=None`) for the
+    systems and sweeps, on disk for measuring bytes. The documents' texts go along only for a
+    model without a default λ, whose strength is then calibrated on them."""
+    return index_from_embeddings(collection.doc_ids, doc_embeddings,
+                                 encoder.with_bags(**config.recipe()), path,
+                                 texts=[text for _, text in collection.docs],
+                                 **config.index_options())
+
+
+def ranking_of(results: Mapping[str, Sequence[Hit]]) -> Ranking:
+    """A searcher's {qid: [Hit]} as the (doc id, score) ranking evaluation reads."""
+    return {qid: [(hit.doc_id, hit.score) for hit in hits] for qid, hits in results.items()}
 
 
 class SparseSystem:
-    """An in-memory key-token index derived from stored embeddings (path=None, no re-encoding).
+    """An in-memory key-token index derived from stored embeddings (no re-encoding), with the
+    query encoders of both modes."""
 
-    `encoder` is normally a `CachedEncoder`, so model-mode queries go through the package's own
-    `SparseIndex.model_query_bags` on cached query embeddings.
-    """
-
-    def __init__(self, encoder: Encoder | CachedEncoder, doc_ids: Sequence[str],
-                 doc_embeddings: np.ndarray, config: SparseConfig):
+    def __init__(self, encoder: Encoder, collection: Collection, encoded: EncodedCollection,
+                 config: SparseConfig):
         self.encoder = encoder
+        self.collection = collection
+        self.encoded = encoded
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.index = SparseIndex.from_embeddings(
-                list(doc_ids), doc_embeddings, encoder, path=None,  # type: ignore[arg-type]
-                **config.index_options())
+            self.index = build_sparse_index(encoder, collection, encoded.doc_embeddings, config)
         self.warnings = sorted({str(w.message) for w in caught})
         self.config = self.resolved(config.token_weighting)
 
     def resolved(self, token_weighting: str = "idf") -> SparseConfig:
         """The concrete settings the index was built with, read back from its manifest."""
-        projection = self.index.manifest["projection"]
-        return SparseConfig(int(projection["k"]), float(f"{projection['pc1_strength']:.4g}"),
-                            str(projection["weighting"]), bool(projection["merge_variants"]),
-                            token_weighting)
+        bags = self.index.manifest.bags
+        return SparseConfig(int(bags.bag_size), float(f"{bags.pc1_strength:.4g}"),
+                            str(bags.weighting), bool(bags.merge_variants), token_weighting)
 
     @property
     def postings(self) -> int:
-        return int(self.index.manifest["postings"])
+        return int(self.index.manifest.postings)
 
-    def model_bags(self, queries: Sequence[str], token_weighting: str | None = None
-                   ) -> list[Bag]:
-        """Model-mode query bags (same k, weighting and PC1 adjustment as the documents, query
-        tokens weighted by idf or not), from `SparseIndex.model_query_bags`."""
+    @property
+    def texts(self) -> list[str]:
+        return [text for _, text in self.collection.queries]
+
+    def query_encoder(self, mode: str, token_weighting: str | None = None,
+                      live: bool = False) -> QueryEncoder:
+        """The query encoder of one mode, query tokens weighted by idf or not (the config's by
+        default). Model mode serves the cached query embeddings' bags, or with `live` runs the
+        model (to time what a query really costs); tokens mode never needs the model."""
         weighting = token_weighting or self.config.token_weighting
-        present = [i for i, q in enumerate(queries) if q.strip()]
-        bags = self.index.model_query_bags([queries[i] for i in present], None,
-                                           weighting)  # type: ignore[arg-type]
-        out = [EMPTY_BAG] * len(queries)
-        for i, bag in zip(present, bags, strict=True):
-            out[i] = bag
-        return out
+        if mode == "tokens":
+            return TokenQueryEncoder.for_index(self.index, weighting,  # type: ignore[arg-type]
+                                               tokenizer=self.encoder.tokenizer)
+        if mode != "model":
+            raise ValueError(f"unknown query mode {mode!r}: choose one of {', '.join(MODES)}")
+        model = ModelQueryEncoder.for_index(self.index, self.encoder,
+                                            weighting)  # type: ignore[arg-type]
+        if live:
+            return model
+        return PrecomputedQueryEncoder(self.texts,
+                                       model.from_embeddings(self.encoded.query_embeddings))
 
-    def token_bags(self, queries: Sequence[str], token_weighting: str | None = None
-                   ) -> list[Bag]:
-        """Tokenized queries (no model call); a query with no usable token gets an empty bag,
-        hence no hits, rather than failing the run."""
-        weighting = token_weighting or self.config.token_weighting
-        out = []
-        for query in queries:
-            try:
-                out.append(self.index.token_query_bag(query, weighting))  # type: ignore[arg-type]
-            except EmptyQueryError:
-                out.append(EMPTY_BAG)
-        return out
+    def query_bags(self, mode: str, token_weighting: str | None = None) -> sp.csr_matrix:
+        """Every query's bag in this mode, one row per collection query, in order."""
+        return sp.csr_matrix(self.query_encoder(mode, token_weighting).encode(self.texts))
 
-    def bags(self, mode: str, queries: Sequence[str], token_weighting: str | None = None
-             ) -> list[Bag]:
-        """Query bags of either mode."""
-        if mode == "model":
-            return self.model_bags(queries, token_weighting)
-        return self.token_bags(queries, token_weighting)
+    def searcher(self, mode: str, token_weighting: str | None = None) -> SparseSearcher:
+        return SparseSearcher(self.index, self.query_encoder(mode, token_weighting),
+                              self.encoder.tokenizer)
 
-    def search(self, bag: Bag, depth: int) -> Hits:
-        """Exact top hits by the index's own scoring (`Postings.scores` + `top_k`), without the
-        per-hit token explanation `SparseIndex.search_bag` adds for users."""
-        token_ids, weights = bag
-        if len(token_ids) == 0:
-            return []
-        docs, scores = top_k(self.index.postings.scores(token_ids, weights), depth + 1)
-        ids = self.index.doc_ids
-        return [(str(ids[d]), float(s)) for d, s in zip(docs.tolist(), scores.tolist(),
-                                                         strict=True)]
-
-    def search_public(self, bag: Bag, k: int) -> Hits:
-        """The user-facing `SparseIndex.search_bag` (compiled kernel, plus each hit's matched
-        tokens), for latency: the runs use `search`, which returns the same hits."""
-        if len(bag[0]) == 0:
-            return []
-        return [(hit.doc_id, hit.score) for hit in self.index.search_bag(*bag, k=k)]
-
-    def search_public_batch(self, bags: Sequence[Bag], k: int) -> list[Hits]:
-        """`SparseIndex.search_bags`: all queries at once, on every core numba uses."""
-        usable = [bag for bag in bags if len(bag[0])]
-        return [[(hit.doc_id, hit.score) for hit in hits]
-                for hits in self.index.search_bags(usable, k=k)]
-
-    def search_all(self, qids: Sequence[str], bags: Sequence[Bag],
-                   depth: int) -> dict[str, Hits]:
-        return {qid: self.search(bag, depth) for qid, bag in zip(qids, bags, strict=True)}
+    def search_all(self, mode: str, depth: int, token_weighting: str | None = None) -> Ranking:
+        """Every query's top depth + 1 hits. A query with no usable token (possible in tokens
+        mode) gets no hits, as it would for a user, and scores 0 in evaluation; the searcher's
+        warning about it is silenced, sweeps would repeat it at every point."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = self.searcher(mode, token_weighting).batch_search(
+                self.texts, self.collection.query_ids, k=depth + 1, explain=False)
+        return ranking_of(results)
 
 
 class DenseSystem:
     """tokretrieve.DenseIndex (faiss.IndexFlatIP on L2-normalised vectors) over the same
-    embeddings the sparse bags come from."""
+    embeddings the sparse bags come from, queried with the cached query embeddings."""
 
-    def __init__(self, encoder: Encoder, doc_ids: Sequence[str], doc_embeddings: np.ndarray):
-        self.index = DenseIndex(np.array(doc_ids, dtype=str), doc_embeddings, encoder)
+    def __init__(self, collection: Collection, encoded: EncodedCollection):
+        self.collection = collection
+        self.index = DenseIndex(np.array(collection.doc_ids, dtype=str), encoded.doc_embeddings)
+        self.searcher = DenseSearcher(self.index, PrecomputedQueryEncoder(
+            [text for _, text in collection.queries], encoded.query_embeddings))
 
-    def search(self, query_embeddings: np.ndarray, depth: int) -> list[Hits]:
-        results = self.index.search_vectors(np.atleast_2d(query_embeddings), depth + 1)
-        return [[(hit.doc_id, hit.score) for hit in hits] for hits in results]
-
-    def search_all(self, qids: Sequence[str], query_embeddings: np.ndarray,
-                   depth: int) -> dict[str, Hits]:
-        return dict(zip(qids, self.search(query_embeddings, depth), strict=True))
+    def search_all(self, depth: int) -> Ranking:
+        results = self.searcher.batch_search([text for _, text in self.collection.queries],
+                                             self.collection.query_ids, k=depth + 1,
+                                             explain=False)
+        return ranking_of(results)
 
 
 class BM25System:

@@ -1,13 +1,14 @@
 """Query batches for the package's kernel, and what each query costs it.
 
-`QueryBatch` lays query bags out exactly as SparseIndex.search_bags hands them to
-tokretrieve.kernels.batch_top_k (non-positive weights dropped, CSR of tokens), so the benchmark
-times the package's kernel without the Hit objects around it; the per-query slices are cut once,
-up front, so a latency sample is the kernel call and nothing else.
+`QueryBatch` lays query bags out exactly as SparseIndex.search hands them to
+tokretrieve.index.kernels.batch_top_k (negative weights dropped, duplicates summed, CSR of int64
+tokens and float32 weights), so the benchmark times the package's kernel without the argument
+checks and result padding around it; the per-query slices are cut once, up front, so a latency
+sample is the kernel call and nothing else.
 
-`package_top_k` calls that kernel as search_bags does (Postings.top_k), with one
-tokretrieve.kernels.Scratch whose buffers, one set per (threads, segment size), are reused by
-every later call, as an index reuses its own: no timed call allocates anything of segment size.
+`package_top_k` calls that kernel as SparseIndex.search does (Postings.top_k), with one
+tokretrieve.index.kernels.Scratch whose buffers, one set per (threads, segment size), are reused
+by every later call, as an index reuses its own: no timed call allocates anything of segment size.
 
 `traversal` counts what a query costs the segment-at-a-time kernel: postings walked (the sum of
 its tokens' list lengths over all segments), distinct documents touched (accumulator entries the
@@ -17,14 +18,14 @@ scan of the whole segment, taken when the postings walked in a segment reach 1/8
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 
-from tokretrieve.kernels import DENSE_SHARE, Scratch
-from tokretrieve.postings import Postings
+from tokretrieve.index.kernels import DENSE_SHARE, Scratch
+from tokretrieve.index.postings import Postings
 
 
 @dataclass
@@ -36,21 +37,15 @@ class QueryBatch:
     weights: np.ndarray
 
     @classmethod
-    def from_bags(cls, bags: Sequence[tuple[np.ndarray, np.ndarray]]) -> QueryBatch:
-        """Clean bags the way SparseIndex._clean_bag does (drop non-positive weights)."""
-        tokens, weights = [], []
-        for ids, w in bags:
-            ids = np.asarray(ids, dtype=np.int64).ravel()
-            w = np.asarray(w, dtype=np.float32).ravel()
-            keep = w > 0
-            tokens.append(ids[keep])
-            weights.append(w[keep])
-        lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-        indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        return cls(indptr,
-                   np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64),
-                   np.concatenate(weights) if weights else np.zeros(0, dtype=np.float32))
+    def from_bags(cls, bags: sp.spmatrix) -> QueryBatch:
+        """Query bags (queries x vocabulary, as the query encoders give them), cleaned the way
+        SparseIndex.search cleans them: non-positive weights dropped, duplicates summed."""
+        bags = sp.csr_matrix(bags, dtype=np.float32, copy=True)
+        bags.data[bags.data < 0] = 0
+        bags.eliminate_zeros()
+        bags.sum_duplicates()
+        return cls(bags.indptr.astype(np.int64), bags.indices.astype(np.int64),
+                   bags.data.astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
@@ -74,8 +69,8 @@ _SCRATCH = Scratch()
 
 def package_top_k(postings: Postings, batch: QueryBatch, k: int,
                   n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Postings.top_k, as search_bags calls it, on `n_threads` buffers (set numba's thread
-    count to match). Returns (docs, scores, counts)."""
+    """Postings.top_k, as SparseIndex.search calls it, on `n_threads` buffers (set numba's
+    thread count to match). Returns (docs, scores, counts)."""
     return postings.top_k(batch.indptr, batch.tokens, batch.weights, k, _SCRATCH, n_threads)
 
 

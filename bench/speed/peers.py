@@ -14,12 +14,12 @@ vector count and width, not the values).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+import scipy.sparse as sp
 from tqdm import tqdm
 
 BM25_BACKENDS = ("numba", "numpy")
@@ -71,13 +71,15 @@ class BM25Peer:
     def save(self, folder: Path) -> None:
         self.retriever.save(str(folder), show_progress=False)
 
-    def queries(self, bags: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
-        """Token-mode query bags (token ids, counts) as bm25s term-id lists, count-repeated
-        (a tokenized query names a repeated word twice)."""
+    def queries(self, bags: sp.csr_matrix) -> list[list[int]]:
+        """Token-mode query bags with count weights (queries x vocabulary) as bm25s term-id
+        lists, count-repeated (a tokenized query names a repeated word twice)."""
+        bags = sp.csr_matrix(bags)
         out = []
-        for tokens, counts in bags:
-            terms = self.term_of_token[np.asarray(tokens, dtype=np.int64)]
-            repeats = np.maximum(np.rint(np.asarray(counts, dtype=np.float64)), 1).astype(int)
+        for q in range(bags.shape[0]):
+            start, end = bags.indptr[q], bags.indptr[q + 1]
+            terms = self.term_of_token[bags.indices[start:end].astype(np.int64)]
+            repeats = np.maximum(np.rint(bags.data[start:end].astype(np.float64)), 1).astype(int)
             out.append([int(t) for t, r in zip(terms, repeats, strict=True) if t >= 0
                         for _ in range(r)])
         return out
@@ -88,7 +90,8 @@ class BM25Peer:
 
 
 class DensePeer:
-    """faiss.IndexFlatIP over unit vectors, the exact dense baseline tokretrieve.dense wraps."""
+    """faiss.IndexFlatIP over unit vectors, the exact dense baseline tokretrieve.DenseIndex
+    wraps."""
 
     def __init__(self, index: Any):
         self.index = index

@@ -5,7 +5,10 @@ so the only way to compare setups is one process per setup; bench.speed runs thi
 different environments. On a shared, oversubscribed machine the default (OpenMP threads that
 spin at every barrier) can make a batch call tens of times slower than with sleeping waits.
 
-    python -m bench.speed_threads INDEX_FOLDER QUERIES_FOLDER   # prints one JSON object
+    python -m bench.speed.threads_probe INDEX_FOLDER QUERIES_FOLDER   # prints one JSON object
+
+Everything heavy is imported inside `probe`, after the process has started with the
+environment under test.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ def probe(index_path: str, queries_path: str, repeats: int = REPEATS) -> dict[st
     import numba
     import numpy as np
 
-    from bench.speed_kernel import QueryBatch, package_top_k
-    from tokretrieve import SparseIndex
+    from bench.speed.kernel import QueryBatch, package_top_k
+    from bench.toolkit.clock import load_average
+    from tokretrieve import SparseIndex, TokenQueryEncoder
     from tokretrieve.corpus import read_queries
 
     index = SparseIndex.load(index_path)
-    batch = QueryBatch.from_bags([index.token_query_bag(text)
-                                  for _, text in read_queries(queries_path)])
+    texts = [text for _, text in read_queries(queries_path)]
+    batch = QueryBatch.from_bags(TokenQueryEncoder.for_index(index).encode(texts))
     threads = numba.get_num_threads()
     package_top_k(index.postings, batch, 10, threads)  # compiles, allocates the buffers
     seconds = []
@@ -42,8 +46,7 @@ def probe(index_path: str, queries_path: str, repeats: int = REPEATS) -> dict[st
     return {"threading_layer": numba.threading_layer(), "threads": threads,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "batch_ms_median": median * 1000, "batch_ms_best": min(seconds) * 1000,
-            "qps": len(batch) / median, "queries": len(batch),
-            "load_avg": [round(x, 2) for x in os.getloadavg()]}
+            "qps": len(batch) / median, "queries": len(batch), "load_avg": load_average()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,33 +1,46 @@
-"""Clocks for the speed benchmark: per-call latency percentiles, batch throughput, peak memory,
+"""The benchmarks' one clock: per-call latency percentiles, batch throughput, wall time, memory,
 and the machine's load average next to every number.
 
 The benchmark machine is shared, so a timing means little without the load it was taken under:
-every measurement records `os.getloadavg()` before and after. Latency loops run each query as its
-own call, repeat passes over the query set until there are enough samples for a p99 (or a time
-budget is spent), and keep the garbage collector out of the timed region, so a collection
-triggered by the harness's own allocations does not land on a random query.
+every latency and throughput measurement records `os.getloadavg()` before and after. Latency
+loops run each item as its own call after one untimed warm-up call (JIT, lazy loads, caches),
+repeat passes over the items until there are enough samples for a p99 (or a time budget is
+spent), and switch the garbage collector off in the timed region, so a collection triggered by
+the harness's own allocations does not land on a random item. (No collection is forced before
+it either: in a process holding a model one costs a quarter of a second and changes no sample.)
+
+Percentiles are numpy's default (linear interpolation between closest ranks) in every benchmark,
+so their latencies compare directly. This module imports numpy only: the threading probe of the
+speed benchmark imports it in a fresh process whose thread pools must not start early.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import os
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 MIN_LATENCY_SAMPLES = 1000
 LATENCY_BUDGET_S = 15.0
 THROUGHPUT_MIN_S = 1.0
 THROUGHPUT_MIN_REPEATS = 3
+# latency(..., **ONE_PASS): every item timed exactly once, however long it takes (the quality
+# benchmark's per-query costs, where each query is one sample of the collection).
+ONE_PASS = {"min_samples": 0, "budget_s": math.inf}
 
 
 def load_average() -> list[float]:
-    """The 1, 5 and 15-minute load averages, rounded; what else was running when we measured."""
+    """The 1, 5 and 15-minute load averages, rounded; what else was running when we measured
+    (a load above the core count means the benchmark competed for the CPUs)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:  # pragma: no cover - platforms without getloadavg
@@ -35,11 +48,8 @@ def load_average() -> list[float]:
 
 
 def percentile_summary(samples_s: Sequence[float]) -> dict[str, float]:
-    """p50 / p99 / mean / max in milliseconds of per-call times given in seconds.
-
-    Percentiles are numpy's default (linear interpolation between closest ranks), the same
-    definition bench/timing.py uses, so the two benchmarks' latencies compare directly.
-    """
+    """p50 / p99 / mean / max in milliseconds of per-call times given in seconds (NaN, n=0 for
+    no samples: an absent measurement must not read as a fast one)."""
     if len(samples_s) == 0:
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "mean_ms": float("nan"),
                 "max_ms": float("nan"), "n": 0}
@@ -48,23 +58,24 @@ def percentile_summary(samples_s: Sequence[float]) -> dict[str, float]:
             "mean_ms": float(ms.mean()), "max_ms": float(ms.max()), "n": len(ms)}
 
 
-def latency(function: Callable[[Any], object], items: Sequence[Any],
+def latency(function: Callable[[T], object], items: Sequence[T],
             min_samples: int = MIN_LATENCY_SAMPLES, budget_s: float = LATENCY_BUDGET_S,
-            min_items: int = 30) -> dict[str, Any]:
+            min_items: int = 30, per_item: bool = False) -> dict[str, Any]:
     """Time `function(item)` one call at a time, in passes over `items`.
 
-    One untimed warm-up call first (JIT, lazy loads). Passes repeat until `min_samples` samples
-    or `budget_s` seconds; a slow system may stop inside the first pass, but only after
-    `min_items` items. Returns the percentile summary, the load average around it, and the
-    per-item median (seconds), which the kernel analysis correlates with postings walked.
+    One untimed warm-up call first. Passes repeat until `min_samples` samples or `budget_s`
+    seconds; a slow system may stop inside the first pass, but only after `min_items` items.
+    Returns the percentile summary, the number of passes and the load average around it; with
+    `per_item`, also each item's median time in seconds (`per_item_s`, which the speed
+    benchmark's kernel analysis correlates with the postings each query walks).
     """
     if not items:
-        return {**percentile_summary([]), "per_item_s": [], "passes": 0}
+        return {**percentile_summary([]), "passes": 0,
+                **({"per_item_s": []} if per_item else {})}
     function(items[0])
     samples: list[float] = []
-    per_item: list[list[float]] = [[] for _ in items]
+    by_item: list[list[float]] = [[] for _ in items]
     load_before = load_average()
-    gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     started = time.perf_counter()
@@ -76,7 +87,7 @@ def latency(function: Callable[[Any], object], items: Sequence[Any],
                 function(item)
                 elapsed = time.perf_counter() - start
                 samples.append(elapsed)
-                per_item[position].append(elapsed)
+                by_item[position].append(elapsed)
                 if (passes == 0 and position + 1 >= min_items
                         and time.perf_counter() - started > budget_s):
                     break
@@ -87,9 +98,11 @@ def latency(function: Callable[[Any], object], items: Sequence[Any],
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {**percentile_summary(samples), "passes": passes,
-            "per_item_s": [float(np.median(s)) if s else float("nan") for s in per_item],
-            "load_avg_before": load_before, "load_avg_after": load_average()}
+    out = {**percentile_summary(samples), "passes": passes, "load_avg_before": load_before,
+           "load_avg_after": load_average()}
+    if per_item:
+        out["per_item_s"] = [float(np.median(s)) if s else float("nan") for s in by_item]
+    return out
 
 
 def throughput(function: Callable[[], object], count: int,
@@ -97,8 +110,8 @@ def throughput(function: Callable[[], object], count: int,
                min_repeats: int = THROUGHPUT_MIN_REPEATS) -> dict[str, Any]:
     """Items per second of a batch call over `count` items: one warm-up call, then repeats until
     both `min_repeats` calls and `min_seconds` have passed (one repeat when the warm-up alone
-    took over three times that). The median call is the headline
-    (robust to a neighbour's burst); the best call shows what an idle machine would give."""
+    took over three times that). The median call is the headline (robust to a neighbour's
+    burst); the best call shows what an idle machine would give."""
     warm_up = timed(function)[1]
     if warm_up >= 3 * max(min_seconds, 1.0):
         # A batch that takes several seconds is its own average; repeating it only costs time.
@@ -118,8 +131,9 @@ def throughput(function: Callable[[], object], count: int,
             "load_avg_before": load_before, "load_avg_after": load_average()}
 
 
-def timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    """`function()`'s result and its wall time in seconds."""
+def timed(function: Callable[[], T]) -> tuple[T, float]:
+    """`function()`'s result and its wall time in seconds (one call, no warm-up: for steps that
+    happen once, like loading a model or building an index)."""
     start = time.perf_counter()
     result = function()
     return result, time.perf_counter() - start
@@ -127,7 +141,8 @@ def timed(function: Callable[[], Any]) -> tuple[Any, float]:
 
 def reset_peak_rss() -> bool:
     """Reset the kernel's high-water mark of our resident set (Linux: clear_refs 5), so the next
-    peak_rss_mb() reads the peak of one phase, not of everything the process did before."""
+    peak_rss_mb() reads the peak of one phase, not of everything the process did before.
+    False where the platform cannot (the peak then stays the process's whole-life peak)."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
             handle.write("5")

@@ -1,35 +1,75 @@
-"""What a result was measured on: without the machine, model and versions, timings and even
-scores cannot be compared with another run."""
+"""What a result was measured on, and with which code.
+
+Without the machine, the thread settings and the library versions, a timing cannot be compared
+with another run's; without the commit, not even a score can be traced to the code that made it.
+Every benchmark puts this record into its results.json (bench.toolkit.results.new_record).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
+import subprocess
 from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import faiss
-import torch
+from bench.toolkit import REPO_ROOT
+from bench.toolkit.clock import load_average
+from bench.toolkit.threads import thread_settings
 
-from tokretrieve import Encoder, __version__
+if TYPE_CHECKING:
+    from tokretrieve import Encoder
 
-PACKAGES = ("torch", "transformers", "faiss-cpu", "bm25s", "ir_measures", "numpy", "scipy")
+PACKAGES = ("tokretrieve", "torch", "transformers", "numpy", "scipy", "numba", "faiss-cpu",
+            "bm25s", "ir_measures")
+# Environment variables that change how the engines start their threads (read once, at start).
+THREAD_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+              "NUMBA_THREADING_LAYER")
+MAX_CHANGED_SHOWN = 50
 
 
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo, falling back to platform's guess."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
-def machine() -> dict:
-    """CPU, threads, library versions and the time of the run."""
+def memory_gib() -> float | None:
+    """Total physical memory (MemTotal), None where /proc/meminfo is unavailable."""
+    with contextlib.suppress(OSError, ValueError, IndexError), \
+            open("/proc/meminfo", encoding="ascii") as handle:
+        return round(int(handle.readline().split()[1]) / 2**20, 1)
+    return None
+
+
+def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
+    """The commit checked out in `repo` and whether tracked files differ from it.
+
+    `dirty` counts tracked files only (`changed` lists them): untracked files are what a run
+    itself writes (its results folder, caches), so counting them would mark every run dirty.
+    All three fields are None outside a git checkout or without git.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              timeout=30, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "changed": None}
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    return {"commit": commit, "dirty": bool(changed), "changed": changed[:MAX_CHANGED_SHOWN]}
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, memory, thread settings, package versions, date, load average and commit."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -38,19 +78,22 @@ def machine() -> dict:
             versions[package] = None
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "tokretrieve": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "faiss_threads": faiss.omp_get_max_threads(),
+        "memory_gib": memory_gib(),
+        "threads": thread_settings(),
+        "env": {name: os.environ.get(name) for name in THREAD_ENV},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "packages": versions,
+        "load_avg": load_average(),
+        "git": git_state(),
     }
 
 
-def model_record(model: str, encoder: Encoder) -> dict:
-    """The model as given, what it resolved to, and the hash of its weights."""
+def model_record(model: str, encoder: Encoder) -> dict[str, Any]:
+    """The model as given, what it resolved to, and the hash of its weights: a score or a
+    docs/s figure belongs to these exact weights, not to a name that may resolve elsewhere."""
     loaded = encoder.model
     return {
         "model": model,
@@ -62,5 +105,5 @@ def model_record(model: str, encoder: Encoder) -> dict:
         "hidden_size": loaded.hidden_size,
         "vocab_size": loaded.vocab_size,
         "device": str(loaded.device),
-        "dtype": str(loaded.projection_weight.dtype).removeprefix("torch."),
+        "dtype": encoder.dtype,
     }

@@ -1,0 +1,249 @@
+"""`python -m bench.encoding`: document-encoding throughput, and how much of the CPU's measured
+matmul throughput the model forward reaches.
+
+    python -m bench.encoding                                   # minilm + smollm2, fp32 + bf16
+    python -m bench.encoding --models minilm --dtypes float32 --docs 200
+    python -m bench.encoding --threads 1,2 --batch-sizes 16,32,64
+
+What is measured and why: bench/encoding/measure.py. Writes
+bench/results/encoding/<timestamp>/results.json and report.md, and prints the report.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse
+import contextlib
+import datetime as dt
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.encoding.measure import (
+    MATMUL_SIZES,
+    FlopCache,
+    cosine_agreement,
+    evenly_spaced,
+    fraction_of,
+    measure_bags,
+    measure_encoding,
+    measure_matmul,
+    observe_backbone,
+    waste_table,
+)
+from bench.encoding.report import render_report
+from bench.toolkit import CRANFIELD, RESULTS_DIR
+from bench.toolkit.clock import load_average, timed
+from bench.toolkit.machine import model_record
+from bench.toolkit.results import command_line, new_record, run_folder, write_record
+from bench.toolkit.threads import pinned
+from tokretrieve import Encoder
+from tokretrieve.corpus import read_documents
+from tokretrieve.encoding.encoder import (
+    DEFAULT_BAG_SIZE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    DTYPES,
+)
+
+DEFAULT_OUTPUT = RESULTS_DIR / "encoding"
+DEFAULT_MODELS = "minilm,smollm2"
+DEFAULT_DTYPES = "float32,bfloat16"
+DEFAULT_DOCS = 256
+DEFAULT_SWEEP_DOCS = 96
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def parse_list(text: str, kind: Callable[[str], Any], name: str) -> list[Any]:
+    """A comma-separated option as a list, refusing empty lists and bad items by name."""
+    items = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            items.append(kind(part))
+        except ValueError:
+            raise SystemExit(f"error: {name}: bad item '{part}'") from None
+    if not items:
+        raise SystemExit(f"error: {name} is empty")
+    return items
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.encoding",
+        description="Document-encoding docs/s and tokens/s through Encoder.embed, the bag step, "
+                    "padding waste, and the forward's GFLOP/s as a fraction of a timed torch.mm.")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"default {DEFAULT_MODELS}")
+    parser.add_argument("--dtypes", default=DEFAULT_DTYPES,
+                        help=f"model dtypes, of {', '.join(DTYPES)} (default {DEFAULT_DTYPES})")
+    parser.add_argument("--docs", type=positive_int, default=DEFAULT_DOCS,
+                        help=f"documents of the headline rows, evenly spaced over the corpus "
+                             f"(default {DEFAULT_DOCS})")
+    parser.add_argument("--sweep-docs", type=positive_int, default=DEFAULT_SWEEP_DOCS,
+                        help="documents (evenly spaced over --docs) of the thread and batch-size "
+                             f"comparisons (default {DEFAULT_SWEEP_DOCS})")
+    parser.add_argument("--batch-sizes", default=str(DEFAULT_BATCH_SIZE),
+                        help="encoder batch sizes to compare on the sweep subset; the first is "
+                             f"the headline's (default {DEFAULT_BATCH_SIZE}, the encoder's)")
+    parser.add_argument("--threads", default=None,
+                        help="torch thread counts to compare on the sweep subset; the largest is "
+                             "the headline's (default: 1 and torch's default, "
+                             f"{torch.get_num_threads()} here)")
+    parser.add_argument("--max-length", type=positive_int, default=DEFAULT_MAX_LENGTH)
+    parser.add_argument("--bag-size", type=positive_int, default=DEFAULT_BAG_SIZE,
+                        help=f"tokens per bag in the bag step (default {DEFAULT_BAG_SIZE}, the "
+                             "package's)")
+    parser.add_argument("--corpus", type=Path, default=CRANFIELD,
+                        help="collection read with tokretrieve.corpus.read_documents "
+                             "(default ../shared/data/cranfield)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="results go to <output>/<timestamp>/ (default "
+                             "bench/results/encoding)")
+    return parser.parse_args(argv)
+
+
+def run_model(model: str, dtypes: Sequence[str], texts: list[str], sweep: list[str],
+              threads: list[int], batch_sizes: list[int], args: argparse.Namespace,
+              references: dict[tuple[int, str], float], corpus: Sequence[str]) -> dict[str, Any]:
+    """All rows of one model: per dtype the headline (all docs, most threads, first batch
+    size), the bag step, then the thread and batch-size comparisons on the subset; and the
+    padding waste batching the whole `corpus` would give."""
+    most = max(threads)
+    record: dict[str, Any] = {"rows": [], "bags": {}}
+    flops: FlopCache | None = None
+    embeddings: dict[str, np.ndarray] = {}
+    for dtype in dtypes:
+        print(f"[encode] {model} {dtype}: loading", flush=True)
+        loaded, load_s = timed(lambda dtype=dtype: Encoder.load(
+            model, max_length=args.max_length, batch_size=batch_sizes[0], device="cpu",
+            dtype=dtype))
+        encoder: Encoder = loaded
+        if "model" not in record:
+            record["model"] = model_record(model, encoder) | {"load_s": {}}
+        record["model"]["load_s"][dtype] = load_s
+        if flops is None:  # FLOPs depend on shapes only: one count per width serves all dtypes
+            flops = FlopCache(encoder.model.backbone)
+            record["padding_waste_by_batch_size"] = waste_table(encoder, corpus)
+        else:
+            flops.backbone = encoder.model.backbone
+        row, embeddings[dtype] = measure_encoding(encoder, texts, most, flops, references)
+        record["rows"].append({"model": model, "set": "headline", **row})
+        _progress(record["rows"][-1])
+        if "flop_check" not in record:
+            with pinned(most), observe_backbone(encoder.model.backbone) as log:
+                encoder.embed(texts[:encoder.batch_size])
+            record["flop_check"] = flops.check(log)
+        record["bags"][dtype] = measure_bags(encoder, embeddings[dtype], args.bag_size, most)
+        print(f"  bags: {record['bags'][dtype]['docs_per_s']:.0f} docs/s", flush=True)
+        settings = [(t, batch_sizes[0]) for t in sorted(threads, reverse=True)]
+        settings += [(most, b) for b in batch_sizes[1:]]
+        if len(settings) > 1:
+            for t, b in settings:
+                sized = encoder if b == encoder.batch_size else Encoder(
+                    encoder.model, encoder.method, encoder.max_length, b)
+                row, _ = measure_encoding(sized, sweep, t, flops, references)
+                record["rows"].append({"model": model, "set": "sweep", **row})
+                _progress(record["rows"][-1])
+        del encoder, loaded
+    if flops is not None:
+        record["flops_per_row_by_width"] = {str(w): n for w, n in sorted(flops.per_row.items())}
+        record["flops_by_op_per_width_sum"] = flops.by_op
+    if "float32" in embeddings and "bfloat16" in embeddings:
+        record["bf16_vs_fp32_cosine"] = cosine_agreement(embeddings["float32"],
+                                                         embeddings["bfloat16"])
+    return record
+
+
+def _progress(row: dict[str, Any]) -> None:
+    print(f"  {row['set']}: {row['dtype']} threads={row['threads']} batch={row['batch_size']} "
+          f"docs={row['docs']}: {row['docs_per_s']:.1f} docs/s, "
+          f"{row['forward_gflops']:.0f} GFLOP/s forward "
+          f"({row['fraction_of_matmul']:.0%} of mm), waste {row['padding_waste']:.1%}, "
+          f"cpu share {row['cpu_share']:.2f}", flush=True)
+
+
+def bf16_support() -> dict[str, Any]:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 / AMX), from /proc/cpuinfo."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    found = [flag for flag in BF16_CPU_FLAGS if flag in flags]
+    return {"native": bool(found), "flags": found,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    models = parse_list(args.models, str, "--models")
+    dtypes = parse_list(args.dtypes, str, "--dtypes")
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        raise SystemExit(f"error: --dtypes: unknown {unknown}; choose from {', '.join(DTYPES)}")
+    batch_sizes = parse_list(args.batch_sizes, positive_int, "--batch-sizes")
+    threads = parse_list(args.threads or f"1,{torch.get_num_threads()}", positive_int,
+                         "--threads")
+    threads = sorted(set(threads))
+    documents = read_documents(args.corpus)
+    picks = evenly_spaced(args.docs, len(documents))
+    texts = [documents[i][1] for i in picks]
+    sweep = [texts[i] for i in evenly_spaced(args.sweep_docs, len(texts))]
+    record = new_record(
+        command_line("python -m bench.encoding", argv), bf16=bf16_support(),
+        settings={"models": models, "dtypes": dtypes, "docs": len(texts),
+                  "sweep_docs": len(sweep), "batch_sizes": batch_sizes, "threads": threads,
+                  "max_length": args.max_length, "bag_size": args.bag_size,
+                  "corpus": str(args.corpus), "corpus_docs": len(documents),
+                  "matmul_sizes": list(MATMUL_SIZES)},
+        matmul={}, models={})
+    out_dir = run_folder(args.output, record)
+    print(f"[encode] {len(texts)} docs from {args.corpus} ({len(sweep)} in the sweep subset); "
+          f"threads {threads}, dtypes {dtypes}; measuring torch.mm ...", flush=True)
+    starts = {(t, d): measure_matmul(t, d) for t in threads for d in dtypes}
+    references = {key: value["gflops"] for key, value in starts.items()}
+    for model in models:
+        record["models"][model] = run_model(model, dtypes, texts, sweep, threads, batch_sizes,
+                                            args, references,
+                                            [text for _, text in documents])
+        write_record(out_dir, record, render_report, partial=True)
+    print("[encode] measuring torch.mm again ...", flush=True)
+    ends = {(t, d): measure_matmul(t, d) for t in threads for d in dtypes}
+    for (t, d), start in starts.items():
+        best = max(start["gflops"], ends[(t, d)]["gflops"])
+        record["matmul"][f"{d}/{t}"] = {"threads": t, "dtype": d, "gflops": best,
+                                         "start": start, "end": ends[(t, d)]}
+        # Rows were divided by the start's figure; re-divide by the better of the two.
+        for model_record_ in record["models"].values():
+            for row in model_record_["rows"]:
+                if row["threads"] == t and row["dtype"] == d:
+                    row["matmul_gflops"] = best
+                    row["fraction_of_matmul"] = fraction_of(row["forward_gflops"], best)
+    record["load_avg_end"] = load_average()
+    record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    write_record(out_dir, record, render_report, partial=False)
+    print()
+    print(render_report(record))
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

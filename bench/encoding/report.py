@@ -1,0 +1,106 @@
+"""report.md of the encoding benchmark, from its results record alone (so a saved results.json
+can be re-rendered without re-running anything).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.toolkit.tables import number, percent, table
+
+
+def main_table(record: dict[str, Any]) -> list[str]:
+    """One row per model x setting: docs/s, tokens/s, forward GFLOP/s against torch.mm, padding
+    waste, the bag step, and the CPU share the run got."""
+    header = ["model", "set", "dtype", "threads", "batch", "docs", "docs/s", "vs default",
+              "tokens/s", "GFLOP/doc", "forward share", "forward GFLOP/s", "mm GFLOP/s",
+              "of mm", "padding waste", "bag docs/s", "bag share", "CPU share", "load 1m"]
+    rows = []
+    for model, data in record["models"].items():
+        for r in data["rows"]:
+            bags = data["bags"].get(r["dtype"]) if r["set"] == "headline" else None
+            bag_share = (r["docs_per_s"] / (r["docs_per_s"] + bags["docs_per_s"])
+                         if bags else None)
+            base = _sweep_default(data["rows"], r) if r["set"] == "sweep" else None
+            rows.append([model, r["set"], r["dtype"], str(r["threads"]), str(r["batch_size"]),
+                         str(r["docs"]), number(r["docs_per_s"], 1),
+                         f"{r['docs_per_s'] / base['docs_per_s']:.2f}x" if base else "",
+                         number(r["tokens_per_s"], 0),
+                         number(r["gflop_per_doc"], 2), percent(r["forward_share"], 0),
+                         number(r["forward_gflops"], 0), number(r["matmul_gflops"], 0),
+                         percent(r["fraction_of_matmul"], 0), percent(r["padding_waste"]),
+                         number(bags["docs_per_s"], 0) if bags else "",
+                         percent(bag_share) if bags else "", number(r["cpu_share"], 2),
+                         number((r.get("load_avg_after") or [None])[0], 2)])
+    return table(header, rows)
+
+
+def _sweep_default(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The sweep row `row` is compared with: same dtype, the headline's threads and batch."""
+    headline = next((r for r in rows if r["set"] == "headline" and r["dtype"] == row["dtype"]),
+                    None)
+    if headline is None:
+        return None
+    return next((r for r in rows if r["set"] == "sweep" and r["dtype"] == row["dtype"]
+                 and r["threads"] == headline["threads"]
+                 and r["batch_size"] == headline["batch_size"]), None)
+
+
+def render_report(record: dict[str, Any]) -> str:
+    """report.md, from the results record alone."""
+    s = record["settings"]
+    m = record["machine"]
+    git = m["git"]
+    commit = ("unknown commit" if git["commit"] is None else
+              f"commit {git['commit'][:12]}" + (" with uncommitted changes" if git["dirty"]
+                                                else ""))
+    lines = ["# Document encoding throughput", "",
+             f"`{record['command']}` ({commit}), started {record['started']}, on "
+             f"{m['cpu']} ({m['cpu_count']} CPUs, torch {m['packages'].get('torch')}; native "
+             f"bf16: {number(record['bf16']['native'])}). "
+             f"Headline rows: {s['docs']} documents evenly spaced over {s['corpus']} "
+             f"({s['corpus_docs']} docs), max length {s['max_length']}; sweep rows: "
+             f"{s['sweep_docs']} of those. Load average start/end: "
+             f"{m['load_avg']} / {record.get('load_avg_end')}.", "",
+             "docs/s and tokens/s are through `Encoder.embed` (tokenizing, padding, forward, "
+             "pooling); *forward share* is the part of that time spent inside the backbone's "
+             "forward; *forward GFLOP/s* is the FlopCounterMode count of the batches the "
+             "encoder formed over that forward time; *of mm* divides it by the best GFLOP/s of a "
+             f"square torch.mm ({', '.join(map(str, s['matmul_sizes']))}) at the same threads "
+             "and dtype; *padding waste* is the padded share of the positions the forward "
+             "computed; *bag docs/s* is `Encoder.bags` (projection + top-k, "
+             f"bags of {s['bag_size']}) on the headline embeddings, and *bag share* its part of "
+             "encode + "
+             "bag time; *vs default* is a sweep row's docs/s over the sweep row at the "
+             "headline's threads and batch size (same documents); *CPU share* is CPU seconds "
+             "/ wall seconds / threads (below ~0.9: another process had the cores). "
+             f"OMP_WAIT_POLICY: {m['env'].get('OMP_WAIT_POLICY')}.", ""]
+    lines += main_table(record)
+    lines += ["", "## torch.mm reference (best of start and end)", ""]
+    lines += table(["dtype", "threads", "GFLOP/s", "start", "end"], [
+        [m["dtype"], str(m["threads"]), number(m["gflops"], 0), number(m["start"]["gflops"], 0),
+         number(m["end"]["gflops"], 0)] for m in record.get("matmul", {}).values()])
+    lines += ["", f"## Padding waste by batch size, whole corpus ({s['corpus_docs']} docs; "
+              "predicted from token counts)", ""]
+    waste_rows = []
+    for model, data in record["models"].items():
+        for w in data.get("padding_waste_by_batch_size", []):
+            waste_rows.append([model, str(w["batch_size"]), percent(w["sorted"]["waste"]),
+                               percent(w["unsorted"]["waste"])])
+    lines += table(["model", "batch", "length-sorted (the encoder)", "corpus order"],
+                    waste_rows)
+    lines += ["", "## Checks", ""]
+    for model, data in record["models"].items():
+        check = data.get("flop_check")
+        if check:
+            lines.append(f"- {model}: FLOPs of a real {check['rows']}-row batch of width "
+                         f"{check['width']} counted directly / rows x one-row count = "
+                         f"{check['ratio']:.6f}.")
+        replica = all(r["replica_matches"] for r in data["rows"])
+        lines.append(f"- {model}: replicated length-sorted batching matches the observed "
+                     f"batches in every row: {number(replica)}.")
+        cosine = data.get("bf16_vs_fp32_cosine")
+        if cosine:
+            lines.append(f"- {model}: bf16 vs fp32 document embeddings, cosine mean "
+                         f"{cosine['mean']:.5f}, min {cosine['min']:.5f}.")
+    return "\n".join(lines) + "\n"
