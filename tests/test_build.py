@@ -4,10 +4,12 @@ embeddings (PC1 by numpy SVD, projection, top-k, weighting, merging, quantizatio
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from built_reference import BAG_KEYS, DOCS, bag_hits
 from refimpl import assert_same_bag, brute_force_ranking, random_texts
 
 from tokretrieve.build import index_from_embeddings
+from tokretrieve.errors import TokretrieveError
 
 
 def test_stored_embeddings_are_the_model_embeddings(built):
@@ -71,3 +73,19 @@ def test_ties_go_to_the_lower_document_position(tiny_encoder):
             assert [doc for doc, _ in hits] == [ids[i] for i in expected]
             for group in range(4):  # identical bags score bit-identically
                 assert len({s for doc, s in hits if order[ids.index(doc)] == group}) <= 1
+
+
+
+def test_index_from_embeddings_without_texts(tiny_encoder):
+    """A model with no measured λ default and no texts to calibrate on gets λ = 0 (no
+    adjustment), as before; asking for "auto" without texts is refused, naming what is needed."""
+    encoder = tiny_encoder("llama", "prompteol").with_bags(bag_size=5, weighting="shifted")
+    assert encoder.model.default_pc1_relative is None
+    embeddings = encoder.embed(random_texts(6, seed=61))
+    ids = [f"e{i}" for i in range(6)]
+    index = index_from_embeddings(ids, embeddings, encoder)
+    assert index.manifest.bags.pc1_strength == 0.0 and index.manifest.bags.pc1_request is None
+    plain = index_from_embeddings(ids, embeddings, encoder, pc1_strength=0.0)
+    assert (index.postings.impacts == plain.postings.impacts).all()
+    with pytest.raises(TokretrieveError, match="texts="):
+        index_from_embeddings(ids, embeddings, encoder, pc1_strength="auto")

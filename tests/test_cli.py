@@ -271,3 +271,24 @@ def test_analyze_writes_its_report(beir_folder, tiny_llama_dir, tmp_path, capsys
     text = report.read_text(encoding="utf-8")
     assert str(tiny_llama_dir) in text and "hit@" in text
     assert sorted(p.suffix for p in output.iterdir()) == [".md", ".png", ".png"]
+
+
+def test_command_line_queries_may_not_take_topic_ids(beir_folder, tiny_llama_dir, tmp_path,
+                                                     capsys):
+    """Query text on the command line is numbered 1, 2, ...; with --topics whose ids include
+    those numbers the run would be ambiguous: one error line saying so. Without a clash both
+    are searched."""
+    index = tmp_path / "idx"
+    build(beir_folder, tiny_llama_dir, index)
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("1\theat flow\nq9\twing drag\n")
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--mode", "tokens", "--topics", str(topics),
+                 "shock wave"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "numbered 1" in err[0] and "--topics" in err[0]
+    topics.write_text("q8\theat flow\nq9\twing drag\n")
+    assert main(["search", "--index", str(index), "--mode", "tokens", "--topics", str(topics),
+                 "shock wave"]) == 0
+    out = capsys.readouterr().out
+    assert "query 1: shock wave" in out and "query q8: heat flow" in out

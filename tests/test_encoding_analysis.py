@@ -1,4 +1,5 @@
-"""The paper-analysis maths (tokretrieve.alignment) and report (tokretrieve.analysis).
+"""The paper-analysis maths (tokretrieve.encoding.alignment) and report
+(tokretrieve.encoding.analysis).
 
 Metrics are checked on logits built by hand, whose decoded tokens and ranks are known; the
 spectrum and the per-component change on matrices built from a chosen SVD, whose answer is known

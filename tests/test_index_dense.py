@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from built_reference import DOCS, MODEL_QUERIES
 
 from tokretrieve.errors import TokretrieveError
@@ -45,3 +46,7 @@ def test_dense_index_never_returns_empty_documents():
     assert np.isneginf(scores[0][2])
     with pytest.raises(TokretrieveError, match="dimension is 2"):
         dense.search(np.ones((1, 3), dtype=np.float32), k=1)
+    with pytest.raises(TokretrieveError, match="not sparse bags"):
+        dense.search(sp.csr_matrix(np.ones((1, 2), dtype=np.float32)), k=1)
+    with pytest.raises(TokretrieveError, match="threads must be a positive integer"):
+        dense.search(np.zeros((1, 2), dtype=np.float32), k=1, threads=0)

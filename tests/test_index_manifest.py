@@ -19,6 +19,7 @@ from tokretrieve import (
     IndexManifest,
     SparseIndex,
     SparseSearcher,
+    TokretrieveError,
     build_index,
     index_encoder,
 )
@@ -180,6 +181,8 @@ def test_index_refuses_another_model(old_index, other_llama_dir, tiny_encoder, e
             SparseSearcher.from_index(old_index, mode="model", encoder=wrong)
         with pytest.raises(IndexFormatError, match=message):
             DenseSearcher.from_index(old_index, encoder=wrong)
+        with pytest.raises(IndexFormatError, match=message):  # it would lend its tokenizer
+            SparseSearcher.from_index(old_index, mode="tokens", encoder=wrong)
     fitted = index_encoder(index, tiny_encoder("llama", "prompteol"))
     assert (fitted.recipe.bag_size, fitted.weighting) == (6, "shifted")
     assert fitted.recipe.adjustment.strength == index.manifest.bags.pc1_strength
@@ -341,3 +344,25 @@ def test_manifest_written_before_the_records_loads_but_is_not_reused(old_index, 
     assert existing is not None
     assert differences == [f"bags.pc1_request: {UNRECORDED!r} -> 0.0",
                            f"documents_digest: None -> {documents_digest(DOCS)[:12]}"]
+
+
+def test_manifest_values_of_the_wrong_type_are_a_format_error(old_index):
+    """A manifest whose counts are not numbers, or whose projection is not an object: one
+    IndexFormatError naming the file, never a bare ValueError or KeyError."""
+    edit_manifest(old_index, doc_count="12x")
+    with pytest.raises(IndexFormatError, match="wrong type"):
+        SparseIndex.load(old_index)
+    edit_manifest(old_index, doc_count=len(DOCS), projection=[1, 2])
+    with pytest.raises(IndexFormatError, match="'projection' is not an object"):
+        SparseIndex.load(old_index)
+
+
+def test_reusable_index_says_why_an_index_cannot_be_reused(old_index, encoder):
+    """No index: (None, []); an index of another format version: (None, [the reason]), so the
+    build says why it rebuilds; a bad impact type is refused before anything is read."""
+    assert reusable_index(old_index.parent / "nowhere", DOCS, encoder) == (None, [])
+    edit_manifest(old_index, format_version=1)
+    existing, why = reusable_index(old_index, DOCS, encoder)
+    assert existing is None and len(why) == 1 and "format version 1" in why[0]
+    with pytest.raises(TokretrieveError, match="unknown impact type"):
+        reusable_index(old_index, DOCS, encoder, impacts="int4")

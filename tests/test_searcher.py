@@ -78,7 +78,7 @@ def test_variant_queries_meet_merged_documents(built):
 
 
 def test_ranking_only_search_returns_the_same_ranking(built):
-    """matched=False gives the same documents and scores, with empty matched-token lists."""
+    """explain=False gives the same documents and scores, with empty matched-token lists."""
     index, encoder, _ = built
     model = searcher(index, encoder, "model")
     qids = [str(i) for i in range(len(MODEL_QUERIES))]

@@ -35,7 +35,7 @@ from tokretrieve.index.postings import (
     postings_from_bags,
 )
 from tokretrieve.index.sparse import SparseIndex, in_memory
-from tokretrieve.index.storage import check_replaceable
+from tokretrieve.index.storage import MANIFEST, check_replaceable
 
 PC1Request = float | Literal["auto"] | None
 
@@ -84,7 +84,8 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
 
     Projection and top-k are a small matrix product, so every variant of bag size, weighting
     and λ comes from one encoding pass. With `path=None` nothing is written (the index lives in
-    memory). `texts` are needed only to calibrate λ ("auto", or a model without a default).
+    memory). `texts` are used only to calibrate λ ("auto", or a model without a measured
+    default; without texts such a model gets λ = 0).
     """
     check_pc1_request(pc1_strength)
     check_layout(impacts, segment_docs)
@@ -115,24 +116,30 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
     return index.write(path, attachments={"tokenizer": encoder.tokenizer.save_pretrained})
 
 
-def reusable_index(path: str | Path, docs: Iterable[tuple[str, str]], encoder: Encoder, *,
+def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: Encoder, *,
                    pc1_strength: PC1Request = None, merge_variants: bool = False,
                    impacts: ImpactType = "uint8", segment_docs: int = MAX_SEGMENT_DOCS
                    ) -> tuple[SparseIndex | None, list[str]]:
     """The index at `path` and what differs between the inputs that shaped it and those of
     `build_index` with these arguments, as 'field: old -> new' lines: (index, []) means the
-    build would write the same index, (None, []) that there is no readable index there.
+    build would write the same index, (None, []) that there is no index there, (None, [why])
+    that the one there cannot be opened (another format version, damage). `docs` is read
+    whole: pass a sequence, and the same one to `build_index`.
 
     Compared before encoding: the model (weights hash, method, max length, dtype), the bag
     recipe (bag size, weighting, the λ *asked for*, variant merging), the postings layout and
     a digest of the documents (ids and texts, in order; not the path they came from).
     """
     check_pc1_request(pc1_strength)
+    check_layout(impacts, segment_docs)
     records = _checked_records(docs, "documents")
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        return None, []
     try:
         existing = SparseIndex.load(path)
-    except TokretrieveError:
-        return None, []
+    except TokretrieveError as error:  # an index from another version, or a damaged one
+        return None, [f"the index there cannot be opened ({error})"]
     wanted = IndexManifest(
         doc_count=len(records), vocab_size=encoder.model.vocab_size,
         model=model_record(encoder),
@@ -179,7 +186,10 @@ def _resolve_strength(request: PC1Request, encoder: Encoder, embeddings: np.ndar
         mean_norm = float(np.linalg.norm(present, axis=1).mean()) if len(present) else 0.0
         return relative * mean_norm, None
     if texts is None:
-        raise TokretrieveError("calibrating the PC1 strength needs the documents' texts")
+        if request == "auto":
+            raise TokretrieveError("pc1_strength='auto' calibrates on the documents' texts: "
+                                   "pass texts=")
+        return 0.0, None  # no measured default and nothing to calibrate on: no adjustment
     try:
         calibration = calibrate_pc1_strength(encoder, texts, embeddings=embeddings)
     except TokretrieveError as error:

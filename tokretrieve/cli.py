@@ -28,6 +28,7 @@ from tokretrieve.encoding.encoder import (
 from tokretrieve.encoding.models import ALIASES, DEFAULT_MODEL
 from tokretrieve.encoding.projection import WEIGHTINGS
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
+from tokretrieve.index.manifest import FORMAT
 from tokretrieve.index.postings import IMPACT_TYPES
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.index.storage import folder_bytes
@@ -185,7 +186,7 @@ def _build(args: argparse.Namespace, corpus: str, output: Path) -> tuple[SparseI
         print(f"reusing {output} ({len(existing)} documents; --rebuild to build anew)")
         return existing, encoder
     if differences:
-        print(f"rebuilding {output}, built with other inputs: {'; '.join(differences)}")
+        print(f"rebuilding {output} ({'; '.join(differences)})")
     index = build_index(docs, encoder, output, source=corpus, **options)
     elapsed = time.perf_counter() - started
     manifest = index.manifest
@@ -215,7 +216,14 @@ def _run_index(args: argparse.Namespace) -> int:
 def _run_search(args: argparse.Namespace) -> int:
     queries = [(str(i), q) for i, q in enumerate(args.query, start=1)]
     if args.topics:
-        queries += read_queries(args.topics)
+        topics = read_queries(args.topics)
+        clash = sorted({qid for qid, _ in queries} & {qid for qid, _ in topics}, key=int)
+        if clash:
+            raise TokretrieveError(
+                f"query text given on the command line is numbered {', '.join(clash)}, ids "
+                f"--topics {args.topics} already uses: search them in two commands, or add "
+                "the queries to the topics file")
+        queries += topics
     if not queries:
         raise TokretrieveError("no queries: give query text or --topics")
     check_count(args.hits, "--hits")
@@ -285,7 +293,7 @@ def _run_info(args: argparse.Namespace) -> int:
     manifest = index.manifest
     model, bags, layout = manifest.model, manifest.bags, manifest.layout
     rows = [
-        ("format", f"tokretrieve.sparse v{manifest.format_version}"),
+        ("format", f"{FORMAT} v{manifest.format_version}"),
         ("created", manifest.created),
         ("source", manifest.source or "(python)"),
         ("documents", f"{manifest.doc_count} ({manifest.empty_documents} empty)"),

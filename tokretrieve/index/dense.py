@@ -12,6 +12,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import scipy.sparse as sp
 
 from tokretrieve.errors import TokretrieveError, check_count
 from tokretrieve.index.sparse import NO_SCORE, SparseIndex, check_threads
@@ -56,6 +57,10 @@ class DenseIndex:
         score -inf where fewer than k documents exist; a zero query vector gets no hits.
         """
         k = check_count(k, "k")
+        n_threads = check_threads(threads)
+        if sp.issparse(queries):
+            raise TokretrieveError("a dense index searches query vectors (a queries x dimension "
+                                   "array, as Encoder.embed returns), not sparse bags")
         vectors = np.array(queries, dtype=np.float32, ndmin=2, order="C")
         if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
             raise TokretrieveError(f"query vectors have shape {vectors.shape}, the index's "
@@ -69,7 +74,7 @@ class DenseIndex:
         if len(self) == 0 or not present.any():
             return scores, ids
         before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(check_threads(threads))
+        faiss.omp_set_num_threads(n_threads)
         try:
             found, rows = self.faiss_index.search(vectors[present], min(k, len(self)))
         finally:

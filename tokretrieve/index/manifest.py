@@ -107,10 +107,20 @@ class IndexManifest:
     def from_json(cls, data: dict[str, Any], folder: str | Path) -> IndexManifest:
         """Parse a manifest.json object, naming every missing key (never a bare KeyError)."""
         where = Path(folder) / MANIFEST
-        _require(data, ("doc_count", "vocab_size", "model", "projection", "postings_format"),
-                 "", where)
+        _require(data, ("format_version", "doc_count", "vocab_size", "model", "projection",
+                        "postings_format"), "", where)
+        try:
+            return cls._parse(data, where)
+        except (TypeError, ValueError) as error:  # a value of the wrong kind: "12x" documents
+            raise IndexFormatError(f"{where} holds a value of the wrong type ({error}): the "
+                                   "index is damaged; rebuild it") from None
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any], where: Path) -> IndexManifest:
         model = _section(data, "model", ModelRecord, where)
-        projection = dict(data["projection"]) if isinstance(data["projection"], dict) else {}
+        if not isinstance(data["projection"], dict):
+            raise IndexFormatError(f"{where}: 'projection' is not an object; rebuild the index")
+        projection = dict(data["projection"])
         projection.setdefault("pc1_request", UNRECORDED)
         if "k" in projection:
             projection["bag_size"] = projection.pop("k")

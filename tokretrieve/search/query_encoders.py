@@ -73,7 +73,8 @@ def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder
 def index_tokenizer(index: SparseIndex):
     """The tokenizer saved inside an index folder (no model weights needed)."""
     if index.path is None:
-        raise TokretrieveError("this index is not on disk: pass its tokenizer explicitly")
+        raise TokretrieveError("this index is not on disk, so it has no saved tokenizer: give "
+                               "the searcher the index's model (encoder=...) or a tokenizer")
     folder = Path(index.path) / "tokenizer"
     if not folder.is_dir():
         raise IndexFormatError(f"{index.path}: tokenizer/ is missing; the index is damaged, "
@@ -189,10 +190,12 @@ class PrecomputedQueryEncoder:
     """Rows computed beforehand, looked up by query text (one row of `encoded` per text)."""
 
     def __init__(self, texts: Sequence[str], encoded: sp.spmatrix | np.ndarray):
-        if encoded.shape[0] != len(texts):
-            raise TokretrieveError(f"{len(texts)} texts but {encoded.shape[0]} encoded rows")
+        encoded = sp.csr_matrix(encoded) if sp.issparse(encoded) else np.asarray(encoded)
+        if encoded.ndim != 2 or encoded.shape[0] != len(texts):
+            raise TokretrieveError(f"{len(texts)} texts but encoded rows of shape "
+                                   f"{encoded.shape}: give one row per text")
         self._row = {text: i for i, text in enumerate(texts)}
-        self._encoded = sp.csr_matrix(encoded) if sp.issparse(encoded) else np.asarray(encoded)
+        self._encoded = encoded
 
     def encode(self, texts: Sequence[str]) -> sp.csr_matrix | np.ndarray:
         texts = check_texts(texts)

@@ -29,6 +29,7 @@ from tokretrieve.search.query_encoders import (
     QueryEncoder,
     TokenQueryEncoder,
     TokenWeighting,
+    index_encoder,
     index_tokenizer,
 )
 
@@ -137,7 +138,9 @@ class SparseSearcher(Searcher):
             query_encoder = ModelQueryEncoder.for_index(index, encoder, token_weighting,
                                                         query_bag_size)
             return cls(index, query_encoder, query_encoder.encoder.tokenizer)
-        tokenizer = encoder.tokenizer if encoder is not None else index_tokenizer(index)
+        # an encoder given for tokens mode lends its tokenizer: it must be the index's model
+        tokenizer = (index_encoder(index, encoder).tokenizer if encoder is not None
+                     else index_tokenizer(index))
         return cls(index, TokenQueryEncoder.for_index(index, token_weighting, tokenizer),
                    tokenizer)
 
@@ -185,7 +188,9 @@ class DenseSearcher(Searcher):
 
 
 def _present(encoded: sp.csr_matrix | np.ndarray) -> np.ndarray:
-    """Which rows can match anything: a bag with a positive weight, a non-zero vector."""
+    """Which queries yielded something: a bag with at least one token (a token in no document
+    keeps its entry at weight 0: such a query is searched and matches nothing, as before), a
+    non-zero vector."""
     if sp.issparse(encoded):
         bags = sp.csr_matrix(encoded)
         return np.diff(bags.indptr) > 0
