@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from tokretrieve.index.kernels import DENSE_SHARE, Scratch
 from tokretrieve.index.postings import Postings
+from tokretrieve.index.sparse import clean_query_bags
 
 
 @dataclass
@@ -38,12 +39,9 @@ class QueryBatch:
 
     @classmethod
     def from_bags(cls, bags: sp.spmatrix) -> QueryBatch:
-        """Query bags (queries x vocabulary, as the query encoders give them), cleaned the way
-        SparseIndex.search cleans them: non-positive weights dropped, duplicates summed."""
-        bags = sp.csr_matrix(bags, dtype=np.float32, copy=True)
-        bags.data[bags.data < 0] = 0
-        bags.eliminate_zeros()
-        bags.sum_duplicates()
+        """Query bags (queries x vocabulary, as the query encoders give them), cleaned by the
+        package's own clean_query_bags, as SparseIndex.search cleans them."""
+        bags = clean_query_bags(bags)
         return cls(bags.indptr.astype(np.int64), bags.indices.astype(np.int64),
                    bags.data.astype(np.float32))
 

@@ -183,13 +183,19 @@ class SparseIndex:
         if queries.shape[1] != self.vocab_size:
             raise TokretrieveError(f"query bags have {queries.shape[1]} columns, the index's "
                                    f"vocabulary {self.vocab_size}: encode them with its model")
-        bags = sp.csr_matrix(queries, dtype=np.float32, copy=True)
-        if not np.all(np.isfinite(bags.data)):
-            raise TokretrieveError("query bag weights must be finite numbers")
-        bags.data[bags.data < 0] = 0
-        bags.eliminate_zeros()
-        bags.sum_duplicates()
-        return bags
+        return clean_query_bags(queries)
+
+
+def clean_query_bags(queries: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
+    """Query bags as the kernel reads them: a float32 CSR copy with duplicate tokens summed and
+    non-positive weights dropped (they cannot raise a score); non-finite weights refused."""
+    bags = sp.csr_matrix(queries, dtype=np.float32, copy=True)
+    if not np.all(np.isfinite(bags.data)):
+        raise TokretrieveError("query bag weights must be finite numbers")
+    bags.sum_duplicates()
+    bags.data[bags.data < 0] = 0
+    bags.eliminate_zeros()
+    return bags
 
 
 def in_memory(manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
