@@ -187,14 +187,14 @@ class SparseIndex:
 
 
 def clean_query_bags(queries: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
-    """Query bags as the kernel reads them: a float32 CSR copy with duplicate tokens summed and
-    non-positive weights dropped (they cannot raise a score); non-finite weights refused."""
+    """Query bags as the kernel reads them: a float32 CSR copy, non-positive weights dropped
+    (they cannot raise a score), then duplicate tokens summed; non-finite weights refused."""
     bags = sp.csr_matrix(queries, dtype=np.float32, copy=True)
     if not np.all(np.isfinite(bags.data)):
         raise TokretrieveError("query bag weights must be finite numbers")
-    bags.sum_duplicates()
     bags.data[bags.data < 0] = 0
     bags.eliminate_zeros()
+    bags.sum_duplicates()
     return bags
 
 
