@@ -102,12 +102,8 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
                  if merge_variants else None)
     fitted = encoder.with_bags(adjustment=PC1Adjustment(direction, strength), token_map=token_map)
     postings = postings_from_bags(fitted.bags(embeddings), impacts, segment_docs)
-    manifest = IndexManifest(
-        doc_count=len(doc_ids), vocab_size=encoder.model.vocab_size,
-        model=model_record(encoder),
-        bags=bag_record(encoder, pc1_strength, merge_variants, strength, calibration),
-        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=1.0),
-        documents_digest=documents_digest, source=source)
+    manifest = _manifest(encoder, len(doc_ids), pc1_strength, merge_variants, impacts,
+                         segment_docs, documents_digest, strength, calibration, source)
     ids = np.array(doc_ids, dtype=str)
     index = in_memory(manifest, postings, ids, embeddings, direction, token_map)
     _warn_empty(index.manifest)
@@ -140,13 +136,23 @@ def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: E
         existing = SparseIndex.load(path)
     except TokretrieveError as error:  # an index from another version, or a damaged one
         return None, [f"the index there cannot be opened ({error})"]
-    wanted = IndexManifest(
-        doc_count=len(records), vocab_size=encoder.model.vocab_size,
-        model=model_record(encoder),
-        bags=bag_record(encoder, pc1_strength, merge_variants, float("nan"), None),
-        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=float("nan")),
-        documents_digest=documents_digest(records))
+    wanted = _manifest(encoder, len(records), pc1_strength, merge_variants, impacts,
+                       segment_docs, documents_digest(records))
     return existing, existing.manifest.differences(wanted)
+
+
+def _manifest(encoder: Encoder, doc_count: int, pc1_request: PC1Request, merge_variants: bool,
+              impacts: ImpactType, segment_docs: int, digest: str | None,
+              strength: float = float("nan"), calibration: Calibration | None = None,
+              source: str = "") -> IndexManifest:
+    """The manifest of a build with these inputs. What only the build finds out (λ resolved
+    from a request, the quantization scale, the counts) takes no part in comparisons: it is NaN
+    here until known, and `in_memory` fills the postings' own counts and layout."""
+    return IndexManifest(
+        doc_count=doc_count, vocab_size=encoder.model.vocab_size, model=model_record(encoder),
+        bags=bag_record(encoder, pc1_request, merge_variants, strength, calibration),
+        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=float("nan")),
+        documents_digest=digest, source=source)
 
 
 def model_record(encoder: Encoder) -> ModelRecord:
