@@ -24,8 +24,8 @@ def test_trec_run_file_format(tmp_path):
     ranking = {"q1": [("d3", 2.5), ("d1", 1.25)], "q2": [("d2", 0.5)]}
     path = write_trec_run(ranking, tmp_path / "run.trec", "my-system")
     lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines == ["q1 Q0 d3 1 2.500000 my-system", "q1 Q0 d1 2 1.250000 my-system",
-                     "q2 Q0 d2 1 0.500000 my-system"]
+    assert lines == ["q1 Q0 d3 1 2.5 my-system", "q1 Q0 d1 2 1.25 my-system",
+                     "q2 Q0 d2 1 0.5 my-system"]
     for line in lines:
         assert re.fullmatch(r"\S+ Q0 \S+ [1-9]\d* -?\d+\.\d+ \S+", line)
     assert read_trec_run(lines) == ranking
