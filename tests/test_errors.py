@@ -3,6 +3,9 @@ searchers): every case ends in a tokretrieve error whose message names the probl
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 from refimpl import random_texts
@@ -116,6 +119,22 @@ def test_tsv_and_beir_folder(tmp_path):
         read_documents(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.parametrize("bad_id", ["a b", "a\tb", "a\nb", "a\u00a0b"])  # a no-break space too
+def test_ids_with_whitespace_are_refused_naming_the_line(tmp_path, bad_id):
+    """An id with a space, tab or newline would shift the columns of a TREC run line: the
+    read stops naming the file, the line and the id (leading and trailing blanks are trimmed
+    as before)."""
+    file = write_lines(tmp_path / "c.jsonl", [b'{"_id": " a ", "text": "ok"}',
+                                              json.dumps({"_id": bad_id, "text": "x"}).encode()])
+    with pytest.raises(CorpusError, match=rf"c\.jsonl:2: id {re.escape(repr(bad_id))} "
+                                          "contains whitespace"):
+        read_documents(file)
+    tsv = tmp_path / "q.tsv"
+    tsv.write_text("q1\tfine\nq 2\twing\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"q\.tsv:2: id 'q 2' contains whitespace"):
+        read_queries(tsv)
+
+
 def test_tsv_with_byte_order_mark(tmp_path):
     """A UTF-8 file starting with a BOM (as many Windows editors save it) reads the same ids,
     or is refused; the first id is never silently changed."""
@@ -154,6 +173,19 @@ def test_records_must_be_id_text_pairs(encoder, tmp_path):
         build_index([("a", None)], encoder, tmp_path / "i", progress=False)
     with pytest.raises(TokretrieveError, match="collection is empty"):
         build_index([], encoder, tmp_path / "i", progress=False)
+
+
+def test_document_ids_with_whitespace_are_refused_before_encoding(encoder, tmp_path,
+                                                                 monkeypatch):
+    """build_index refuses an id a run file could not hold, naming its position and the id,
+    before any document is encoded; nothing is written."""
+    monkeypatch.setattr(encoder, "embed", lambda *a, **k: pytest.fail("encoded before checking"))
+    for bad in ("d 1", "d\t1", "d1\n"):
+        with pytest.raises(TokretrieveError, match=rf"document 1: id {re.escape(repr(bad))} "
+                                                   "contains whitespace"):
+            build_index([("d0", "wing"), (bad, "heat")], encoder, tmp_path / "i",
+                        progress=False)
+    assert not (tmp_path / "i").exists()
 
 
 # ---------------------------------------------------------------------------- empty documents

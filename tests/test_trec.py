@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ir_measures
 import numpy as np
+import pytest
 
+from tokretrieve import CorpusError
 from tokretrieve.search import Hit
 from tokretrieve.trec import write_run
 
@@ -26,3 +28,19 @@ def test_scores_read_back_exactly_and_keep_the_order(tmp_path):
     assert [(row.doc_id, row.score) for row in rows if row.query_id == "q2"] == [
         ("d9", fused), ("d8", 12.5)]
     assert path.read_text().splitlines()[0] == "q1 Q0 d0 1 3.1e-06 tokretrieve"
+
+
+@pytest.mark.parametrize(("results", "tag", "message"), [
+    ({"q 1": [Hit("d1", 1.0, [])]}, "t", "query id 'q 1' contains whitespace"),
+    ({"q1": [Hit("d1", 1.0, []), Hit("d\t2", 0.5, [])]}, "t",
+     r"document id \(query 'q1', rank 2\) 'd\\t2' contains whitespace"),
+    ({"": [Hit("d1", 1.0, [])]}, "t", "query id is empty"),
+    ({"q1": [Hit("d1", 1.0, [])]}, "my run", "run tag 'my run' contains whitespace"),
+])
+def test_ids_and_tags_with_whitespace_are_refused(tmp_path, results, tag, message):
+    """A run line is whitespace-separated columns: an id or tag with a blank (or an empty id)
+    would shift them, so it is refused naming it, and no run file is left behind."""
+    path = tmp_path / "run.trec"
+    with pytest.raises(CorpusError, match=message):
+        write_run(path, results, tag=tag)
+    assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from tokretrieve.corpus import check_unique, documents_digest
+from tokretrieve.corpus import check_id, check_unique, documents_digest
 from tokretrieve.encoding.alignment import Calibration, calibrate_pc1_strength
 from tokretrieve.encoding.checkpoint import checkpoint_path, encode_resumable
 from tokretrieve.encoding.encoder import Encoder
@@ -231,6 +231,7 @@ def _check_records(docs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
             raise TokretrieveError(f"document {position} is not an (id, text) pair") from None
         if not isinstance(doc_id, str) or not doc_id.strip():
             raise TokretrieveError(f"document {position} has an empty or non-string id")
+        check_id(doc_id, f"document {position}: id")
         if not isinstance(text, str):
             raise TokretrieveError(f"document {doc_id!r} has a {type(text).__name__} text, "
                                    "not a string")

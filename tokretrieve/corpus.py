@@ -1,9 +1,10 @@
 """Reading collections: BEIR folders, JSONL/TSV files of (id, text), and ir_datasets ids.
 
 Readers never skip or silently mangle a record: a malformed line stops the read with the file and
-line named, duplicate ids are refused with the ids listed, and empty texts are kept (they become
-empty bags, reported by the index build). Bytes that are not UTF-8 are an error by default, with
-`encoding_errors="replace"` to index such files anyway.
+line named, duplicate ids are refused with the ids listed, so are ids with whitespace (a TREC run
+file could not hold them), and empty texts are kept (they become empty bags, reported by the index
+build). Bytes that are not UTF-8 are an error by default, with `encoding_errors="replace"` to
+index such files anyway.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from tokretrieve.errors import CorpusError
 IRDS_PREFIX = "irds:"
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
 TEXT_FIELDS = ("text", "contents", "body", "query")
+_WHITESPACE = re.compile(r"\s")
 
 
 def read_documents(spec: str | Path, encoding_errors: str = "strict") -> list[tuple[str, str]]:
@@ -43,8 +46,9 @@ def read_queries(spec: str | Path, encoding_errors: str = "strict") -> list[tupl
     if spec_text.startswith(IRDS_PREFIX):
         dataset_id = spec_text[len(IRDS_PREFIX):]
         with _irds_fetching(dataset_id):
-            records = [(q.query_id, _irds_query_text(q))
-                       for q in _irds_load(dataset_id).queries_iter()]
+            records = [(check_id(q.query_id, f"{spec_text} query {position}: id"),
+                        _irds_query_text(q))
+                       for position, q in enumerate(_irds_load(dataset_id).queries_iter())]
         return check_unique(records, spec_text)
     path = Path(spec)
     if path.is_dir():
@@ -91,6 +95,19 @@ def check_unique(records: Iterable[tuple[str, str]], source: str) -> list[tuple[
         more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
         raise CorpusError(f"{source}: duplicate ids {shown}{more}: ids must be unique")
     return records
+
+
+def check_id(value: str, what: str) -> str:
+    """Refuse an id that would break a TREC line: run and qrels files are whitespace-separated
+    columns, so an empty id, or one with a space, tab or newline, shifts the columns after it.
+    `what` names the id for the message (e.g. 'corpus.jsonl:3: id')."""
+    if not value:
+        raise CorpusError(f"{what} is empty: TREC run files need an id in every column")
+    if _WHITESPACE.search(value):
+        raise CorpusError(f"{what} {value!r} contains whitespace: TREC run files separate "
+                          "their columns by whitespace, so ids must have no spaces, tabs or "
+                          "newlines; rename it")
+    return value
 
 
 def documents_digest(records: Iterable[tuple[str, str]]) -> str:
@@ -148,14 +165,14 @@ def _read_tsv(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:
         fields = line.split("\t")
         if len(fields) < 2 or not fields[0].strip():
             raise CorpusError(f"{path}:{number}: expected 'id<TAB>text'")
-        yield fields[0].strip(), "\t".join(fields[1:])
+        yield check_id(fields[0].strip(), f"{path}:{number}: id"), "\t".join(fields[1:])
 
 
 def _record_id(record: dict, path: Path, number: int) -> str:
     for key in ID_FIELDS:
         value = record.get(key)
         if value is not None and str(value).strip():
-            return str(value).strip()
+            return check_id(str(value).strip(), f"{path}:{number}: id")
     raise CorpusError(f"{path}:{number}: no id field (one of {', '.join(ID_FIELDS)})")
 
 
@@ -186,10 +203,11 @@ def _irds_documents(dataset_id: str) -> list[tuple[str, str]]:
         raise CorpusError(f"ir_datasets '{dataset_id}' has no documents")
     records = []
     with _irds_fetching(dataset_id):
-        for doc in dataset.docs_iter():
+        for position, doc in enumerate(dataset.docs_iter()):
             title = getattr(doc, "title", "") or ""
             text = getattr(doc, "text", None) or doc.default_text()
-            records.append((doc.doc_id, f"{title} {text}".strip() if title else text))
+            records.append((check_id(doc.doc_id, f"irds:{dataset_id} document {position}: id"),
+                            f"{title} {text}".strip() if title else text))
     return check_unique(records, f"irds:{dataset_id}")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tokretrieve.corpus import check_id
 from tokretrieve.search.searcher import Hit
 
 
@@ -15,13 +16,17 @@ def write_run(path: str | Path, results: Mapping[str, Sequence[Hit]],
               tag: str = "tokretrieve") -> None:
     """Write `qid Q0 docid rank score tag` lines, ranks from 1, one block per query; written
     to a temporary name and renamed, so a run file is whole or absent, never half written.
-    Evaluators re-sort each query's lines by score, so scores are written exactly."""
+    Evaluators re-sort each query's lines by score, so scores are written exactly; and they
+    split lines at whitespace, so the ids and the tag are refused if they hold any."""
     path = Path(path)
+    check_id(tag, "run tag")
     staging = path.with_name(f".{path.name}.partial")
     try:
         with staging.open("w", encoding="utf-8") as handle:
             for qid, hits in results.items():
+                check_id(qid, "query id")
                 for rank, hit in enumerate(hits, start=1):
+                    check_id(hit.doc_id, f"document id (query {qid!r}, rank {rank})")
                     handle.write(f"{qid} Q0 {hit.doc_id} {rank} {_score_text(hit.score)} "
                                  f"{tag}\n")
         os.replace(staging, path)
