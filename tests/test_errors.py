@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from tokretrieve import (
     CorpusError,
     EmptyQueryError,
     Encoder,
+    IndexFormatError,
     ModelLoadError,
     SparseSearcher,
     TokretrieveError,
@@ -213,6 +215,38 @@ def test_empty_and_whitespace_texts_become_empty_bags(encoder, tmp_path):
         expected = plain_searcher.search(query, k=20)
         assert [(h.doc_id, h.score) for h in with_blanks] == [(h.doc_id, h.score)
                                                               for h in expected]
+
+
+# ---------------------------------------------------------------------------- index folders
+@pytest.mark.parametrize("damage", ["missing", "empty", "garbled"])
+def test_damaged_tokenizer_folder_is_a_format_error(small_index, tmp_path, damage):
+    """Tokens mode loads the tokenizer saved in the index: a missing, emptied or garbled
+    tokenizer/ folder is an IndexFormatError that says to rebuild, never a transformers error
+    (or, for a path it cannot find, a hub lookup of a repo named '<index>/tokenizer')."""
+    copy = tmp_path / "idx"
+    shutil.copytree(small_index.path, copy)
+    tokenizer = copy / "tokenizer"
+    shutil.rmtree(tokenizer)
+    if damage != "missing":
+        tokenizer.mkdir()
+    if damage == "garbled":
+        (tokenizer / "tokenizer.json").write_text("{not json")
+    expected = "is missing" if damage == "missing" else "cannot be loaded"
+    with pytest.raises(IndexFormatError, match=rf"tokenizer/ {expected}.*rebuild it"):
+        SparseSearcher.from_index(copy, mode="tokens")
+
+
+def test_index_tokenizer_is_never_looked_up_on_the_hub(small_index, monkeypatch):
+    """The saved tokenizer loads from local files only (transformers takes any path it cannot
+    read for a hub repo id)."""
+    from transformers import AutoTokenizer
+
+    calls = []
+    load = AutoTokenizer.from_pretrained
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained",
+                        lambda *a, **k: calls.append(k) or load(*a, **k))
+    SparseSearcher.from_index(small_index.path, mode="tokens")
+    assert calls and all(call.get("local_files_only") is True for call in calls)
 
 
 # ---------------------------------------------------------------------------- models

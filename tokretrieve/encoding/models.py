@@ -196,11 +196,13 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
     )
 
 
-def load_tokenizer(source: str):
-    """The tokenizer alone: the cheap query path needs no model weights."""
+def load_tokenizer(folder: str | Path):
+    """A tokenizer saved in a local folder, alone: the cheap query path needs no model weights.
+    Local files only: transformers takes a path it cannot find for a hub repo name and spends
+    its retries asking the hub for it."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def _load_transformers(source: str, dtype: torch.dtype):

@@ -79,7 +79,12 @@ def index_tokenizer(index: SparseIndex):
     if not folder.is_dir():
         raise IndexFormatError(f"{index.path}: tokenizer/ is missing; the index is damaged, "
                                "rebuild it")
-    return load_tokenizer(str(folder))
+    try:
+        return load_tokenizer(folder)
+    except (OSError, ValueError) as error:  # files missing or garbled: transformers' words
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise IndexFormatError(f"{index.path}: tokenizer/ cannot be loaded ({cause}); the "
+                               "index is damaged, rebuild it") from None
 
 
 def token_weights(index: SparseIndex, token_weighting: TokenWeighting) -> np.ndarray | None:
