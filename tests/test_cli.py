@@ -156,6 +156,22 @@ def test_search_topics_writes_trec_run(beir_folder, tiny_llama_dir, tmp_path):
         assert scores == sorted(scores, reverse=True)
 
 
+def test_model_given_as_relative_folder_searches_from_elsewhere(beir_folder, tiny_llama_dir,
+                                                              tmp_path, monkeypatch, capsys):
+    """`index --model ./folder`, then model-mode `search` from another working directory: the
+    index recorded the folder's absolute path, so its model loads and the search runs."""
+    output = tmp_path / "idx"
+    monkeypatch.chdir(tiny_llama_dir.parent)
+    assert build(beir_folder, f"./{tiny_llama_dir.name}", output) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["search", "--index", str(output), "--mode", "model", "heat flow"]) == 0
+    expected = SparseSearcher.from_index(output, mode="model").search("heat flow")
+    assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["1", expected[0].doc_id]
+
+
 def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     output = tmp_path / "idx"
     build(beir_folder, tiny_llama_dir, output)

@@ -1,5 +1,6 @@
-"""tokretrieve.encoding.models, the precision weights load in: bfloat16 gives the same embeddings
-within bf16 precision, is recorded in the index, and the index's model is reloaded so."""
+"""tokretrieve.encoding.models: the precision weights load in (bfloat16 gives the same
+embeddings within bf16 precision, is recorded in the index, and the index's model is reloaded
+so), and the name a model is recorded by (a local folder's absolute path)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,21 @@ def test_index_records_and_reloads_the_dtype(tiny_llama_dir, tmp_path):
 def test_unknown_dtype_is_refused(tiny_llama_dir):
     with pytest.raises(TokretrieveError, match="unknown dtype 'float8'"):
         Encoder.load(str(tiny_llama_dir), dtype="float8")
+
+
+def test_relative_folder_is_recorded_by_its_absolute_path(tiny_llama_dir, tmp_path,
+                                                          monkeypatch):
+    """A model loaded as './folder' is recorded (name and source) by its absolute path, so an
+    index built with it reloads its model from any working directory."""
+    folder = tiny_llama_dir.resolve()
+    monkeypatch.chdir(folder.parent)
+    encoder = Encoder.load(f"./{folder.name}", method="mean", device="cpu")
+    assert (encoder.model.name, encoder.model.source) == (str(folder), str(folder))
+    path = tmp_path / "idx"
+    build_index(list(zip(["a", "b", "c"], TEXTS, strict=True)),
+                encoder.with_bags(bag_size=4, weighting="shifted"), path, pc1_strength=0.0,
+                progress=False)
+    monkeypatch.chdir(tmp_path)  # where './<folder name>' is nothing
+    index = SparseIndex.load(path)
+    assert index.manifest.model.name == str(folder)
+    assert index_encoder(index).model.content_hash == index.manifest.model.content_hash

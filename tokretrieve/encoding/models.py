@@ -151,18 +151,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         raise ModelLoadError("model name is empty: give an alias "
                              f"({', '.join(ALIASES)}), a local folder, a .gguf file or a hub id")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name in ALIASES:
-        path = alias_path(name)
-        source = str(_dequantized_copy(path) if ALIASES[name].gguf else path)
-    elif name.endswith(".gguf"):
-        if not Path(name).is_file():
-            raise ModelLoadError(f"GGUF file not found: {name}")
-        source = str(_dequantized_copy(Path(name)))
-    else:
-        source = name
-        looks_local = Path(name).exists() or name.startswith((".", "/", "~"))
-        if looks_local and not Path(name).is_dir():
-            raise ModelLoadError(f"model folder not found: {name}")
+    recorded, source = _resolve(name)
     try:
         model, tokenizer, is_causal = _load_transformers(source, dtype)
     except (OSError, ValueError, KeyError) as error:
@@ -180,7 +169,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         backbone = model
         weight, bias = model.get_input_embeddings().weight, None
     return LoadedModel(
-        name=name,
+        name=recorded,
         source=source,
         tokenizer=tokenizer,
         backbone=backbone,
@@ -194,6 +183,25 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
                            else "log1p_relu" if is_causal else "softmax"),
         default_pc1_relative=ALIASES[name].default_pc1_relative if name in ALIASES else None,
     )
+
+
+def _resolve(name: str) -> tuple[str, str]:
+    """(the name to record, what transformers loads) for a model name. A local folder or GGUF
+    file is recorded by its absolute path: an index reloads its model by the recorded name,
+    and a relative path would only resolve from the working directory of the build."""
+    if name in ALIASES:
+        path = alias_path(name)
+        return name, str(_dequantized_copy(path) if ALIASES[name].gguf else path)
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {name}")
+        return str(path.resolve()), str(_dequantized_copy(path))
+    if path.exists() or name.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise ModelLoadError(f"model folder not found: {name}")
+        return str(path.resolve()), str(path.resolve())
+    return name, name  # a hub id
 
 
 def load_tokenizer(folder: str | Path):
