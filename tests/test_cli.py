@@ -184,7 +184,7 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     assert [row.split()[-1] for row in rows] == [token for token, _ in expected]
     assert main(["info", "--index", str(output)]) == 0
     info = capsys.readouterr().out
-    assert "tokretrieve.sparse v2" in info and "4 (1 empty)" in info
+    assert "tokretrieve.sparse v3" in info and "4 (1 empty)" in info
     assert "uint8 impacts" in info
     assert "bag_size=8, weighting=shifted, pc1_strength=0," in info
 
@@ -227,7 +227,7 @@ def test_index_refuses_to_replace_a_folder_that_is_not_an_index(beir_folder, tin
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
     assert build(beir_folder, tiny_llama_dir, precious) == 2
-    assert "is not a tokretrieve index" in capsys.readouterr().err
+    assert "holds files that are not an index" in capsys.readouterr().err
     assert (precious / "notes.txt").read_text() == "keep me"
 
 

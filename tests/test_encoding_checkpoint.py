@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tokretrieve import SparseIndex, build_index
-from tokretrieve.encoding.checkpoint import checkpoint_path, encode_resumable
+from tokretrieve.encoding.checkpoint import encode_resumable
+from tokretrieve.index.generations import CHECKPOINT
 
 TEXTS = [f"wing lift drag flow {'heat ' * (i % 4)}shock" for i in range(10)]
 IDS = [f"d{i}" for i in range(10)]
@@ -66,5 +67,5 @@ def test_build_removes_its_checkpoint(tiny_encoder, tmp_path):
     path = tmp_path / "idx"
     build_index(list(zip(IDS, TEXTS, strict=True)), encoder.with_bags(bag_size=4), path,
                 progress=False)
-    assert not checkpoint_path(path).exists()
+    assert not (path / CHECKPOINT).exists()
     assert len(SparseIndex.load(path)) == len(IDS)

@@ -41,7 +41,7 @@ def random_queries(seed: int, bags: sp.csr_matrix) -> list[tuple[np.ndarray, np.
     return queries
 
 
-def run_kernel(postings, queries, k, threads):
+def run_kernel(postings, queries, k, threads, deleted=None):
     lengths = [len(tokens) for tokens, _ in queries]
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = np.concatenate([t for t, _ in queries]).astype(np.int64)
@@ -50,7 +50,9 @@ def run_kernel(postings, queries, k, threads):
                                                            postings.n_docs))
     docs, sums, counts = batch_top_k(postings.indptr, postings.docs, postings.impacts,
                                      postings.n_docs, postings.segment_docs, indptr, tokens,
-                                     weights, k, accumulators, touched)
+                                     weights, k,
+                                     np.zeros(0, dtype=bool) if deleted is None else deleted,
+                                     accumulators, touched)
     assert not accumulators.any()  # left zeroed for the next call
     return [(docs[q, :counts[q]].tolist(), (sums[q, :counts[q]] * postings.scale).tolist())
             for q in range(len(queries))]
@@ -70,6 +72,28 @@ def test_kernel_equals_brute_force_with_ties(segment_docs, threads):
             vector[tokens] = weights
             exact = matrix @ vector
             assert docs == brute_force_ranking(exact, k)
+            assert scores == exact[docs].tolist()
+
+
+@pytest.mark.parametrize("segment_docs", [1, 7, 65536])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_deleted_documents_are_skipped_exactly(segment_docs, threads):
+    """With a third of the documents marked deleted, the kernel returns the brute-force top-k
+    of the others (ties to the lower position), full to k while enough others match."""
+    bags = random_bags(seed=segment_docs + 100)
+    postings = postings_from_bags(bags, "float32", segment_docs)
+    deleted = np.random.default_rng(4).random(N_DOCS) < 1 / 3
+    matrix = bags.toarray().astype(np.float64)
+    matrix[deleted] = 0  # a deleted document can never score
+    queries = random_queries(seed=threads + 7, bags=bags)
+    for k in (1, 5, N_DOCS):
+        for (tokens, weights), (docs, scores) in zip(
+                queries, run_kernel(postings, queries, k, threads, deleted), strict=True):
+            vector = np.zeros(VOCAB)
+            vector[tokens] = weights
+            exact = matrix @ vector
+            assert docs == brute_force_ranking(exact, k)
+            assert not deleted[docs].any()
             assert scores == exact[docs].tolist()
 
 

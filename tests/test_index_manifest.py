@@ -83,14 +83,29 @@ def edit_manifest(path, **changes):
 # ------------------------------------------------------------------------------ format checks
 def test_other_format_version_is_refused(old_index):
     """An index written in another format version is refused, naming both versions."""
-    edit_manifest(old_index, format_version=3)
-    with pytest.raises(IndexFormatError, match=r"format version 3.*reads version 2"):
+    edit_manifest(old_index, format_version=4)
+    with pytest.raises(IndexFormatError, match=r"format version 4.*reads versions 2, 3"):
         SparseIndex.load(old_index)
+
+
+def flatten(path):
+    """Move a one-segment format-3 index's files to the folder's root, as formats 1 and 2
+    kept them, and drop the format-3 keys from its manifest."""
+    manifest = read_json(path)
+    for entry in (manifest["base"], manifest["segments"][0]["name"]):
+        for item in (path / entry).iterdir():
+            item.rename(path / item.name)
+        (path / entry).rmdir()
+    for key in ("generation", "base", "segments", "deleted", "deleted_count", "files"):
+        del manifest[key]
+    manifest["format_version"] = 2
+    write_json(path, manifest)
 
 
 def write_format_1(index, path):
     """Rewrite an index folder in format 1 as the README described it: one token-major list,
     int32 document positions, float32 weights, no postings_format record."""
+    flatten(path)
     csc = index.postings.to_bags().tocsc()
     csc.sort_indices()
     for name in ("postings_indptr", "postings_docs", "postings_impacts"):
@@ -112,7 +127,7 @@ def test_format_1_index_is_refused_with_a_rebuild_hint(built, old_index, encoder
     path = old_index
     write_format_1(SparseIndex.load(path), path)
     files = sorted(p.name for p in path.iterdir())
-    refusal = r"format version 1; this tokretrieve reads version 2: rebuild the index"
+    refusal = r"format version 1; this tokretrieve reads versions 2, 3: rebuild the index"
     with pytest.raises(IndexFormatError, match=refusal):
         SparseIndex.load(path)
     for mode in ("model", "tokens"):
@@ -123,8 +138,29 @@ def test_format_1_index_is_refused_with_a_rebuild_hint(built, old_index, encoder
     assert sorted(p.name for p in path.iterdir()) == files
     assert read_json(path)["format_version"] == 1
     build_index(DOCS, encoder, path, **BUILD)
-    assert SparseIndex.load(path).manifest.format_version == 2
+    assert SparseIndex.load(path).manifest.format_version == 3
     assert results(path, encoder) == expected
+
+
+def test_format_2_index_opens_and_answers_as_before(built, old_index, encoder):
+    """A format-2 folder (every file at the root) still opens and answers exactly like the
+    format-3 index it was flattened from; changing it in place is refused with a rebuild
+    hint; a rebuild turns it into format 3 and removes the old root files, not the user's."""
+    _, expected = built
+    flatten(old_index)
+    (old_index / "notes.txt").write_text("mine")
+    assert SparseIndex.load(old_index).manifest.format_version == 2
+    assert results(old_index, encoder) == expected
+    from tokretrieve.index.live import delete_documents
+    with pytest.raises(IndexFormatError, match=r"format 2.*rebuild it"):
+        delete_documents(old_index, ["old0"])
+    build_index(DOCS, encoder, old_index, **BUILD)
+    assert SparseIndex.load(old_index).manifest.format_version == 3
+    assert results(old_index, encoder) == expected
+    build_index(DOCS[:5], encoder, old_index, **BUILD)  # the format-2 files go a commit later
+    assert sorted(p.name for p in old_index.iterdir()) == [
+        "base-000001", "base-000002", "manifest.json", "notes.txt", "seg-000001", "seg-000002",
+        "writer.lock"]
 
 
 def test_other_format_or_damaged_index_is_refused(old_index, tmp_path):
@@ -132,7 +168,7 @@ def test_other_format_or_damaged_index_is_refused(old_index, tmp_path):
     path = old_index
     with pytest.raises(IndexFormatError, match="not a tokretrieve index"):
         SparseIndex.load(tmp_path / "nowhere")
-    (path / "postings_docs.npy").unlink()
+    (path / "seg-000001" / "postings_docs.npy").unlink()
     with pytest.raises(IndexFormatError, match=r"postings_docs.npy is missing"):
         SparseIndex.load(path)
     edit_manifest(path, format="tokretrieve.dense")
@@ -325,6 +361,7 @@ def test_manifest_written_before_the_records_loads_but_is_not_reused(old_index, 
     _, expected = built
     assert reusable_index(old_index, DOCS, encoder, pc1_strength=0.0,
                           impacts="float32")[1] == []  # today's manifest: reused
+    flatten(old_index)
     manifest = read_json(old_index)
     del manifest["documents_digest"]
     del manifest["projection"]["pc1_request"]

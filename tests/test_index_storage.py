@@ -1,13 +1,14 @@
-"""tokretrieve.index.storage: round trip, memory mapping, atomic rebuilds, crash repair, and the
-refusal to write over a folder that is not an index.
+"""tokretrieve.index.storage and .generations: round trip, memory mapping, rebuilds committed as
+one generation, kill -9 at every stage of a build, and the refusal to write into a folder that
+is not an index.
 
 Manifest parsing, format-version refusals and the model record are in test_index_manifest.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +20,7 @@ import pytest
 from refimpl import random_texts
 
 from tokretrieve import Encoder, IndexFormatError, SparseIndex, SparseSearcher, build_index
-from tokretrieve.encoding.checkpoint import checkpoint_path
-from tokretrieve.index.storage import previous_path, restore_interrupted_swap
+from tokretrieve.index.generations import CHECKPOINT
 
 OLD_DOCS = [(f"old{i}", t) for i, t in enumerate(random_texts(12, seed=51, low=3, high=10))]
 NEW_DOCS = [(f"new{i}", t) for i, t in enumerate(random_texts(12, seed=52, low=3, high=10))]
@@ -48,11 +48,8 @@ def doc_ids(path):
     return list(np.asarray(SparseIndex.load(path).doc_ids))
 
 
-def leftovers(path):
-    """Hidden staging / backup folders next to an index (the resumable-encoding checkpoint
-    `.NAME.encoding` is kept on purpose after a failure, so it is not one of them)."""
-    return sorted(p.name for p in path.parent.iterdir()
-                  if p.name.startswith(f".{path.name}.") and p.name != checkpoint_path(path).name)
+def entries(path):
+    return sorted(p.name for p in path.iterdir())
 
 
 @pytest.fixture
@@ -89,7 +86,8 @@ def test_round_trip_gives_identical_results(encoder, old_index, monkeypatch):
 
 
 def test_loaded_arrays_are_memory_mapped(old_index):
-    """Postings, ids and embeddings are numpy memmaps of the .npy files, not copies."""
+    """Postings, ids and embeddings are numpy memmaps of the .npy files, not copies; every
+    file is a plain array and has its sha256 in the manifest."""
     path, _ = old_index
     index = SparseIndex.load(path)
     for array in (index.postings.indptr, index.postings.docs, index.postings.impacts,
@@ -98,25 +96,36 @@ def test_loaded_arrays_are_memory_mapped(old_index):
         assert not array.flags.writeable
     assert not isinstance(SparseIndex.load(path, mmap=False).postings.docs, np.memmap)
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 2 and manifest["format"] == "tokretrieve.sparse"
-    for name in ("doc_ids", "postings_indptr", "postings_docs", "postings_impacts",
-                 "embeddings", "pc1_direction"):
-        np.load(path / f"{name}.npy", allow_pickle=False)  # plain arrays, no pickles
+    assert manifest["format_version"] == 3 and manifest["format"] == "tokretrieve.sparse"
+    arrays = [f"seg-000001/{name}.npy" for name in ("doc_ids", "postings_indptr",
+                                                    "postings_docs", "postings_impacts",
+                                                    "embeddings")]
+    for name in [*arrays, "base-000001/pc1_direction.npy"]:
+        np.load(path / name, allow_pickle=False)  # plain arrays, no pickles
+        assert manifest["files"][name] == hashlib.sha256((path / name).read_bytes()).hexdigest()
+    assert any(name.startswith("base-000001/tokenizer/") for name in manifest["files"])
 
 
 def test_rebuild_replaces_the_index(encoder, old_index):
-    """A successful rebuild at the same path swaps the new index in and leaves nothing aside."""
+    """A rebuild at the same path is one new generation; the previous one's entries stay
+    until the commit after (a reader that just read its manifest still finds them)."""
     path, expected = old_index
     new = build_index(NEW_DOCS, encoder, path, **BUILD)
     assert results(new, encoder) != expected
     assert doc_ids(path) == [d for d, _ in NEW_DOCS]
-    assert leftovers(path) == []
-    assert not checkpoint_path(path).exists()  # encoding chunks go once the index is written
+    assert entries(path) == ["base-000001", "base-000002", "manifest.json", "seg-000001",
+                             "seg-000002", "writer.lock"]
+    build_index(OLD_DOCS, encoder, path, **BUILD)
+    assert entries(path) == ["base-000002", "base-000003", "manifest.json", "seg-000002",
+                             "seg-000003", "writer.lock"]
+    assert results(SparseIndex.load(path), encoder) == expected
+    assert not (path / CHECKPOINT).exists()  # encoding chunks go once the index is written
 
 
 def test_exception_while_encoding_keeps_previous_index(encoder, old_index, monkeypatch):
     """Encoder.embed raising during a rebuild: the old index stays, loadable, unchanged."""
     path, expected = old_index
+    before = entries(path)
 
     def boom(*args, **kwargs):
         raise RuntimeError("encoder exploded")
@@ -126,77 +135,36 @@ def test_exception_while_encoding_keeps_previous_index(encoder, old_index, monke
         build_index(NEW_DOCS, encoder, path, **BUILD)
     monkeypatch.undo()
     assert results(SparseIndex.load(path), encoder) == expected
-    assert leftovers(path) == []
+    assert [e for e in entries(path) if e != CHECKPOINT] == before
 
 
-def test_exception_while_writing_keeps_previous_index(encoder, old_index, monkeypatch):
-    """An exception after the staging folder got files (writing the manifest): the old index
-    stays and the staging folder is removed."""
+def test_exception_while_committing_keeps_previous_index(encoder, old_index, monkeypatch):
+    """An exception after the new generation's files are written (publishing the manifest
+    fails: disk full): the old index stays and the new entries are removed."""
     path, expected = old_index
-    import tokretrieve.index.sparse as sparse
+    before = entries(path)
+    import tokretrieve.index.generations as generations
 
     seen = []
 
-    def failing_manifest(folder, manifest):
-        seen.append(sorted(p.name for p in folder.iterdir()))
+    def failing_publish(file, data):
+        seen.append(entries(path))
         raise OSError("disk full")
 
-    monkeypatch.setattr(sparse, "write_manifest", failing_manifest)
+    monkeypatch.setattr(generations, "write_json_durably", failing_publish)
     with pytest.raises(OSError, match="disk full"):
         build_index(NEW_DOCS, encoder, path, **BUILD)
     monkeypatch.undo()
-    assert "postings_docs.npy" in seen[0]  # it did fail midway through the writes
+    assert "seg-000002" in seen[0]  # it did fail midway through the commit
     assert results(SparseIndex.load(path), encoder) == expected
-    assert leftovers(path) == []
-
-
-def test_failure_between_the_two_renames_is_repaired_on_load(encoder, old_index, monkeypatch):
-    """If the swap stops after moving the old index aside (second rename fails), the next load
-    puts the old index back."""
-    path, expected = old_index
-    import tokretrieve.index.storage as storage
-
-    real_replace = os.replace
-
-    def second_rename_fails(src, dst):
-        if str(src).startswith(str(path.parent / f".{path.name}.building-")):
-            raise OSError("power cut")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(storage.os, "replace", second_rename_fails)
-    with pytest.raises(OSError, match="power cut"):
-        build_index(NEW_DOCS, encoder, path, **BUILD)
-    monkeypatch.undo()
-    assert not path.exists() and previous_path(path).is_dir()
-    assert results(SparseIndex.load(path), encoder) == expected
-    assert path.is_dir() and leftovers(path) == []
-
-
-def test_restore_interrupted_swap_puts_back_the_previous_folder(encoder, old_index):
-    """Only `.NAME.previous` left (crash between the renames): restore_interrupted_swap moves
-    it back; with the index present it touches nothing."""
-    path, expected = old_index
-    os.replace(path, previous_path(path))
-    restore_interrupted_swap(path)
-    assert path.is_dir() and not previous_path(path).exists()
-    assert results(SparseIndex.load(path), encoder) == expected
-    restore_interrupted_swap(path)  # nothing to do
-    assert path.is_dir() and not previous_path(path).exists()
-
-
-def test_a_rebuild_after_an_interrupted_swap_starts_from_the_restored_index(encoder, old_index):
-    """A build finding only `.NAME.previous` restores it first, then replaces it normally."""
-    path, _ = old_index
-    os.replace(path, previous_path(path))
-    build_index(NEW_DOCS, encoder, path, **BUILD)
-    assert doc_ids(path) == [d for d, _ in NEW_DOCS]
-    assert leftovers(path) == []
+    assert [e for e in entries(path) if e != CHECKPOINT] == before  # chunks kept to resume
 
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from tokretrieve import Encoder, build_index
+    import tokretrieve.index.generations as generations
     import tokretrieve.index.storage as storage
 
     model_dir, index_path, marker, stage, docs_json = sys.argv[1:6]
@@ -216,25 +184,33 @@ KILL_SCRIPT = textwrap.dedent("""
             hang()
         Encoder.embed = embed
     elif stage == "writing":
-        def fsync_tree(folder):  # every file is in the staging folder; not swapped yet
+        def fsync_tree(entry):  # the new generation's files exist; nothing published
             hang()
-        storage._fsync_tree = fsync_tree
-    elif stage == "swapping":
+        generations.fsync_tree = fsync_tree
+    elif stage == "publishing":
         real_replace = os.replace
-        def replace(src, dst):
-            if Path(src).name.startswith("." + Path(index_path).name + ".building-"):
-                hang()  # the old index has been moved aside already
+        def replace(src, dst):  # the new manifest is written under its temporary name
+            if Path(dst).name == "manifest.json":
+                hang()
             return real_replace(src, dst)
         storage.os.replace = replace
+    elif stage == "published":
+        real_write = generations.write_json_durably
+        def write(file, data):  # the commit's rename is done: the rest is clean-up
+            real_write(file, data)
+            hang()
+        generations.write_json_durably = write
     build_index(docs, encoder, index_path, progress=False)
 """)
 
 
-@pytest.mark.parametrize("stage", ["encoding", "writing", "swapping"])
-def test_sigkill_during_rebuild_keeps_previous_index(encoder, old_index, tiny_llama_dir,
-                                                     tmp_path, stage):
-    """A build process killed with SIGKILL while encoding, after writing its files, or between
-    the swap's two renames leaves the previous index loadable with unchanged results."""
+@pytest.mark.parametrize("stage", ["encoding", "writing", "publishing", "published"])
+def test_sigkill_during_rebuild_leaves_one_whole_generation(encoder, old_index,
+                                                            tiny_llama_dir, tmp_path, stage):
+    """A build process killed with SIGKILL while encoding, after writing its files, with its
+    manifest written but not renamed, or after the commit: the index loads whole, the old
+    one (with exactly its results) before the commit and the new one after; the next build
+    works and removes what the killed one left."""
     path, expected = old_index
     marker = tmp_path / "reached"
     script = tmp_path / "kill_me.py"
@@ -256,35 +232,57 @@ def test_sigkill_during_rebuild_keeps_previous_index(encoder, old_index, tiny_ll
             process.kill()
             process.wait()
     assert process.returncode == -signal.SIGKILL
-    if stage == "swapping":
-        assert not path.exists() and previous_path(path).is_dir()
-    assert results(SparseIndex.load(path), encoder) == expected
-    assert not previous_path(path).exists()
-    # the next build works, replaces the old index normally, and removes the killed build's
-    # staging folder (its process is gone)
-    build_index(NEW_DOCS, encoder, path, **BUILD)
-    assert doc_ids(path) == [d for d, _ in NEW_DOCS]
-    assert not list(path.parent.glob(f".{path.name}.building-*"))
+    committed = stage == "published"
+    SparseIndex.load(path, verify=True)  # whole: every checksum holds
+    if committed:
+        assert doc_ids(path) == [d for d, _ in NEW_DOCS]
+    else:
+        assert results(SparseIndex.load(path), encoder) == expected
+    build_index(OLD_DOCS, encoder, path, **BUILD)
+    assert doc_ids(path) == [d for d, _ in OLD_DOCS]
+    assert not [e for e in entries(path) if e.endswith(".partial")]
+    generation = json.loads((path / "manifest.json").read_text())["generation"]
+    assert generation == (3 if committed else 2)
+    assert entries(path) == sorted([f"base-{generation - 1:06d}", f"base-{generation:06d}",
+                                    "manifest.json", f"seg-{generation - 1:06d}",
+                                    f"seg-{generation:06d}", "writer.lock"])
 
 
-def test_build_refuses_to_overwrite_a_folder_that_is_not_an_index(encoder, tmp_path):
-    """A non-empty folder without manifest.json (someone's data) is never replaced; an empty
-    folder may be used."""
+def test_build_refuses_to_write_into_a_folder_that_is_not_an_index(encoder, tmp_path):
+    """A non-empty folder without a tokretrieve manifest (someone's data, a web app with its
+    own manifest.json) is never written into; an empty folder may be used."""
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "chapter1.tex").write_text("do not delete")
-    with pytest.raises(IndexFormatError, match=r"refusing to write an index over .*thesis"):
+    with pytest.raises(IndexFormatError, match=r"refusing to write an index into .*thesis"):
         build_index(OLD_DOCS, encoder, precious, **BUILD)
-    assert (precious / "chapter1.tex").read_text() == "do not delete"
-    assert leftovers(precious) == []
+    assert entries(precious) == ["chapter1.tex"]
+    webapp = tmp_path / "webapp"
+    (webapp / "src").mkdir(parents=True)
+    (webapp / "src" / "app.js").write_text("app")
+    (webapp / "manifest.json").write_text('{"name": "my app", "version": "1.0"}')
+    with pytest.raises(IndexFormatError, match="not a tokretrieve manifest"):
+        build_index(OLD_DOCS, encoder, webapp, **BUILD)
+    assert (webapp / "src" / "app.js").read_text() == "app"
+    assert entries(webapp) == ["manifest.json", "src"]
     empty = tmp_path / "empty"
     empty.mkdir()
     build_index(OLD_DOCS, encoder, empty, **BUILD)
     assert (empty / "manifest.json").is_file()
 
 
+def test_files_a_user_put_in_an_index_folder_survive_rebuilds(encoder, old_index):
+    """Only tokretrieve's own entries are ever removed from an index folder."""
+    path, _ = old_index
+    (path / "NOTES.md").write_text("my notes")
+    (path / "extra").mkdir()
+    for docs in (NEW_DOCS, OLD_DOCS, NEW_DOCS):
+        build_index(docs, encoder, path, **BUILD)
+    assert (path / "NOTES.md").read_text() == "my notes" and (path / "extra").is_dir()
+
+
 def test_build_refuses_a_non_index_folder_before_encoding(encoder, tmp_path, monkeypatch):
-    """The refusal costs nothing: no document is encoded and nothing is written beside it."""
+    """The refusal costs nothing: no document is encoded and nothing is written."""
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "chapter1.tex").write_text("do not delete")
@@ -299,4 +297,5 @@ def test_build_refuses_a_non_index_folder_before_encoding(encoder, tmp_path, mon
     with pytest.raises(IndexFormatError, match="refusing"):
         build_index(OLD_DOCS, encoder, precious, **BUILD)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
+    assert entries(precious) == ["chapter1.tex"]
     assert calls == []

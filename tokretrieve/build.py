@@ -22,20 +22,23 @@ import numpy as np
 
 from tokretrieve.corpus import check_id, check_unique, documents_digest
 from tokretrieve.encoding.alignment import Calibration, calibrate_pc1_strength
-from tokretrieve.encoding.checkpoint import checkpoint_path, encode_resumable
+from tokretrieve.encoding.checkpoint import encode_resumable
 from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
 from tokretrieve.encoding.vocabulary import variant_map
 from tokretrieve.errors import TokretrieveError
+from tokretrieve.index.generations import CHECKPOINT, Commit, index_manifest_json
+from tokretrieve.index.live import append, changing
 from tokretrieve.index.manifest import BagRecord, IndexManifest, ModelRecord, PostingsLayout
 from tokretrieve.index.postings import (
     MAX_SEGMENT_DOCS,
     ImpactType,
     check_layout,
     postings_from_bags,
+    saturated,
 )
-from tokretrieve.index.sparse import SparseIndex, in_memory
-from tokretrieve.index.storage import MANIFEST, check_replaceable
+from tokretrieve.index.sparse import SparseIndex, in_memory, write_build
+from tokretrieve.search.query_encoders import index_encoder
 
 PC1Request = float | Literal["auto"] | None
 
@@ -61,17 +64,62 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
     check_layout(impacts, segment_docs)
     records = _checked_records(docs, source)
     path = Path(path)
-    check_replaceable(path)  # refuse before minutes of encoding, not after
     doc_ids = [doc_id for doc_id, _ in records]
     texts = [text for _, text in records]
-    checkpoint = checkpoint_path(path)
-    embeddings = encode_resumable(encoder, doc_ids, texts, checkpoint, progress)
-    index = index_from_embeddings(doc_ids, embeddings, encoder, path, pc1_strength=pc1_strength,
-                                  merge_variants=merge_variants, impacts=impacts,
-                                  segment_docs=segment_docs, source=source, texts=texts,
-                                  documents_digest=documents_digest(records))
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    return index
+    # The writer lock is held from before encoding to the commit: a second build of the same
+    # path is refused at once, not after minutes of encoding, and never shares the checkpoint.
+    with Commit(path) as commit:
+        checkpoint = path / CHECKPOINT
+        embeddings = encode_resumable(encoder, doc_ids, texts, checkpoint, progress)
+        index = index_from_embeddings(doc_ids, embeddings, encoder, pc1_strength=pc1_strength,
+                                      merge_variants=merge_variants, impacts=impacts,
+                                      segment_docs=segment_docs, source=source, texts=texts,
+                                      documents_digest=documents_digest(records))
+        write_build(commit, index, _attachments(encoder))
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return SparseIndex.load(path)
+
+
+def add_documents(path: str | Path, docs: Iterable[tuple[str, str]],
+                  encoder: Encoder | None = None, *, update: bool = False,
+                  progress: bool = True) -> SparseIndex:
+    """Encode `docs` ((id, text) pairs) and add them to the index at `path` in one commit
+    (tokretrieve.index.live): a new segment, bags made with the index's recipe, PC1 direction,
+    λ and quantization scale. An id already there is refused unless `update` (then its old
+    version is deleted in the same commit). `encoder` defaults to the index's model by the
+    name its manifest records; another model's weights are refused.
+
+    The new segment records its drift (`SegmentRecord.drift`): the cosine between the added
+    documents' own PC1 and the index's, their mean norm over the indexed documents', and how
+    many weights went past the top quantization level. When these stray far (README: when to
+    rebuild), a rebuild fits PC1 and λ to the whole collection again.
+    """
+    records = _checked_records(docs, "documents")
+    with changing(path) as (commit, index):
+        encoder = index_encoder(index, encoder)
+        ids = [doc_id for doc_id, _ in records]
+        embeddings = encoder.embed([text for _, text in records], progress=progress)
+        bags = encoder.bags(embeddings)
+        layout = index.manifest.layout
+        drift = {**embedding_drift(index, embeddings),
+                 "saturated_weights": saturated(bags, float(layout.scale), layout.impacts)}
+        return append(commit, index, ids, bags, embeddings, update=update, drift=drift)
+
+
+def embedding_drift(index: SparseIndex, embeddings: np.ndarray) -> dict[str, float]:
+    """How far new embeddings stray from those the index's PC1 and λ were fitted on: the
+    |cosine| between their first principal direction and the index's, and their mean norm
+    over the mean norm of the index's live documents (λ is a multiple of that norm)."""
+    present = embeddings[np.any(embeddings, axis=1)]
+    if len(present) == 0:
+        return {"pc1_cosine": float("nan"), "norm_ratio": float("nan")}
+    cosine = abs(float(first_principal_direction(present) @ np.asarray(index.pc1_direction)))
+    norms = [np.linalg.norm(np.asarray(s.embeddings[i:i + 65536]), axis=1)
+             for s in index.segments for i in range(0, len(s), 65536)]
+    live = np.concatenate(norms)[~index.deleted_mask]
+    indexed = float(live[live > 0].mean()) if np.any(live > 0) else float("nan")
+    return {"pc1_cosine": round(cosine, 6),
+            "norm_ratio": round(float(np.linalg.norm(present, axis=1).mean()) / indexed, 6)}
 
 
 def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
@@ -109,7 +157,12 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
     _warn_empty(index.manifest)
     if path is None:
         return index
-    return index.write(path, attachments={"tokenizer": encoder.tokenizer.save_pretrained})
+    return index.write(path, attachments=_attachments(encoder))
+
+
+def _attachments(encoder: Encoder) -> dict:
+    """What a build stores beside the arrays: the tokenizer, for model-free queries."""
+    return {"tokenizer": encoder.tokenizer.save_pretrained}
 
 
 def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: Encoder, *,
@@ -130,7 +183,7 @@ def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: E
     check_layout(impacts, segment_docs)
     records = _checked_records(docs, "documents")
     path = Path(path)
-    if not (path / MANIFEST).is_file():
+    if index_manifest_json(path) is None:  # refuses a folder that is not an index
         return None, []
     try:
         existing = SparseIndex.load(path)

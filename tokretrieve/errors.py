@@ -23,9 +23,12 @@ class IndexFormatError(TokretrieveError):
     """An index folder is missing, damaged, or written by another format version or model."""
 
 
+class IndexBusyError(TokretrieveError):
+    """Another process holds the index's writer lock (one writer at a time)."""
+
+
 class EmptyQueryError(TokretrieveError):
     """A query is empty or tokenizes to no usable token."""
-
 
 
 def check_count(value: object, name: str) -> int:

@@ -68,7 +68,7 @@ _SCRATCH = Scratch()
 def package_top_k(postings: Postings, batch: QueryBatch, k: int,
                   n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Postings.top_k, as SparseIndex.search calls it, on `n_threads` buffers (set numba's
-    thread count to match). Returns (docs, scores, counts)."""
+    thread count to match). Returns (docs, sums before the scale, counts)."""
     return postings.top_k(batch.indptr, batch.tokens, batch.weights, k, _SCRATCH, n_threads)
 
 

@@ -1,10 +1,10 @@
 """Resumable document encoding: a crash an hour into a build loses at most one chunk.
 
 Encoding dominates build time (minutes per thousand documents on a CPU), so a build encodes in
-chunks and saves each chunk's embeddings beside the target index, in a hidden folder keyed by the
-model's weights hash, the embedding method, the max length and a hash of the documents. A rerun of
-the same build picks up after the last saved chunk; any other build discards the stale chunks. The
-folder is removed once the index is written.
+chunks and saves each chunk's embeddings in a hidden folder inside the target index (the build
+step names it), keyed by the model's weights hash, the embedding method, the max length and a
+hash of the documents. A rerun of the same build picks up after the last saved chunk; any other
+build discards the stale chunks. The folder is removed once the index is written.
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ from tokretrieve.corpus import documents_digest
 from tokretrieve.encoding.encoder import Encoder
 
 CHUNK_SIZE = 1024
-
-
-def checkpoint_path(index_path: Path) -> Path:
-    return index_path.with_name(f".{index_path.name}.encoding")
 
 
 def encode_resumable(encoder: Encoder, doc_ids: Sequence[str], texts: Sequence[str],

@@ -118,9 +118,11 @@ class Scratch(threading.local):
 
 @numba.njit(nogil=True, cache=True)
 def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_weights, k,
-                   accumulator, touched, heap_scores, heap_docs, size):
-    """Score one query over one segment and offer its positive sums to the heap; returns the
-    heap's new size. The accumulator is left zeroed."""
+                   deleted, accumulator, touched, heap_scores, heap_docs, size):
+    """Score one query over one segment and offer the positive sums of documents not marked
+    in `deleted` (empty: none are) to the heap; returns the heap's new size. The accumulator
+    is left zeroed."""
+    any_deleted = deleted.shape[0] > 0
     walked = 0
     for i in range(tokens.shape[0]):
         token = tokens[i]
@@ -140,7 +142,7 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
         floor = heap_scores[0] if size == k else np.float32(0.0)
         for local in range(span):
             score = accumulator[local]
-            if score > floor:
+            if score > floor and not (any_deleted and deleted[base + local]):
                 size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
                 if size == k:
                     floor = heap_scores[0]
@@ -164,7 +166,7 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
         local = np.int64(touched[i])
         score = accumulator[local]
         accumulator[local] = 0.0
-        if score >= floor and score > 0.0:
+        if score >= floor and score > 0.0 and not (any_deleted and deleted[base + local]):
             size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
             if size == k:
                 floor = heap_scores[0]
@@ -173,9 +175,10 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
 
 @numba.njit(nogil=True, parallel=True, cache=True)
 def batch_top_k(indptr, docs, impacts, n_docs, segment_docs, query_indptr, query_tokens,
-                query_weights, k, accumulators, touched):
+                query_weights, k, deleted, accumulators, touched):
     """Exact top-k of every query of a batch (CSR of query bags), queries spread over the
-    threads that `accumulators` / `touched` have rows for (see Scratch).
+    threads that `accumulators` / `touched` have rows for (see Scratch). Documents whose
+    `deleted` entry is true are never returned (an empty `deleted`: none is deleted).
 
     Returns (docs, sums, counts): (queries x k) arrays, row q valid up to counts[q]; sums are
     before the scale.
@@ -196,7 +199,8 @@ def batch_top_k(indptr, docs, impacts, n_docs, segment_docs, query_indptr, query
                 base = segment * segment_docs
                 size = _segment_top_k(indptr, docs, impacts, segment, base,
                                       min(segment_docs, n_docs - base), query_tokens[start:end],
-                                      query_weights[start:end], k, accumulators[chunk],
+                                      query_weights[start:end], k, deleted,
+                                      accumulators[chunk],
                                       touched[chunk], heap_scores, heap_docs, size)
             counts[q] = heap_drain(heap_scores, heap_docs, size, out_docs[q], out_sums[q])
     return out_docs, out_sums, counts

@@ -10,6 +10,11 @@ comparison with `compare=False`, so a reused index is one whose every *input* ma
 
 The index subpackage reads these records but never acts on the model ones: an index opens and
 searches with numpy alone; only the build step and the searchers load a model.
+
+Format 3 adds `Contents`: which generation the manifest commits, the folders of that
+generation's segments and shared files, its deleted positions and every file's sha256
+(tokretrieve.index.generations). A format-2 manifest reads as one segment whose files lie at the
+folder's root, with no deletions and no checksums.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from tokretrieve.errors import IndexFormatError
-from tokretrieve.index.storage import MANIFEST
+from tokretrieve.index.storage import MANIFEST, read_json
 
 FORMAT = "tokretrieve.sparse"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 # A pc1_request that older format-2 manifests did not record: never equal to a real request, so
 # such an index is rebuilt rather than reused on a guess.
 UNRECORDED = "unrecorded"
@@ -70,9 +76,50 @@ class PostingsLayout:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SegmentRecord:
+    """One segment: a folder of documents written by one build, add or compaction.
+
+    `drift` (segments added to a built index only) says how far the added documents stray
+    from the PC1 direction and λ they were adjusted with (tokretrieve.build.add_documents).
+    """
+
+    name: str
+    documents: int
+    postings: int
+    generation: int
+    drift: dict | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Contents:
+    """What one generation is made of: its number, the folder of the files every segment
+    shares (`base`: PC1 direction, variant map, tokenizer), its segments in position order,
+    the file of its deleted positions (None: none deleted) and the sha256 of every file."""
+
+    generation: int
+    base: str
+    segments: tuple[SegmentRecord, ...]
+    deleted: str | None = None
+    deleted_count: int = 0
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def positions(self) -> int:
+        """Documents stored, deleted ones included (document positions run over these)."""
+        return sum(segment.documents for segment in self.segments)
+
+
+# The fixed names of the files of a format-1 or -2 index, all at its root.
+LEGACY_ENTRIES = ("doc_ids.npy", "postings_indptr.npy", "postings_docs.npy",
+                  "postings_impacts.npy", "postings_weights.npy", "embeddings.npy",
+                  "pc1_direction.npy", "token_map.npy", "tokenizer")
+
+
+@dataclass(frozen=True, kw_only=True)
 class IndexManifest:
     """The whole manifest. JSON sections: `model`, `projection` (the BagRecord, under its
-    format-2 name) and `postings_format`."""
+    format-2 name), `postings_format`, and the generation's contents at the top level.
+    `doc_count` counts live documents (deleted ones excluded)."""
 
     doc_count: int
     vocab_size: int
@@ -88,11 +135,15 @@ class IndexManifest:
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(
         timespec="seconds"), compare=False)
     format_version: int = field(default=FORMAT_VERSION, compare=False)
+    contents: Contents | None = field(default=None, compare=False)  # None: not on disk yet
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest.json object (format-2 key names)."""
+        """The manifest.json object (format-2 key names, plus the format-3 contents)."""
         bags = dataclasses.asdict(self.bags)
-        return {
+        contents = dataclasses.asdict(self.contents) if self.contents else {}
+        if contents:
+            contents["segments"] = list(contents["segments"])
+        return {**contents,
             "format": FORMAT, "format_version": self.format_version, "created": self.created,
             "source": self.source, "documents_digest": self.documents_digest,
             "doc_count": self.doc_count, "postings": self.postings,
@@ -102,6 +153,29 @@ class IndexManifest:
             "projection": {"k": bags.pop("bag_size"), **bags},
             "postings_format": dataclasses.asdict(self.layout),
         }
+
+    @classmethod
+    def read(cls, folder: str | Path) -> IndexManifest:
+        """The manifest of the index in `folder`: a tokretrieve sparse index in a format
+        version this code reads, or an IndexFormatError saying what it is instead."""
+        folder = Path(folder)
+        file = folder / MANIFEST
+        if not file.is_file():
+            raise IndexFormatError(f"{folder} is not a tokretrieve index (no {MANIFEST}); "
+                                   "build one with `tokretrieve index`")
+        data = read_json(file)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise IndexFormatError(f"{folder} holds a '{found}' index, not '{FORMAT}'")
+        version = data.get("format_version")
+        if version not in READABLE_VERSIONS:
+            readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+            raise IndexFormatError(
+                f"{folder} was written in format version {version}; this tokretrieve reads "
+                f"versions {readable}: rebuild the index with this version")
+        if version != 2:
+            _require(data, ("generation", "base", "segments", "files"), "", file)
+        return cls.from_json(data, folder)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], folder: str | Path) -> IndexManifest:
@@ -128,6 +202,7 @@ class IndexManifest:
                         renamed={"bag_size": "k"})
         layout = _section(data, "postings_format", PostingsLayout, where)
         return cls(doc_count=int(data["doc_count"]), vocab_size=int(data["vocab_size"]),
+                   contents=_contents(data, where),
                    model=model, bags=bags, layout=layout,
                    documents_digest=data.get("documents_digest"),
                    source=str(data.get("source", "")), postings=int(data.get("postings", 0)),
@@ -140,6 +215,34 @@ class IndexManifest:
         """What differs between two manifests among the fields that shape an index, as
         'section.field: mine -> theirs' lines (empty when the two would build the same index)."""
         return _differences(self, other, "")
+
+
+def _contents(data: dict[str, Any], where: Path) -> Contents | None:
+    """The generation's contents (None for a manifest of an index not on disk); a format-2
+    manifest is one segment at the folder's root. Every name must stay inside the index
+    folder: one plain entry, no separators, no '..'."""
+    if data["format_version"] != 2 and "segments" not in data:
+        return None
+    if data["format_version"] == 2:
+        segment = SegmentRecord(name="", documents=int(data["doc_count"]),
+                                postings=int(data.get("postings", 0)), generation=0)
+        return Contents(generation=0, base="", segments=(segment,))
+    if not isinstance(data["segments"], list) or not data["segments"]:
+        raise IndexFormatError(f"{where}: 'segments' is not a non-empty list; the index is "
+                               "damaged")
+    segments = tuple(_section({"segment": s}, "segment", SegmentRecord, where)
+                     for s in data["segments"])
+    contents = Contents(generation=int(data["generation"]), base=str(data["base"]),
+                        segments=segments, deleted=data.get("deleted"),
+                        deleted_count=int(data.get("deleted_count", 0)),
+                        files=dict(data["files"]))
+    names = [contents.base, *(s.name for s in segments), contents.deleted or "x",
+             *(part for file in contents.files for part in file.split("/"))]
+    if any(not isinstance(n, str) or n in ("", ".", "..") or "/" in n or "\\" in n
+           for n in names):
+        raise IndexFormatError(f"{where} names a file outside its folder; the index is "
+                               "damaged or not a tokretrieve index")
+    return contents
 
 
 def _require(data: dict, keys: tuple[str, ...], prefix: str, where: Path) -> None:

@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from tokretrieve.errors import TokretrieveError
+from tokretrieve.errors import IndexFormatError, TokretrieveError
 from tokretrieve.index.kernels import Scratch, batch_top_k
 
 ImpactType = Literal["uint8", "float32"]
 IMPACT_TYPES = ("uint8", "float32")
 # The largest segment whose offsets fit in uint16.
 MAX_SEGMENT_DOCS = 65536
+_NONE_DELETED = np.zeros(0, dtype=np.bool_)
 
 
 @dataclass
@@ -104,20 +106,56 @@ class Postings:
         return bags
 
     def top_k(self, query_indptr: np.ndarray, query_tokens: np.ndarray,
-              query_weights: np.ndarray, k: int, scratch: Scratch,
-              n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              query_weights: np.ndarray, k: int, scratch: Scratch, n_threads: int,
+              deleted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exact top-k of a batch of query bags (CSR: int64 indptr and tokens, float32
-        weights, positive) by the compiled kernel on `n_threads` of `scratch`'s buffers.
+        weights, positive) by the compiled kernel on `n_threads` of `scratch`'s buffers,
+        documents marked in `deleted` (a bool per document, or None) left out.
 
-        Returns (docs, scores, counts): (queries x min(k, n_docs)) arrays, row q valid up to
-        counts[q], scores already times the scale (a power of two: exact).
+        Returns (docs, sums, counts): (queries x min(k, n_docs)) arrays, row q valid up to
+        counts[q]; sums are before the scale (`weights` applies it; a power of two: exact), so
+        that results of several segments sharing the scale merge without rounding.
         """
         accumulators, touched = scratch.buffers(n_threads, min(self.segment_docs, self.n_docs))
         docs, sums, counts = batch_top_k(self.indptr, self.docs, self.impacts, self.n_docs,
                                          self.segment_docs, query_indptr, query_tokens,
                                          query_weights, min(k, max(self.n_docs, 1)),
+                                         _NONE_DELETED if deleted is None else deleted,
                                          accumulators, touched)
-        return docs, sums * np.float32(self.scale), counts
+        return docs, sums, counts
+
+    def check(self, folder: Path, vocab_size: int, impacts: str) -> None:
+        """Refuse arrays the kernel could not walk safely: wrong dtypes or shapes, offsets that
+        decrease or overrun, document offsets past their block (the kernel would write outside
+        its accumulator). Reads the offsets of partial blocks only (a full block's uint16
+        offsets are in range by their type), so opening stays cheap."""
+        indptr, docs = self.indptr, self.docs
+        n_blocks = max(-(-self.n_docs // self.segment_docs), 1)
+
+        def refuse(name: str, why: str) -> None:
+            raise IndexFormatError(f"{folder / name}.npy is damaged ({why}); run `tokretrieve "
+                                   "verify` and rebuild the index")
+
+        if indptr.dtype != np.int64 or indptr.shape != (n_blocks, vocab_size + 1):
+            refuse("postings_indptr", f"{indptr.dtype} {indptr.shape}, expected int64 "
+                                      f"{(n_blocks, vocab_size + 1)}")
+        if docs.dtype != np.uint16 or docs.ndim != 1:
+            refuse("postings_docs", f"{docs.dtype} of {docs.ndim} dimensions, expected uint16")
+        if self.impacts.dtype != np.dtype(impacts) or self.impacts.shape != docs.shape:
+            refuse("postings_impacts", f"{self.impacts.dtype} {self.impacts.shape}, expected "
+                                       f"{impacts} {docs.shape}")
+        bounds = np.asarray(indptr)
+        if (bounds[0, 0] != 0 or bounds[-1, -1] != len(docs)
+                or np.any(bounds[1:, 0] != bounds[:-1, -1]) or np.any(np.diff(bounds) < 0)):
+            refuse("postings_indptr", "offsets not increasing from 0 to the postings' length")
+        for block in range(n_blocks):
+            _, span = self.segment_span(block)
+            start, end = int(bounds[block, 0]), int(bounds[block, -1])
+            if span < MAX_SEGMENT_DOCS and end > start and int(np.max(docs[start:end])) >= span:
+                refuse("postings_docs", f"a document offset past the {span} documents of "
+                                        f"block {block}")
+        if self.impacts.dtype == np.float32 and not np.all(np.isfinite(self.impacts)):
+            refuse("postings_impacts", "weights that are not finite")
 
     def document(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
         """One document's bag (token ids ascending, float32 weights): a scan of its segment."""
@@ -141,20 +179,24 @@ def check_layout(impacts: str, segment_docs: int) -> None:
 
 
 def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
-                       segment_docs: int = MAX_SEGMENT_DOCS) -> Postings:
+                       segment_docs: int = MAX_SEGMENT_DOCS,
+                       scale: float | None = None) -> Postings:
     """Doc-major bags (docs x vocab, positive weights) to segmented token-major postings.
 
     uint8 impacts: the scale is the smallest power of two that maps the largest weight to at
-    most 255; weights that round to level 0 are dropped (they would add nothing to any score).
+    most 255, or the `scale` given (an index's own, so that documents added later share its
+    levels; weights above 255 x scale then stay at 255, see `saturated`); weights that round
+    to level 0 are dropped (they would add nothing to any score).
     """
     check_layout(impacts, segment_docs)
     bags = sp.csr_matrix(bags)
     n_docs, vocab = bags.shape
     data = np.asarray(bags.data, dtype=np.float32)
     if impacts == "uint8":
-        top = float(data.max()) if len(data) else 1.0
-        scale = 2.0 ** math.ceil(math.log2(top / 255)) if top > 0 else 1.0
-        levels = np.rint(data / np.float32(scale)).astype(np.uint8)
+        if scale is None:
+            top = float(data.max()) if len(data) else 1.0
+            scale = 2.0 ** math.ceil(math.log2(top / 255)) if top > 0 else 1.0
+        levels = np.rint(np.minimum(data / np.float32(scale), 255)).astype(np.uint8)
     else:
         scale, levels = 1.0, data
     bags = _drop_zero_levels(bags, levels)
@@ -172,6 +214,15 @@ def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
         values[filled:end] = block.data
         filled = end
     return Postings(indptr, docs, values, scale, n_docs, segment_docs)
+
+
+def saturated(bags: sp.csr_matrix, scale: float, impacts: str) -> int:
+    """How many weights of `bags` exceed what uint8 impacts at `scale` can hold (they are
+    stored as 255): documents added to an index outside the range of those it was built on."""
+    if impacts != "uint8":
+        return 0
+    return int(np.count_nonzero(np.asarray(bags.data, dtype=np.float32)
+                                / np.float32(scale) > 255.5))
 
 
 def _drop_zero_levels(bags: sp.csr_matrix, levels: np.ndarray) -> sp.csr_matrix:

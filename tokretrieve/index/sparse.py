@@ -13,7 +13,7 @@ in, (scores, ids) arrays out, ids being document positions (`doc_ids[ids]` names
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numba
@@ -21,20 +21,25 @@ import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
+from tokretrieve.index.generations import Commit
 from tokretrieve.index.kernels import Scratch, gather_impacts
-from tokretrieve.index.manifest import FORMAT, FORMAT_VERSION, IndexManifest, PostingsLayout
-from tokretrieve.index.postings import Postings
-from tokretrieve.index.storage import (
-    atomic_directory,
-    load_array,
-    read_manifest,
-    save_array,
-    write_manifest,
+from tokretrieve.index.manifest import (
+    FORMAT_VERSION,
+    Contents,
+    IndexManifest,
+    PostingsLayout,
+    SegmentRecord,
 )
+from tokretrieve.index.postings import Postings
+from tokretrieve.index.storage import file_digest, load_array, save_array
 
 # Scores of the rows a search could not fill (fewer than k documents share a token with the
 # query); their ids are -1. FAISS pads the same way.
 NO_SCORE = -np.inf
+# Indexes up to this many bytes have every file's checksum verified when opened.
+VERIFY_BYTES = 256 << 20
+# A load that loses the race with this many commits in a row gives up.
+_RACE_RETRIES = 8
 
 
 def check_threads(threads: int | None) -> int:
@@ -44,96 +49,158 @@ def check_threads(threads: int | None) -> int:
     return min(check_count(threads, "threads"), numba.config.NUMBA_NUM_THREADS)
 
 
-class SparseIndex:
-    """Key-token postings with their document ids, searched exactly by the compiled kernel."""
+@dataclass
+class Segment:
+    """One segment's arrays: postings over its documents, their ids and embeddings, and the
+    index position of its first document."""
 
-    def __init__(self, manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
-                 embeddings: np.ndarray, pc1_direction: np.ndarray,
-                 token_map: np.ndarray | None = None, path: Path | None = None):
+    postings: Postings
+    doc_ids: np.ndarray
+    embeddings: np.ndarray
+    start: int = 0
+
+    def __len__(self) -> int:
+        return self.postings.n_docs
+
+
+class SparseIndex:
+    """Key-token postings with their document ids, searched exactly by the compiled kernel.
+
+    An index is one or more segments (one per build, add or compaction), their documents at
+    consecutive positions, and a set of deleted positions that no search returns.
+    """
+
+    def __init__(self, manifest: IndexManifest, segments: list[Segment],
+                 pc1_direction: np.ndarray, token_map: np.ndarray | None = None,
+                 deleted: np.ndarray | None = None, path: Path | None = None):
         self.manifest = manifest
-        self.postings = postings
-        self.doc_ids = doc_ids
-        self.embeddings = embeddings
+        self.segments = segments
+        start = 0
+        for segment in segments:
+            segment.start = start
+            start += len(segment)
+        self.positions = start
         self.pc1_direction = pc1_direction
         self.token_map = token_map
+        self.deleted = np.zeros(0, dtype=np.int64) if deleted is None else deleted
         self.path = path
         self._idf: np.ndarray | None = None
         self._positions: dict[str, int] | None = None
+        self._doc_ids: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
         self._scratch = Scratch()
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = True) -> SparseIndex:
-        """Open an index folder, memory-mapped by default (opening costs no reading)."""
+    def load(cls, path: str | Path, mmap: bool = True, verify: bool | None = None
+             ) -> SparseIndex:
+        """Open the committed generation of an index folder, memory-mapped by default.
+
+        Every load checks what the kernel relies on (shapes, dtypes, offsets in range, finite
+        PC1) and so names a damaged file instead of crashing or answering wrongly; `verify`
+        also checks every file's sha256 (None: when the index is at most 256 MiB, True:
+        always, False: never). A load that races a writer's commit opens the newer
+        generation; a reader never mixes two.
+        """
         path = Path(path)
-        manifest = IndexManifest.from_json(
-            read_manifest(path, FORMAT, versions=(FORMAT_VERSION,)), path)
-        layout = manifest.layout
-        postings = Postings(load_array(path, "postings_indptr", mmap),
-                            load_array(path, "postings_docs", mmap),
-                            load_array(path, "postings_impacts", mmap),
-                            float(layout.scale), manifest.doc_count, int(layout.segment_docs))
-        doc_ids = load_array(path, "doc_ids", mmap)
-        if (len(doc_ids) != manifest.doc_count or postings.vocab_size != manifest.vocab_size
-                or postings.n_segments != max(-(-manifest.doc_count // postings.segment_docs), 1)
-                or postings.impacts.dtype != np.dtype(layout.impacts)):
-            raise IndexFormatError(f"{path}: arrays disagree with the manifest; rebuild the index")
-        token_map = (load_array(path, "token_map", mmap=False)
-                     if manifest.bags.merge_variants else None)
-        return cls(manifest, postings, doc_ids, load_array(path, "embeddings", mmap),
-                   load_array(path, "pc1_direction", mmap=False), token_map, path)
+        for _ in range(_RACE_RETRIES):
+            manifest = IndexManifest.read(path)
+            try:
+                return _open(cls, path, manifest, mmap, verify)
+            except FileNotFoundError as missing:
+                if IndexManifest.read(path).contents.generation == manifest.contents.generation:
+                    raise IndexFormatError(
+                        f"{missing.filename} is missing: the index is damaged; run "
+                        "`tokretrieve verify` and rebuild it") from None
+        raise IndexFormatError(f"{path} changed {_RACE_RETRIES} times while it was opened; "
+                               "open it again")
 
     def write(self, path: str | Path,
               attachments: Mapping[str, Callable[[Path], object]] | None = None) -> SparseIndex:
-        """Write this index to `path` atomically (tokretrieve.index.storage) and open it there.
+        """Commit this (in-memory) index to `path` as a new generation replacing whatever
+        the folder held (tokretrieve.index.generations) and open it there.
 
-        `attachments` are folders written beside the arrays by their own writers (the build step
-        saves the tokenizer as `tokenizer/` this way, for model-free tokenized queries); the
-        manifest is written last, so a folder with a manifest is always complete.
+        `attachments` are entries the segments share, written into the generation's base
+        folder by their own writers (the build step saves the tokenizer as `tokenizer/` this
+        way, for model-free tokenized queries).
         """
-        with atomic_directory(path) as staging:
-            save_array(staging, "doc_ids", self.doc_ids)
-            save_array(staging, "postings_indptr", self.postings.indptr)
-            save_array(staging, "postings_docs", self.postings.docs)
-            save_array(staging, "postings_impacts", self.postings.impacts)
-            save_array(staging, "embeddings", self.embeddings)
-            save_array(staging, "pc1_direction", self.pc1_direction)
-            if self.token_map is not None:
-                save_array(staging, "token_map", self.token_map)
-            for name, writer in (attachments or {}).items():
-                writer(staging / name)
-            write_manifest(staging, self.manifest.to_json())
+        with Commit(path) as commit:
+            write_build(commit, self, attachments)
         return SparseIndex.load(path)
 
     # ------------------------------------------------------------------------------ facts
     def __len__(self) -> int:
-        return self.postings.n_docs
+        """Live documents (deleted ones are not counted)."""
+        return self.positions - len(self.deleted)
 
     @property
     def vocab_size(self) -> int:
-        return self.postings.vocab_size
+        return self.manifest.vocab_size
+
+    @property
+    def postings(self) -> Postings:
+        """The postings of a one-segment index (a fresh build or a compaction)."""
+        if len(self.segments) != 1:
+            raise TokretrieveError(f"this index has {len(self.segments)} segments: compact it "
+                                   "to one (`tokretrieve compact`) to read its postings whole")
+        return self.segments[0].postings
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        """Document ids by position, deleted positions included (`search` never returns
+        those). One segment's array is its memory map; several are joined once."""
+        if self._doc_ids is None:
+            self._doc_ids = (self.segments[0].doc_ids if len(self.segments) == 1 else
+                             np.concatenate([np.asarray(s.doc_ids) for s in self.segments]))
+        return self._doc_ids
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The dense embeddings by position (joined on each call where there are several
+        segments: the dense index copies them once)."""
+        if len(self.segments) == 1:
+            return self.segments[0].embeddings
+        return np.concatenate([np.asarray(s.embeddings) for s in self.segments])
+
+    @property
+    def deleted_mask(self) -> np.ndarray:
+        """A bool per position: True where the document was deleted."""
+        if self._mask is None:
+            self._mask = np.zeros(self.positions, dtype=np.bool_)
+            self._mask[self.deleted] = True
+        return self._mask
 
     @property
     def idf(self) -> np.ndarray:
-        """BM25's idf of each token over the document bags (0 for tokens in no bag)."""
+        """BM25's idf of each token over the stored bags (0 for tokens in no bag). As in
+        Lucene, deleted documents count until a compaction removes them."""
         if self._idf is None:
-            df = self.postings.document_frequency().astype(np.float64)
-            n = float(len(self))
+            df = sum(s.postings.document_frequency() for s in self.segments).astype(np.float64)
+            n = float(self.positions)
             self._idf = np.where(df > 0, np.log1p((n - df + 0.5) / (df + 0.5)), 0.0)
         return self._idf
 
     def position(self, doc_id: str) -> int:
-        """The position of a document id in the index (what `search` returns as ids)."""
+        """The position of a live document id (what `search` returns as ids)."""
         if self._positions is None:
-            self._positions = {str(d): i for i, d in enumerate(np.asarray(self.doc_ids))}
+            mask = self.deleted_mask
+            self._positions = {str(d): i for i, d in enumerate(np.asarray(self.doc_ids))
+                               if not mask[i]}
         try:
             return self._positions[doc_id]
         except KeyError:
             where = self.path or "this index"
             raise TokretrieveError(f"document id {doc_id!r} is not in {where}") from None
 
+    def segment_of(self, position: int) -> tuple[Segment, int]:
+        """The segment holding `position`, and the position within it."""
+        starts = [s.start for s in self.segments]
+        segment = self.segments[int(np.searchsorted(starts, position, side="right")) - 1]
+        return segment, int(position) - segment.start
+
     def document_bag(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored bag of the document at `position`: token ids and weights, heaviest first."""
-        tokens, weights = self.postings.document(int(position))
+        segment, local = self.segment_of(position)
+        tokens, weights = segment.postings.document(local)
         order = np.argsort(-weights, kind="stable")
         return tokens[order], weights[order]
 
@@ -151,16 +218,25 @@ class SparseIndex:
         k = check_count(k, "k")
         n_threads = check_threads(threads)
         bags = self._check_queries(queries)
-        docs, scores, counts = self.postings.top_k(
-            bags.indptr.astype(np.int64), bags.indices.astype(np.int64),
-            bags.data.astype(np.float32), k, self._scratch, n_threads)
-        out_scores = np.full((bags.shape[0], k), NO_SCORE, dtype=np.float32)
-        out_ids = np.full((bags.shape[0], k), -1, dtype=np.int64)
-        width = docs.shape[1]
-        valid = np.arange(width)[None, :] < counts[:, None]
-        out_scores[:, :width] = np.where(valid, scores, NO_SCORE)
-        out_ids[:, :width] = np.where(valid, docs, -1)
-        return out_scores, out_ids
+        query = (bags.indptr.astype(np.int64), bags.indices.astype(np.int64),
+                 bags.data.astype(np.float32))
+        found_sums, found_ids = [], []
+        for segment in self.segments:
+            deleted = (self.deleted_mask[segment.start:segment.start + len(segment)]
+                       if len(self.deleted) else None)
+            docs, sums, counts = segment.postings.top_k(*query, k, self._scratch, n_threads,
+                                                        deleted)
+            valid = np.arange(docs.shape[1])[None, :] < counts[:, None]
+            found_sums.append(np.where(valid, sums, NO_SCORE))
+            found_ids.append(np.where(valid, docs + segment.start, -1))
+        sums, ids = found_sums[0], found_ids[0]
+        if len(self.segments) > 1:  # merged on the sums before the scale, which they share
+            sums, ids = _merge(np.hstack(found_sums), np.hstack(found_ids), k)
+        scores = np.full((len(sums), k), NO_SCORE, dtype=np.float32)
+        out_ids = np.full((len(sums), k), -1, dtype=np.int64)
+        scores[:, :sums.shape[1]] = sums * np.float32(self.manifest.layout.scale)
+        out_ids[:, :ids.shape[1]] = ids
+        return scores, out_ids
 
     def contributions(self, token_ids: np.ndarray, weights: np.ndarray,
                       positions: np.ndarray) -> np.ndarray:
@@ -168,13 +244,18 @@ class SparseIndex:
         (query weight x stored weight, 0 where the document lacks the token); each row sums to
         the score `search` gave. Explanations are built from this."""
         token_ids = np.asarray(token_ids, dtype=np.int64)
-        postings = self.postings
-        impacts = gather_impacts(postings.indptr, postings.docs, postings.impacts,
-                                 postings.segment_docs, token_ids,
-                                 np.asarray(positions, dtype=np.int64))
-        # the kernel's products, then the exact power-of-two scale
+        positions = np.asarray(positions, dtype=np.int64)
+        impacts = np.zeros((len(positions), len(token_ids)), dtype=np.float32)
+        for segment in self.segments:
+            rows = np.flatnonzero((positions >= segment.start)
+                                  & (positions < segment.start + len(segment)))
+            postings = segment.postings
+            impacts[rows] = gather_impacts(postings.indptr, postings.docs, postings.impacts,
+                                           postings.segment_docs, token_ids,
+                                           positions[rows] - segment.start)
+        # the kernel's products, then the exact power-of-two scale (every segment shares it)
         return (np.asarray(weights, dtype=np.float32)[None, :] * impacts
-                * np.float32(postings.scale))
+                * np.float32(self.manifest.layout.scale))
 
     def _check_queries(self, queries: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
         if not sp.issparse(queries):
@@ -198,15 +279,137 @@ def clean_query_bags(queries: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
     return bags
 
 
+def _merge(sums: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of each row of candidates from several segments, by sum then lower
+    position (the order one segment's kernel uses); padding (-1 / NO_SCORE) sorts last."""
+    order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -sums), axis=1)[:, :k]
+    return np.take_along_axis(sums, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def write_build(commit: Commit, index: SparseIndex,
+                attachments: Mapping[str, Callable[[Path], object]] | None = None) -> None:
+    """Publish `index` whole as the commit's generation: a new base entry and segments; the
+    previous generation's entries are dropped by the commit after this one."""
+    base = commit.new_entry("base")
+    save_array(base, "pc1_direction", index.pc1_direction)
+    if index.token_map is not None:
+        save_array(base, "token_map", index.token_map)
+    for name, writer in (attachments or {}).items():
+        writer(base / name)
+    records = [write_segment(commit.new_entry("seg"), segment, commit.number)
+               for segment in index.segments]
+    commit.publish(manifest_json(index.manifest, base.name, records))
+
+
+def manifest_json(manifest: IndexManifest, base: str, segments: list[SegmentRecord],
+                  deleted: str | None = None, deleted_count: int = 0) -> dict:
+    """The manifest object of an index stored as `segments`, with shared entries in `base`
+    and `deleted_count` positions listed in the file `deleted` (the commit adds the
+    generation number and the checksums)."""
+    contents = Contents(generation=0, base=base, segments=tuple(segments), deleted=deleted,
+                        deleted_count=deleted_count)
+    return replace(manifest, contents=contents,
+                   doc_count=sum(s.documents for s in segments) - deleted_count,
+                   postings=sum(s.postings for s in segments),
+                   format_version=FORMAT_VERSION).to_json()
+
+
+def write_segment(folder: Path, segment: Segment, generation: int) -> SegmentRecord:
+    """Write one segment's arrays into its (new) folder; returns its manifest record."""
+    save_array(folder, "doc_ids", segment.doc_ids)
+    save_array(folder, "postings_indptr", segment.postings.indptr)
+    save_array(folder, "postings_docs", segment.postings.docs)
+    save_array(folder, "postings_impacts", segment.postings.impacts)
+    save_array(folder, "embeddings", segment.embeddings)
+    return SegmentRecord(name=folder.name, documents=len(segment),
+                         postings=segment.postings.n_postings, generation=generation)
+
+
 def in_memory(manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
               embeddings: np.ndarray, pc1_direction: np.ndarray,
               token_map: np.ndarray | None) -> SparseIndex:
-    """An index not (yet) on disk, its manifest completed with the postings' own counts and
-    layout (a document whose every weight rounded to level 0 counts as empty)."""
+    """An index not (yet) on disk, one segment, its manifest completed with the postings'
+    own counts and layout (a document whose every weight rounded to level 0 counts as
+    empty)."""
     empty = [str(doc_ids[i]) for i in np.flatnonzero(postings.document_lengths() == 0)]
     manifest = replace(manifest, doc_count=len(doc_ids), postings=postings.n_postings,
                        empty_documents=len(empty), empty_document_ids=tuple(empty[:100]),
                        layout=PostingsLayout(segment_docs=postings.segment_docs,
                                              impacts=str(postings.impacts.dtype),
                                              scale=postings.scale))
-    return SparseIndex(manifest, postings, doc_ids, embeddings, pc1_direction, token_map)
+    return SparseIndex(manifest, [Segment(postings, doc_ids, embeddings)], pc1_direction,
+                       token_map)
+
+
+def _open(cls: type[SparseIndex], path: Path, manifest: IndexManifest, mmap: bool,
+          verify: bool | None) -> SparseIndex:
+    """Open the generation `manifest` commits, checking every array (see SparseIndex.load)."""
+    contents = manifest.contents
+    if verify or (verify is None and _committed_bytes(path, contents) <= VERIFY_BYTES):
+        problems = checksum_problems(path, contents)
+        if problems:
+            raise IndexFormatError(f"{problems[0]}; run `tokretrieve verify --index {path}` "
+                                   "for every problem, and rebuild the index")
+    hidden = manifest.model.hidden_size
+    base = path / contents.base
+    direction = load_array(base / "pc1_direction.npy", mmap=False)
+    if direction.shape != (hidden,) or not np.all(np.isfinite(direction)):
+        raise IndexFormatError(f"{base / 'pc1_direction.npy'} is damaged (shape "
+                               f"{direction.shape} or values not finite; expected {hidden} "
+                               "finite numbers); rebuild the index")
+    token_map = None
+    if manifest.bags.merge_variants:
+        token_map = load_array(base / "token_map.npy", mmap=False)
+        if (token_map.shape != (manifest.vocab_size,) or token_map.dtype.kind not in "iu"
+                or token_map.min() < 0 or token_map.max() >= manifest.vocab_size):
+            raise IndexFormatError(f"{base / 'token_map.npy'} is damaged; rebuild the index")
+    segments = [_open_segment(path / record.name, record, manifest, mmap)
+                for record in contents.segments]
+    deleted = None
+    if contents.deleted:
+        deleted = load_array(path / contents.deleted, mmap=False)
+        if (deleted.dtype != np.int64 or deleted.ndim != 1
+                or len(deleted) != contents.deleted_count
+                or np.any(np.diff(deleted) <= 0) or (len(deleted) and (
+                    deleted[0] < 0 or deleted[-1] >= contents.positions))):
+            raise IndexFormatError(f"{path / contents.deleted} is damaged; rebuild the index")
+    return cls(manifest, segments, direction, token_map, deleted, path)
+
+
+def _open_segment(folder: Path, record: SegmentRecord, manifest: IndexManifest,
+                  mmap: bool) -> Segment:
+    layout = manifest.layout
+    postings = Postings(load_array(folder / "postings_indptr.npy", mmap),
+                        load_array(folder / "postings_docs.npy", mmap),
+                        load_array(folder / "postings_impacts.npy", mmap),
+                        float(layout.scale), record.documents, int(layout.segment_docs))
+    postings.check(folder, manifest.vocab_size, layout.impacts)
+    doc_ids = load_array(folder / "doc_ids.npy", mmap)
+    if doc_ids.dtype.kind != "U" or doc_ids.shape != (record.documents,):
+        raise IndexFormatError(f"{folder / 'doc_ids.npy'} is damaged ({doc_ids.dtype} "
+                               f"{doc_ids.shape}, expected {record.documents} strings); "
+                               "rebuild the index")
+    embeddings = load_array(folder / "embeddings.npy", mmap)
+    expected = (record.documents, manifest.model.hidden_size)
+    if embeddings.dtype != np.float32 or embeddings.shape != expected:
+        raise IndexFormatError(f"{folder / 'embeddings.npy'} is damaged ({embeddings.dtype} "
+                               f"{embeddings.shape}, expected float32 {expected}); rebuild "
+                               "the index")
+    return Segment(postings, doc_ids, embeddings)
+
+
+def _committed_bytes(path: Path, contents: Contents) -> int:
+    return sum((path / name).stat().st_size for name in contents.files
+               if (path / name).is_file())
+
+
+def checksum_problems(path: Path, contents: Contents) -> list[str]:
+    """Every file of the generation whose sha256 is not the manifest's, or that is gone."""
+    problems = []
+    for name, digest in sorted(contents.files.items()):
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{file} is missing")
+        elif file_digest(file) != digest:
+            problems.append(f"{file} does not match its checksum (damaged)")
+    return problems

@@ -75,7 +75,7 @@ def index_tokenizer(index: SparseIndex):
     if index.path is None:
         raise TokretrieveError("this index is not on disk, so it has no saved tokenizer: give "
                                "the searcher the index's model (encoder=...) or a tokenizer")
-    folder = Path(index.path) / "tokenizer"
+    folder = Path(index.path) / index.manifest.contents.base / "tokenizer"
     if not folder.is_dir():
         raise IndexFormatError(f"{index.path}: tokenizer/ is missing; the index is damaged, "
                                "rebuild it")
