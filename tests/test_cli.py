@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
 
 from tokretrieve import SparseIndex, SparseSearcher, index_encoder
-from tokretrieve.cli import main
+from tokretrieve.cli import _parser, main
 
 DOCS = [
     ("d1", "wing lift drag"),
@@ -194,6 +195,8 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     (["index", "{bad_json}", "--model", "{model}"], ":2: malformed JSON"),
     (["index", "{folder}", "--model", "no-such-model-anywhere", "--output", "{out}"],
      "could not load model 'no-such-model-anywhere'"),
+    (["index", "{folder}", "--model", "minlm", "--output", "{out}"],
+     "unknown model 'minlm': did you mean 'minilm'?"),
     (["index", "{folder}", "--model", "{model}", "--bag-size", "0", "--output", "{out}"],
      "--bag-size must be a positive integer, got 0"),
     (["search", "--index", "{index}"], "no queries"),
@@ -269,11 +272,55 @@ def test_pc1_strength_auto_records_the_calibration(beir_folder, tiny_llama_dir, 
     assert "pc1 calibrated" in capsys.readouterr().out
 
 
-def test_pc1_strength_rejects_words_other_than_auto(beir_folder, tiny_llama_dir, tmp_path,
-                                                   capsys):
+@pytest.mark.parametrize("strength", ["strong", "nan", "inf", "1e999"])
+def test_pc1_strength_rejects_words_and_non_finite_numbers(beir_folder, tiny_llama_dir,
+                                                          tmp_path, monkeypatch, capsys,
+                                                          strength):
+    """Anything but 'auto' or a finite number is refused while parsing the arguments, before
+    the corpus is read or the model loaded."""
+    import tokretrieve.cli as cli
+
+    monkeypatch.setattr(cli, "read_documents", lambda *a, **k: pytest.fail("corpus read"))
     with pytest.raises(SystemExit):
-        build(beir_folder, tiny_llama_dir, tmp_path / "idx", "--pc1-strength", "strong")
-    assert "expected a number or 'auto'" in capsys.readouterr().err
+        build(beir_folder, tiny_llama_dir, tmp_path / "idx", "--pc1-strength", strength)
+    assert f"expected a finite number or 'auto', got '{strength}'" in capsys.readouterr().err
+
+
+def test_commands_reading_text_files_take_encoding_errors(beir_folder, tiny_llama_dir,
+                                                         tmp_path, capsys):
+    """The error for bytes that are not UTF-8 recommends --encoding-errors replace: search
+    --topics and calibrate take it too (analyze parses it), and with it the files are read."""
+    index = tmp_path / "idx"
+    build(beir_folder, tiny_llama_dir, index)
+    topics = tmp_path / "topics.tsv"
+    topics.write_bytes(b"q1\theat flow caf\xe9\n")
+    capsys.readouterr()
+    search = ["search", "--index", str(index), "--mode", "tokens", "--topics", str(topics)]
+    assert main(search) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not UTF-8" in err[0] and "--encoding-errors replace" in err[0]
+    assert main([*search, "--encoding-errors", "replace"]) == 0
+    assert "query q1: heat flow caf\ufffd" in capsys.readouterr().out
+    with (beir_folder / "corpus.jsonl").open("ab") as corpus:
+        corpus.write(b'{"_id": "d5", "text": "wing caf\xe9"}\n')
+    calibrate = ["calibrate", str(beir_folder), "--model", str(tiny_llama_dir)]
+    assert main(calibrate) == 2
+    assert "--encoding-errors replace" in capsys.readouterr().err
+    assert main([*calibrate, "--encoding-errors", "replace"]) == 0
+    assert "<- chosen" in capsys.readouterr().out
+    analyze = _parser().parse_args(["analyze", "--corpus", "c", "--output", "o",
+                                    "--encoding-errors", "replace"])
+    assert analyze.encoding_errors == "replace"
+
+
+def test_gzipped_corpus_file_is_indexed(beir_folder, tiny_llama_dir, tmp_path, capsys):
+    """A corpus.jsonl.gz is read as its contents (it used to be reported as bytes that are not
+    UTF-8, with advice to replace them)."""
+    gzipped = tmp_path / "corpus.jsonl.gz"
+    gzipped.write_bytes(gzip.compress((beir_folder / "corpus.jsonl").read_bytes()))
+    assert build(gzipped, tiny_llama_dir, tmp_path / "idx") == 0
+    assert "read 4 documents" in capsys.readouterr().out
+    assert SparseIndex.load(tmp_path / "idx").manifest.doc_count == 4
 
 
 def test_analyze_writes_its_report(beir_folder, tiny_llama_dir, tmp_path, capsys):

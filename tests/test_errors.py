@@ -17,6 +17,7 @@ from tokretrieve import (
     Encoder,
     IndexFormatError,
     ModelLoadError,
+    SparseIndex,
     SparseSearcher,
     TokretrieveError,
     build_index,
@@ -222,10 +223,11 @@ def test_empty_and_whitespace_texts_become_empty_bags(encoder, tmp_path):
 def test_damaged_tokenizer_folder_is_a_format_error(small_index, tmp_path, damage):
     """Tokens mode loads the tokenizer saved in the index: a missing, emptied or garbled
     tokenizer/ folder is an IndexFormatError that says to rebuild, never a transformers error
-    (or, for a path it cannot find, a hub lookup of a repo named '<index>/tokenizer')."""
+    (or, for a path it cannot find, a hub lookup of a repo named '<index>/tokenizer'). The
+    index is opened without checksums, which would name the damage first."""
     copy = tmp_path / "idx"
     shutil.copytree(small_index.path, copy)
-    tokenizer = copy / "tokenizer"
+    tokenizer = copy / small_index.manifest.contents.base / "tokenizer"
     shutil.rmtree(tokenizer)
     if damage != "missing":
         tokenizer.mkdir()
@@ -233,7 +235,7 @@ def test_damaged_tokenizer_folder_is_a_format_error(small_index, tmp_path, damag
         (tokenizer / "tokenizer.json").write_text("{not json")
     expected = "is missing" if damage == "missing" else "cannot be loaded"
     with pytest.raises(IndexFormatError, match=rf"tokenizer/ {expected}.*rebuild it"):
-        SparseSearcher.from_index(copy, mode="tokens")
+        SparseSearcher.from_index(SparseIndex.load(copy, verify=False), mode="tokens")
 
 
 def test_index_tokenizer_is_never_looked_up_on_the_hub(small_index, monkeypatch):
@@ -265,6 +267,29 @@ def test_unknown_model_name(tmp_path):
     (tmp_path / "junk" / "config.json").write_text("{broken")
     with pytest.raises(ModelLoadError, match="could not load model"):
         Encoder.load(str(tmp_path / "junk"))
+
+
+def test_typo_of_an_alias_is_refused_without_asking_the_hub(monkeypatch):
+    """A bare name close to an alias is a typo: refused at once with the alias it was meant to
+    be and the list, without a hub lookup (whose retries take half a minute offline); a name
+    like 'org/name' is a hub id and still goes to the hub."""
+    import tokretrieve.encoding.models as models
+
+    asked = []
+
+    def hub(source, dtype):
+        asked.append(source)
+        raise OSError("no network")
+
+    monkeypatch.setattr(models, "_load_transformers", hub)
+    for typo, meant in [("minlm", "minilm"), ("MiniLM", "minilm"), ("smollm", "smollm2")]:
+        with pytest.raises(ModelLoadError, match=rf"unknown model '{typo}': did you mean "
+                                                 rf"'{meant}'\? Aliases: minilm, smollm2"):
+            Encoder.load(typo)
+    assert asked == []
+    with pytest.raises(ModelLoadError, match="could not load model 'org/minlm'"):
+        Encoder.load("org/minlm")
+    assert asked == ["org/minlm"]
 
 
 def test_unknown_method_and_bad_sizes(tiny_llama_dir):

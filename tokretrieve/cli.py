@@ -9,6 +9,7 @@ where they expect; each count has its own name: `--bag-size` (tokens kept per do
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--threads", type=int, default=None,
                         help="scoring threads for a batch of queries (default: all cores)")
     search.add_argument("--output", help="write a TREC run file here")
+    _add_encoding_errors(search)
     search.set_defaults(run=_run_search)
 
     explain = commands.add_parser("explain", help="show a text's key tokens")
@@ -102,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--method", help="embedding method (default: the model's)")
     calibrate.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
     calibrate.add_argument("--sample", type=int, default=300, help="texts sampled (default 300)")
+    _add_encoding_errors(calibrate)
     calibrate.set_defaults(run=_run_calibrate)
 
     analyze = commands.add_parser(
@@ -113,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
     analyze.add_argument("--sample", type=int, default=300, help="texts sampled (default 300)")
     analyze.add_argument("--output", required=True, help="folder for report.md and its plots")
+    _add_encoding_errors(analyze)
     analyze.set_defaults(run=_run_analyze)
 
     info = commands.add_parser("info", help="describe an index")
@@ -153,19 +157,30 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
                         help="model weights' precision (bfloat16 where the hardware has it)")
-    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
-                        help="non-UTF-8 bytes: stop with an error (strict) or replace them")
+    _add_encoding_errors(parser)
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild even if an index with the same settings exists")
 
 
+def _add_encoding_errors(parser: argparse.ArgumentParser) -> None:
+    """Every command that reads a corpus or topics file takes this: the readers' error for
+    bytes that are not UTF-8 recommends it."""
+    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                        help="non-UTF-8 bytes: stop with an error (strict) or replace them")
+
+
 def _strength(value: str) -> float | str:
+    """'auto' or a finite number, refused at parsing: not after the documents are read and
+    the model loaded."""
     if value == "auto":
         return value
     try:
-        return float(value)
+        strength = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+        strength = math.nan
+    if not math.isfinite(strength):
+        raise argparse.ArgumentTypeError(f"expected a finite number or 'auto', got {value!r}")
+    return strength
 
 
 def _build(args: argparse.Namespace, corpus: str, output: Path) -> tuple[SparseIndex, Encoder]:
@@ -216,7 +231,7 @@ def _run_index(args: argparse.Namespace) -> int:
 def _run_search(args: argparse.Namespace) -> int:
     queries = [(str(i), q) for i, q in enumerate(args.query, start=1)]
     if args.topics:
-        topics = read_queries(args.topics)
+        topics = read_queries(args.topics, encoding_errors=args.encoding_errors)
         clash = sorted({qid for qid, _ in queries} & {qid for qid, _ in topics}, key=int)
         if clash:
             raise TokretrieveError(
@@ -264,7 +279,7 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    texts = [text for _, text in read_documents(args.corpus)]
+    texts = [text for _, text in read_documents(args.corpus, encoding_errors=args.encoding_errors)]
     encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length)
     calibration = calibrate_pc1_strength(encoder, texts, sample=args.sample, progress=True)
     print(f"{'λ':>10}  {calibration.criterion}")
@@ -279,7 +294,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _run_analyze(args: argparse.Namespace) -> int:
     from tokretrieve.encoding.analysis import write_analysis_report  # matplotlib: only when asked
 
-    texts = [text for _, text in read_documents(args.corpus)]
+    texts = [text for _, text in read_documents(args.corpus, encoding_errors=args.encoding_errors)]
     encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length)
     backbone = (Encoder.load(args.backbone, method=encoder.method.name,
                              max_length=args.max_length) if args.backbone else None)
@@ -324,7 +339,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     has_queries = corpus.startswith(IRDS_PREFIX) or (Path(corpus) / "queries.jsonl").is_file()
     try:
         index, encoder = _build(args, corpus, output)
-        queries = read_queries(corpus)[:args.queries] if has_queries else []
+        queries = (read_queries(corpus, encoding_errors=args.encoding_errors)[:args.queries]
+                   if has_queries else [])
     except CorpusError as error:
         raise TokretrieveError(
             f"the demo collection {corpus} cannot be read ({error}); name a BEIR folder to "

@@ -4,15 +4,19 @@ Readers never skip or silently mangle a record: a malformed line stops the read 
 line named, duplicate ids are refused with the ids listed, so are ids with whitespace (a TREC run
 file could not hold them), and empty texts are kept (they become empty bags, reported by the index
 build). Bytes that are not UTF-8 are an error by default, with `encoding_errors="replace"` to
-index such files anyway.
+index such files anyway. Gzipped files (`corpus.jsonl.gz`, or any file that starts with gzip's
+magic number) are read as their contents.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import io
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,6 +27,7 @@ IRDS_PREFIX = "irds:"
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
 TEXT_FIELDS = ("text", "contents", "body", "query")
 _WHITESPACE = re.compile(r"\s")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_documents(spec: str | Path, encoding_errors: str = "strict") -> list[tuple[str, str]]:
@@ -32,10 +37,10 @@ def read_documents(spec: str | Path, encoding_errors: str = "strict") -> list[tu
         return _irds_documents(spec_text[len(IRDS_PREFIX):])
     path = Path(spec)
     if path.is_dir():
-        corpus = path / "corpus.jsonl"
+        corpus = _beir_file(path, "corpus.jsonl")
         if not corpus.is_file():
             raise CorpusError(f"{path} is a folder without corpus.jsonl (a BEIR folder has "
-                              "corpus.jsonl, queries.jsonl and qrels/)")
+                              "corpus.jsonl, queries.jsonl and qrels/, each may be gzipped)")
         path = corpus
     return check_unique(_read_records(path, encoding_errors), str(path))
 
@@ -52,7 +57,7 @@ def read_queries(spec: str | Path, encoding_errors: str = "strict") -> list[tupl
         return check_unique(records, spec_text)
     path = Path(spec)
     if path.is_dir():
-        path = path / "queries.jsonl"
+        path = _beir_file(path, "queries.jsonl")
     return check_unique(_read_records(path, encoding_errors), str(path))
 
 
@@ -68,7 +73,7 @@ def read_qrels(spec: str | Path, split: str = "test") -> dict[str, dict[str, int
         return qrels
     path = Path(spec)
     if path.is_dir():
-        path = path / "qrels" / f"{split}.tsv"
+        path = _beir_file(path / "qrels", f"{split}.tsv")
     if not path.is_file():
         raise CorpusError(f"qrels file not found: {path}")
     qrels = {}
@@ -120,27 +125,45 @@ def documents_digest(records: Iterable[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+def _beir_file(folder: Path, name: str) -> Path:
+    """A BEIR folder's file, or its gzipped copy where only that is there."""
+    gzipped = folder / f"{name}.gz"
+    return gzipped if gzipped.is_file() and not (folder / name).is_file() else folder / name
+
+
 def _read_records(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:
     if not path.is_file():
         raise CorpusError(f"file not found: {path}")
-    if path.suffix == ".tsv":
+    if path.name.removesuffix(".gz").endswith(".tsv"):
         yield from _read_tsv(path, encoding_errors)
     else:
         yield from _read_jsonl(path, encoding_errors)
 
 
 def _lines(path: Path, encoding_errors: str) -> Iterator[tuple[int, str]]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                # utf-8-sig on line 1: a byte-order mark is not part of the first id.
-                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8",
-                                         errors=encoding_errors)
-            except UnicodeDecodeError as error:
-                raise CorpusError(
-                    f"{path}:{number}: bytes that are not UTF-8 at column {error.start + 1}; "
-                    "fix the file or pass --encoding-errors replace"
-                ) from None
+    try:
+        with _open_bytes(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    # utf-8-sig on line 1: a byte-order mark is not part of the first id.
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8",
+                                             errors=encoding_errors)
+                except UnicodeDecodeError as error:
+                    raise CorpusError(
+                        f"{path}:{number}: bytes that are not UTF-8 at column "
+                        f"{error.start + 1}; fix the file or pass --encoding-errors replace"
+                    ) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # raised by gzip alone
+        raise CorpusError(f"{path}: the gzip file is truncated or damaged ({error}); "
+                          "download or compress it again") from None
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed when it starts with gzip's magic number: read as plain
+    text, a gzipped file would be reported as bytes that are not UTF-8."""
+    with path.open("rb") as probe:
+        gzipped = probe.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+    return gzip.GzipFile(path, "rb") if gzipped else path.open("rb")
 
 
 def _read_jsonl(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:

@@ -10,6 +10,7 @@ projected, since batch x length x vocab floats exhaust memory.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -201,7 +202,14 @@ def _resolve(name: str) -> tuple[str, str]:
         if not path.is_dir():
             raise ModelLoadError(f"model folder not found: {name}")
         return str(path.resolve()), str(path.resolve())
-    return name, name  # a hub id
+    # A hub id is 'org/name' (a few old ones have no org): a bare name close to an alias is a
+    # typo, refused now instead of after the hub's retries.
+    close = difflib.get_close_matches(name.lower(), ALIASES, n=1) if "/" not in name else []
+    if close:
+        raise ModelLoadError(f"unknown model '{name}': did you mean '{close[0]}'? Aliases: "
+                             f"{', '.join(ALIASES)}; or give a local folder, a .gguf file or "
+                             "a hub id 'org/name'")
+    return name, name
 
 
 def load_tokenizer(folder: str | Path):
