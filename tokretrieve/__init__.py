@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _HOME = {
+    "add_documents": "tokretrieve.build",
     "build_index": "tokretrieve.build",
     "index_from_embeddings": "tokretrieve.build",
     "read_documents": "tokretrieve.corpus",
@@ -28,12 +29,16 @@ _HOME = {
     "Encoder": "tokretrieve.encoding",
     "CorpusError": "tokretrieve.errors",
     "EmptyQueryError": "tokretrieve.errors",
+    "IndexBusyError": "tokretrieve.errors",
     "IndexFormatError": "tokretrieve.errors",
     "ModelLoadError": "tokretrieve.errors",
     "TokretrieveError": "tokretrieve.errors",
     "DenseIndex": "tokretrieve.index",
     "IndexManifest": "tokretrieve.index",
     "SparseIndex": "tokretrieve.index",
+    "compact_index": "tokretrieve.index",
+    "delete_documents": "tokretrieve.index",
+    "verify_index": "tokretrieve.index",
     "DenseQueryEncoder": "tokretrieve.search",
     "DenseSearcher": "tokretrieve.search",
     "Hit": "tokretrieve.search",
@@ -56,6 +61,7 @@ __all__ = [
     "EmptyQueryError",
     "Encoder",
     "Hit",
+    "IndexBusyError",
     "IndexFormatError",
     "IndexManifest",
     "ModelLoadError",
@@ -68,12 +74,16 @@ __all__ = [
     "TokenQueryEncoder",
     "TokretrieveError",
     "__version__",
+    "add_documents",
     "build_index",
+    "compact_index",
+    "delete_documents",
     "index_encoder",
     "index_from_embeddings",
     "read_documents",
     "read_qrels",
     "read_queries",
+    "verify_index",
     "write_run",
 ]
 
@@ -91,17 +101,25 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from tokretrieve.build import build_index, index_from_embeddings
+    from tokretrieve.build import add_documents, build_index, index_from_embeddings
     from tokretrieve.corpus import read_documents, read_qrels, read_queries
     from tokretrieve.encoding import BagRecipe, Encoder
     from tokretrieve.errors import (
         CorpusError,
         EmptyQueryError,
+        IndexBusyError,
         IndexFormatError,
         ModelLoadError,
         TokretrieveError,
     )
-    from tokretrieve.index import DenseIndex, IndexManifest, SparseIndex
+    from tokretrieve.index import (
+        DenseIndex,
+        IndexManifest,
+        SparseIndex,
+        compact_index,
+        delete_documents,
+        verify_index,
+    )
     from tokretrieve.search import (
         DenseQueryEncoder,
         DenseSearcher,

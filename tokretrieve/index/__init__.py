@@ -3,11 +3,15 @@
 Nothing here loads a model (no torch, no transformers): an index opens, searches and reports
 with numpy, numba and FAISS alone. `SparseIndex` and `DenseIndex` share one signature,
 `search(queries, k) -> (scores, ids)`; `postings` holds the on-disk layout, `kernels` the
-compiled scoring, `manifest` the records that describe an index, `storage` atomic folders.
+compiled scoring, `manifest` the records that describe an index, `generations` how a folder
+changes by atomic commits, `live` the changes (delete, compact; adding documents needs a model:
+tokretrieve.build.add_documents), `storage` files, checksums and the writer's lock.
 """
 
 from tokretrieve.index.dense import DenseIndex
+from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import IndexManifest
-from tokretrieve.index.sparse import SparseIndex
+from tokretrieve.index.sparse import SparseIndex, verify_index
 
-__all__ = ["DenseIndex", "IndexManifest", "SparseIndex"]
+__all__ = ["DenseIndex", "IndexManifest", "SparseIndex", "compact_index", "delete_documents",
+           "verify_index"]

@@ -38,8 +38,13 @@ class DenseIndex:
 
     @classmethod
     def from_sparse(cls, sparse: SparseIndex) -> DenseIndex:
-        """The dense side of a sparse index: the embeddings its bags were projected from."""
-        return cls(sparse.doc_ids, np.asarray(sparse.embeddings))
+        """The dense side of a sparse index: the embeddings its bags were projected from
+        (deleted documents' rows zeroed, so that they are never returned)."""
+        embeddings = np.asarray(sparse.embeddings)
+        if len(sparse.deleted):
+            embeddings = np.array(embeddings, dtype=np.float32)
+            embeddings[sparse.deleted] = 0
+        return cls(sparse.doc_ids, embeddings)
 
     @classmethod
     def load(cls, path: str | Path) -> DenseIndex:

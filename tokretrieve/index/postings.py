@@ -64,10 +64,24 @@ class Postings:
     def n_postings(self) -> int:
         return int(self.indptr[-1, -1])  # there is always at least one segment
 
-    def document_frequency(self) -> np.ndarray:
-        """Number of documents holding each token (int64, one per vocabulary entry)."""
+    def document_frequency(self, deleted: np.ndarray | None = None) -> np.ndarray:
+        """Number of documents holding each token (int64, one per vocabulary entry), those
+        marked in `deleted` (a bool per document) left out: one pass over each block that
+        holds a deleted document."""
         indptr = np.asarray(self.indptr)
-        return (indptr[:, 1:] - indptr[:, :-1]).sum(axis=0)
+        df = (indptr[:, 1:] - indptr[:, :-1]).sum(axis=0)
+        if deleted is None:
+            return df
+        for block in range(self.n_segments):
+            base, span = self.segment_span(block)
+            gone = np.asarray(deleted[base:base + span], dtype=bool)
+            if not gone.any():
+                continue
+            start, end = int(indptr[block, 0]), int(indptr[block, -1])
+            at = np.flatnonzero(gone[np.asarray(self.docs[start:end])]) + start
+            tokens = np.searchsorted(indptr[block], at, side="right") - 1
+            df -= np.bincount(tokens, minlength=self.vocab_size)
+        return df
 
     def weights(self, impacts: np.ndarray) -> np.ndarray:
         """Stored weights (float32) of some impacts: impact x scale, exact."""

@@ -171,11 +171,15 @@ class SparseIndex:
 
     @property
     def idf(self) -> np.ndarray:
-        """BM25's idf of each token over the stored bags (0 for tokens in no bag). As in
-        Lucene, deleted documents count until a compaction removes them."""
+        """BM25's idf of each token over the live documents' bags (0 for tokens in none):
+        a deleted document no longer counts, so scores equal those of a fresh build of the
+        live documents."""
         if self._idf is None:
-            df = sum(s.postings.document_frequency() for s in self.segments).astype(np.float64)
-            n = float(self.positions)
+            mask = self.deleted_mask if len(self.deleted) else None
+            df = sum(s.postings.document_frequency(
+                None if mask is None else mask[s.start:s.start + len(s)])
+                for s in self.segments).astype(np.float64)
+            n = float(len(self))
             self._idf = np.where(df > 0, np.log1p((n - df + 0.5) / (df + 0.5)), 0.0)
         return self._idf
 
@@ -401,6 +405,22 @@ def _open_segment(folder: Path, record: SegmentRecord, manifest: IndexManifest,
 def _committed_bytes(path: Path, contents: Contents) -> int:
     return sum((path / name).stat().st_size for name in contents.files
                if (path / name).is_file())
+
+
+def verify_index(path: str | Path) -> list[str]:
+    """Every problem of the index at `path`, as lines naming the file: each file's sha256
+    against the manifest's, then what opening it checks (shapes, dtypes, ranges). Empty when
+    the index is whole. Reads every byte: for large indexes this is the slow, full check that
+    `SparseIndex.load` does only up to VERIFY_BYTES."""
+    path = Path(path)
+    manifest = IndexManifest.read(path)
+    problems = checksum_problems(path, manifest.contents)
+    if not problems:
+        try:
+            SparseIndex.load(path, verify=False)
+        except (IndexFormatError, FileNotFoundError) as error:
+            problems.append(str(error))
+    return problems
 
 
 def checksum_problems(path: Path, contents: Contents) -> list[str]:

@@ -1,0 +1,157 @@
+"""tokretrieve.index.live and build.add_documents: add, delete, update and compact, checked
+against independently built indexes of the same documents.
+
+The reference for any sequence of changes is an index built in one go, in memory, from the
+live documents' embeddings with the changed index's own PC1 direction, λ and quantization scale
+(the bags are then the same numbers, so results must be identical, scores included).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from refimpl import random_texts
+
+from tokretrieve import (
+    DenseSearcher,
+    SparseIndex,
+    SparseSearcher,
+    TokretrieveError,
+    add_documents,
+    build_index,
+    compact_index,
+    delete_documents,
+    verify_index,
+)
+from tokretrieve.encoding.projection import PC1Adjustment
+from tokretrieve.index.postings import postings_from_bags
+from tokretrieve.index.sparse import in_memory
+
+FIRST = [(f"a{i}", t) for i, t in enumerate(random_texts(14, seed=61, low=3, high=10))]
+SECOND = [(f"b{i}", t) for i, t in enumerate(random_texts(9, seed=62, low=3, high=10))]
+QUERIES = random_texts(6, seed=63, low=1, high=5)
+BAGS = {"bag_size": 6, "weighting": "shifted"}
+
+
+@pytest.fixture
+def encoder(tiny_encoder):
+    return tiny_encoder("llama", "prompteol").with_bags(**BAGS)
+
+
+@pytest.fixture
+def index_path(encoder, tmp_path):
+    path = tmp_path / "idx"
+    build_index(FIRST, encoder, path, segment_docs=4, progress=False)
+    return path
+
+
+def answers(index, encoder, k=8):
+    """What a user sees: ids, exact scores and matched tokens, in both sparse modes and dense."""
+    out = []
+    for mode in ("model", "tokens"):
+        searcher = SparseSearcher.from_index(index, mode=mode,
+                                             encoder=encoder if mode == "model" else None)
+        out += [[(h.doc_id, h.score, h.matched) for h in searcher.search(q, k=k)]
+                for q in QUERIES]
+    dense = DenseSearcher.from_index(index, encoder=encoder)
+    out += [[(h.doc_id, h.score) for h in dense.search(q, k=k)] for q in QUERIES]
+    return out
+
+
+def fresh(changed: SparseIndex, live_docs, encoder) -> SparseIndex:
+    """An in-memory index built in one go from `live_docs` (in order) with the changed
+    index's PC1 direction, λ and scale: the answer every change must reproduce. The
+    documents' embeddings are the ones the changed index stored for them (embedding them again
+    in other batches would move their last bits), their text is checked against them."""
+    bags = changed.manifest.bags
+    fitted = encoder.with_bags(adjustment=PC1Adjustment(np.asarray(changed.pc1_direction),
+                                                        float(bags.pc1_strength)))
+    embeddings = np.stack([changed.embeddings[changed.position(d)] for d, _ in live_docs])
+    np.testing.assert_allclose(embeddings, encoder.embed([t for _, t in live_docs]),
+                               rtol=1e-4, atol=1e-5)
+    layout = changed.manifest.layout
+    postings = postings_from_bags(fitted.bags(embeddings), layout.impacts,
+                                  int(layout.segment_docs), scale=float(layout.scale))
+    index = in_memory(changed.manifest, postings, np.array([d for d, _ in live_docs]),
+                      embeddings, np.asarray(changed.pc1_direction), None)
+    index.path = changed.path  # its tokenizer, for tokenized queries
+    return index
+
+
+def test_add_then_search_equals_a_fresh_build(encoder, index_path):
+    added = add_documents(index_path, SECOND, encoder, progress=False)
+    assert len(added) == len(FIRST) + len(SECOND)
+    assert len(added.segments) == 2 and added.manifest.contents.generation == 2
+    assert added.manifest.documents_digest is None  # no longer the digest of one corpus
+    assert answers(added, encoder) == answers(fresh(added, FIRST + SECOND, encoder), encoder)
+    assert verify_index(index_path) == []
+
+
+def test_pc1_and_lambda_stay_the_index_s_and_drift_is_recorded(encoder, index_path):
+    before = SparseIndex.load(index_path)
+    added = add_documents(index_path, SECOND, encoder, progress=False)
+    np.testing.assert_array_equal(added.pc1_direction, before.pc1_direction)
+    assert added.manifest.bags.pc1_strength == before.manifest.bags.pc1_strength
+    assert added.manifest.layout.scale == before.manifest.layout.scale
+    drift = added.manifest.contents.segments[1].drift
+    assert set(drift) == {"pc1_cosine", "norm_ratio", "saturated_weights"}
+    assert 0 <= drift["pc1_cosine"] <= 1 and drift["norm_ratio"] > 0
+    assert added.manifest.contents.segments[0].drift is None
+
+
+def test_adding_an_existing_id_is_refused_naming_it_unless_update(encoder, index_path):
+    with pytest.raises(TokretrieveError, match=r"already in .*'a3'"):
+        add_documents(index_path, [("new", "text"), ("a3", "other text")], encoder,
+                      progress=False)
+    assert len(SparseIndex.load(index_path)) == len(FIRST)  # nothing committed
+    changed = [("a3", SECOND[0][1])]
+    updated = add_documents(index_path, changed, encoder, update=True, progress=False)
+    assert len(updated) == len(FIRST)
+    live = [d for d in FIRST if d[0] != "a3"] + changed
+    assert answers(updated, encoder) == answers(fresh(updated, live, encoder), encoder)
+
+
+def test_delete_hides_documents_from_every_query_mode(encoder, index_path):
+    gone = ["a0", "a5", "a13"]
+    deleted = delete_documents(index_path, gone)
+    assert len(deleted) == len(FIRST) - 3 and deleted.manifest.doc_count == len(FIRST) - 3
+    live = [d for d in FIRST if d[0] not in gone]
+    assert answers(deleted, encoder, k=50) == answers(fresh(deleted, live, encoder), encoder,
+                                                      k=50)
+    with pytest.raises(TokretrieveError, match=r"not in .*'a0'"):
+        delete_documents(index_path, ["a0"])  # already deleted
+    with pytest.raises(TokretrieveError, match=r"not in .*'zz'"):
+        delete_documents(index_path, ["a1", "zz"])
+    assert len(SparseIndex.load(index_path)) == len(FIRST) - 3  # the refused call changed nothing
+
+
+def test_compaction_answers_like_a_fresh_build_of_the_survivors(encoder, index_path):
+    add_documents(index_path, SECOND, encoder, progress=False)
+    delete_documents(index_path, ["a1", "b4", "a7"])
+    add_documents(index_path, [("b4", FIRST[1][1])], encoder, progress=False)
+    before = answers(SparseIndex.load(index_path), encoder)
+    compacted = compact_index(index_path)
+    assert len(compacted.segments) == 1 and len(compacted.deleted) == 0
+    live = ([d for d in FIRST if d[0] not in ("a1", "a7")]
+            + [d for d in SECOND if d[0] != "b4"] + [("b4", FIRST[1][1])])
+    assert list(compacted.doc_ids) == [d for d, _ in live]
+    reference = fresh(compacted, live, encoder)
+    assert answers(compacted, encoder) == answers(reference, encoder) == before
+    for mine, theirs in ((compacted.postings.indptr, reference.postings.indptr),
+                         (compacted.postings.docs, reference.postings.docs),
+                         (compacted.postings.impacts, reference.postings.impacts)):
+        np.testing.assert_array_equal(mine, theirs)
+    assert verify_index(index_path) == []
+
+
+def test_changes_refuse_bad_input_before_committing(encoder, index_path, tmp_path):
+    with pytest.raises(TokretrieveError, match="no document ids"):
+        delete_documents(index_path, [])
+    with pytest.raises(TokretrieveError, match="duplicate ids 'x'"):
+        add_documents(index_path, [("x", "one"), ("x", "two")], encoder, progress=False)
+    with pytest.raises(TokretrieveError, match="holds no index"):
+        delete_documents(tmp_path / "none", ["a"])
+    delete_documents(index_path, [d for d, _ in FIRST])
+    with pytest.raises(TokretrieveError, match=r"every document .* is deleted"):
+        compact_index(index_path)
+    assert SparseIndex.load(index_path).manifest.contents.generation == 2
