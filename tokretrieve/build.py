@@ -28,7 +28,7 @@ from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direc
 from tokretrieve.encoding.vocabulary import variant_map
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.generations import CHECKPOINT, Commit, index_manifest_json
-from tokretrieve.index.live import append, changing
+from tokretrieve.index.live import append, changing, check_new_ids
 from tokretrieve.index.manifest import BagRecord, IndexManifest, ModelRecord, PostingsLayout
 from tokretrieve.index.postings import (
     MAX_SEGMENT_DOCS,
@@ -96,8 +96,9 @@ def add_documents(path: str | Path, docs: Iterable[tuple[str, str]],
     """
     records = _checked_records(docs, "documents")
     with changing(path) as (commit, index):
-        encoder = index_encoder(index, encoder)
         ids = [doc_id for doc_id, _ in records]
+        check_new_ids(index, ids, update)  # before minutes of encoding, not after
+        encoder = index_encoder(index, encoder)
         embeddings = encoder.embed([text for _, text in records], progress=progress)
         bags = encoder.bags(embeddings)
         layout = index.manifest.layout

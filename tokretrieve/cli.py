@@ -1,4 +1,5 @@
-"""The `tokretrieve` command: index, search, explain, info, calibrate, analyze, demo.
+"""The `tokretrieve` command: index, add, delete, compact, verify, search, explain, info,
+calibrate, analyze, demo.
 
 Flag names follow pyserini's (`--index`, `--topics`, `--output`, `--hits`) so IR users find them
 where they expect; each count has its own name: `--bag-size` (tokens kept per document),
@@ -16,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from tokretrieve.build import build_index, reusable_index
+from tokretrieve.build import add_documents, build_index, reusable_index
 from tokretrieve.corpus import IRDS_PREFIX, read_documents, read_queries
 from tokretrieve.encoding.alignment import calibrate_pc1_strength
 from tokretrieve.encoding.encoder import (
@@ -29,10 +30,10 @@ from tokretrieve.encoding.encoder import (
 from tokretrieve.encoding.models import ALIASES, DEFAULT_MODEL
 from tokretrieve.encoding.projection import WEIGHTINGS
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
+from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
 from tokretrieve.index.postings import IMPACT_TYPES
-from tokretrieve.index.sparse import SparseIndex
-from tokretrieve.index.storage import folder_bytes
+from tokretrieve.index.sparse import SparseIndex, verify_index
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import QUERY_MODES, DenseSearcher, Hit, SparseSearcher
 from tokretrieve.trec import write_run
@@ -122,6 +123,31 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe an index")
     info.add_argument("--index", required=True)
     info.set_defaults(run=_run_info)
+
+    add = commands.add_parser("add", help="add documents to an index (one commit: a new "
+                                          "segment)")
+    add.add_argument("corpus", help="BEIR folder, JSONL/TSV file of (id, text), or irds:<id>")
+    add.add_argument("--index", required=True, help="index folder")
+    add.add_argument("--update", action="store_true",
+                     help="replace documents whose id the index already holds (else refused)")
+    _add_encoding_errors(add)
+    add.set_defaults(run=_run_add)
+
+    delete = commands.add_parser("delete", help="delete documents from an index by id")
+    delete.add_argument("ids", nargs="*", help="document ids")
+    delete.add_argument("--index", required=True, help="index folder")
+    delete.add_argument("--ids-file", help="a file of document ids, one per line")
+    delete.set_defaults(run=_run_delete)
+
+    compact = commands.add_parser(
+        "compact", help="merge an index's segments into one and drop its deleted documents")
+    compact.add_argument("--index", required=True, help="index folder")
+    compact.set_defaults(run=_run_compact)
+
+    verify = commands.add_parser("verify", help="check every file of an index: checksums, "
+                                                "shapes, ranges")
+    verify.add_argument("--index", required=True, help="index folder")
+    verify.set_defaults(run=_run_verify)
 
     demo = commands.add_parser("demo", help="index Cranfield (or CORPUS) and run a few queries")
     demo.add_argument("--corpus", default=DEMO_CORPUS,
@@ -320,9 +346,18 @@ def _run_info(args: argparse.Namespace) -> int:
         ("bags", f"bag_size={bags.bag_size}, weighting={bags.weighting}, "
                  f"pc1_strength={bags.pc1_strength:.6g}, merge_variants={bags.merge_variants}"),
         ("postings layout", f"{layout.impacts} impacts (scale {layout.scale:.6g}), "
-                            f"segments of {layout.segment_docs} documents"),
-        ("bytes on disk", f"{folder_bytes(index.path):,}"),
+                            f"blocks of {layout.segment_docs} documents"),
+        ("generation", f"{manifest.contents.generation}: {len(index.segments)} segment(s), "
+                       f"{len(index.deleted)} deleted position(s)"),
+        ("bytes on disk", f"{index.bytes_on_disk:,}"),
     ]
+    for record in manifest.contents.segments:
+        drift = record.drift
+        detail = "" if drift is None else (
+            f"; added: PC1 cosine {drift['pc1_cosine']:.3f}, norm ratio "
+            f"{drift['norm_ratio']:.3f}, {drift['saturated_weights']} saturated weights")
+        rows.append((f"{record.name or 'segment'}", f"{record.documents} documents, "
+                                                     f"{record.postings} postings{detail}"))
     calibration = bags.calibration
     if calibration:
         rows.insert(-1, ("pc1 calibrated", f"λ={calibration['strength']:.4g} by "
@@ -330,6 +365,64 @@ def _run_info(args: argparse.Namespace) -> int:
                                            f"{calibration['sample']} texts"))
     for key, value in rows:
         print(f"{key:>15}: {value}")
+    return 0
+
+
+def _run_add(args: argparse.Namespace) -> int:
+    docs = read_documents(args.corpus, encoding_errors=args.encoding_errors)
+    started = time.perf_counter()
+    index = add_documents(args.index, docs, update=args.update)
+    segment = index.manifest.contents.segments[-1]
+    drift = segment.drift or {}
+    print(f"added {len(docs)} documents to {args.index} in {time.perf_counter() - started:.1f} "
+          f"s: generation {index.manifest.contents.generation}, {len(index)} documents in "
+          f"{len(index.segments)} segments; drift: PC1 cosine {drift.get('pc1_cosine', 0):.3f}, "
+          f"norm ratio {drift.get('norm_ratio', 0):.3f}, "
+          f"{drift.get('saturated_weights', 0)} weights past the top level")
+    return 0
+
+
+def _run_delete(args: argparse.Namespace) -> int:
+    ids = list(args.ids)
+    if args.ids_file:
+        ids += _read_ids(Path(args.ids_file))
+    if not ids:
+        raise TokretrieveError("no ids to delete: give ids or --ids-file")
+    index = delete_documents(args.index, ids)
+    print(f"deleted {len(ids)} documents from {args.index}: generation "
+          f"{index.manifest.contents.generation}, {len(index)} documents left "
+          f"({len(index.deleted)} deleted positions until `tokretrieve compact`)")
+    return 0
+
+
+def _read_ids(file: Path) -> list[str]:
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise TokretrieveError(f"--ids-file {file} does not exist") from None
+    except UnicodeDecodeError:
+        raise TokretrieveError(f"--ids-file {file} is not UTF-8 text") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def _run_compact(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    index = compact_index(args.index)
+    print(f"compacted {args.index} in {time.perf_counter() - started:.1f} s: generation "
+          f"{index.manifest.contents.generation}, {len(index)} documents in one segment")
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    problems = verify_index(args.index)
+    for problem in problems:
+        print(f"damaged: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{args.index}: {len(problems)} problem(s); rebuild the index", file=sys.stderr)
+        return 1
+    contents = SparseIndex.load(args.index, verify=False).manifest.contents
+    print(f"{args.index}: generation {contents.generation} is whole ({len(contents.files)} "
+          "files match their checksums)")
     return 0
 
 

@@ -49,15 +49,7 @@ def append(commit: Commit, index: SparseIndex, doc_ids: Sequence[str], bags: sp.
     """Commit `doc_ids` with their bags and embeddings as a new segment. An id the index
     already holds is refused unless `update`, which deletes its old version in the commit."""
     ids = np.array(doc_ids, dtype=str)
-    if len(ids) == 0:
-        raise TokretrieveError("no documents to add")
-    if len(set(ids.tolist())) != len(ids):
-        raise TokretrieveError("the documents to add repeat an id: each id may be added once")
-    present = [d for d in ids.tolist() if _has(index, d)]
-    if present and not update:
-        shown = ", ".join(repr(d) for d in present[:5]) + (" ..." if len(present) > 5 else "")
-        raise TokretrieveError(f"{len(present)} document(s) to add are already in "
-                               f"{index.path}: {shown}; pass update to replace them")
+    present = check_new_ids(index, ids.tolist(), update)
     layout = index.manifest.layout
     postings = postings_from_bags(bags, layout.impacts, int(layout.segment_docs),
                                   scale=float(layout.scale))
@@ -69,6 +61,22 @@ def append(commit: Commit, index: SparseIndex, doc_ids: Sequence[str], bags: sp.
                                            + tuple(empty))[:100])
     gone = [index.position(d) for d in present]
     return _commit(commit, index, manifest, [*index.manifest.contents.segments, record], gone)
+
+
+def check_new_ids(index: SparseIndex, doc_ids: Sequence[str], update: bool) -> list[str]:
+    """The ids among `doc_ids` the index already holds, refused unless `update` (checked before
+    any encoding); `doc_ids` must be non-empty and distinct."""
+    if len(doc_ids) == 0:
+        raise TokretrieveError("no documents to add")
+    if len(set(doc_ids)) != len(doc_ids):
+        raise TokretrieveError("the documents to add repeat an id: each id may be added once")
+    present = [d for d in doc_ids if _has(index, d)]
+    if present and not update:
+        shown = ", ".join(repr(d) for d in present[:5]) + (" ..." if len(present) > 5 else "")
+        raise TokretrieveError(f"{len(present)} document(s) to add are already in "
+                               f"{index.path}: {shown}; add with update=True (--update) to "
+                               "replace them")
+    return present
 
 
 def delete(commit: Commit, index: SparseIndex, doc_ids: Sequence[str]) -> SparseIndex:

@@ -31,7 +31,7 @@ from tokretrieve.index.manifest import (
     SegmentRecord,
 )
 from tokretrieve.index.postings import Postings
-from tokretrieve.index.storage import file_digest, load_array, save_array
+from tokretrieve.index.storage import file_digest, folder_bytes, load_array, save_array
 
 # Scores of the rows a search could not fill (fewer than k documents share a token with the
 # query); their ids are -1. FAISS pads the same way.
@@ -160,6 +160,15 @@ class SparseIndex:
         if len(self.segments) == 1:
             return self.segments[0].embeddings
         return np.concatenate([np.asarray(s.embeddings) for s in self.segments])
+
+    @property
+    def bytes_on_disk(self) -> int:
+        """Bytes of the files of the committed generation (0 for an index not on disk)."""
+        if self.path is None:
+            return 0
+        files = self.manifest.contents.files
+        return (_committed_bytes(self.path, self.manifest.contents) if files
+                else folder_bytes(self.path))  # format 2: the folder is the index
 
     @property
     def deleted_mask(self) -> np.ndarray:
