@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +20,14 @@ import numpy as np
 import pytest
 from refimpl import random_texts
 
-from tokretrieve import Encoder, IndexFormatError, SparseIndex, SparseSearcher, build_index
+from tokretrieve import (
+    Encoder,
+    IndexBusyError,
+    IndexFormatError,
+    SparseIndex,
+    SparseSearcher,
+    build_index,
+)
 from tokretrieve.index.generations import CHECKPOINT
 
 OLD_DOCS = [(f"old{i}", t) for i, t in enumerate(random_texts(12, seed=51, low=3, high=10))]
@@ -299,3 +307,64 @@ def test_build_refuses_a_non_index_folder_before_encoding(encoder, tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
     assert entries(precious) == ["chapter1.tex"]
     assert calls == []
+
+
+def test_a_second_build_of_the_same_path_is_refused_while_the_first_runs(
+        encoder, old_index, tiny_llama_dir, tmp_path):
+    """Two builds to one path: the second is refused at once (before encoding), naming the
+    process that holds the lock; once that process is killed, building works again."""
+    path, expected = old_index
+    marker = tmp_path / "reached"
+    script = tmp_path / "hold.py"
+    script.write_text(KILL_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tiny_llama_dir), str(path), str(marker), "encoding",
+         json.dumps(NEW_DOCS)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(IndexBusyError, match=f"being written by process {process.pid}"):
+            build_index(OLD_DOCS, encoder, path, **BUILD)
+        assert results(SparseIndex.load(path), encoder) == expected  # readers never wait
+    finally:
+        process.kill()
+        process.wait()
+    build_index(NEW_DOCS, encoder, path, **BUILD)
+    assert doc_ids(path) == [d for d, _ in NEW_DOCS]
+
+
+def test_a_symlinked_index_folder_stays_a_symlink(encoder, tmp_path):
+    """Building through a symlink writes into its target and keeps the link."""
+    target = tmp_path / "disk2" / "idx"
+    target.mkdir(parents=True)
+    link = tmp_path / "idx"
+    link.symlink_to(target, target_is_directory=True)
+    for docs in (OLD_DOCS, NEW_DOCS):
+        build_index(docs, encoder, link, **BUILD)
+    assert link.is_symlink() and (target / "manifest.json").is_file()
+    assert doc_ids(link) == [d for d, _ in NEW_DOCS]
+
+
+def test_index_folders_follow_the_umask(encoder, tmp_path):
+    """A new index folder and its entries get the modes the user's umask gives (not 0700)."""
+    old = os.umask(0o022)
+    try:
+        build_index(OLD_DOCS, encoder, tmp_path / "idx", **BUILD)
+    finally:
+        os.umask(old)
+    for entry in (tmp_path / "idx", tmp_path / "idx" / "seg-000001"):
+        assert entry.stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "idx" / "manifest.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("where", [".", "/"])
+def test_an_output_that_is_a_working_folder_is_refused(encoder, tmp_path, monkeypatch, where):
+    """`--output .` in a folder of one's files, or `/`: refused, nothing written."""
+    (tmp_path / "mine.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IndexFormatError, match="refusing to write an index into"):
+        build_index(OLD_DOCS, encoder, where, **BUILD)
+    assert entries(tmp_path) == ["mine.txt"]
