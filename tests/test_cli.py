@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
+import os
 
+import numpy as np
 import pytest
 
 from tokretrieve import SparseIndex, SparseSearcher, index_encoder
@@ -207,20 +210,88 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
      "--threads must be a positive integer, got -2"),
     (["explain", "--index", "{index}", "--tokens", "0", "wing"],
      "--tokens must be a positive integer, got 0"),
+    (["search", "--index", "{index}", "--mode", "tokens", "heat \udcff"],
+     r"query 1 holds a lone surrogate ('\udcff' at character 6)"),
+    (["info", "--index", "{list_manifest}"], "not 'tokretrieve.sparse'"),
 ])
 def test_bad_input_ends_with_one_error_line(argv, message, beir_folder, tiny_llama_dir,
                                             tmp_path, capsys):
     """Bad input gives exit status 2 and an `error:` line naming the problem, no traceback."""
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"_id": "a", "text": "ok"}\n{"_id": "b", "text": \n')
+    list_manifest = tmp_path / "list-index"
+    list_manifest.mkdir()
+    (list_manifest / "manifest.json").write_text("[1, 2]")
     index = tmp_path / "idx"
     build(beir_folder, tiny_llama_dir, index)
     capsys.readouterr()
     values = {"missing": tmp_path / "nowhere", "bad_json": bad_json, "model": tiny_llama_dir,
-              "folder": beir_folder, "out": tmp_path / "other", "index": index}
+              "folder": beir_folder, "out": tmp_path / "other", "index": index,
+              "list_manifest": list_manifest}
     assert main([part.format(**values) for part in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("{tmp}", "{tmp} is a folder: give a file name"),
+    ("{tmp}/absent/run.trec", "{tmp}/absent does not exist: write the run into an existing"),
+    ("{tmp}/a-file/run.trec", "{tmp}/a-file is not a folder"),
+    ("{tmp}/locked/run.trec", "cannot write into {tmp}/locked"),
+])
+def test_search_output_is_checked_before_the_index_is_opened(tmp_path, monkeypatch, capsys,
+                                                            output, message):
+    """A run file that cannot be written (a folder, a missing or non-folder parent, an
+    unwritable folder) is refused while parsing the arguments: no index is opened, no query
+    encoded."""
+    import tokretrieve.cli as cli
+
+    (tmp_path / "a-file").write_text("")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if "locked" in output and os.access(locked, os.W_OK):
+        pytest.skip("permissions do not bind this user (root)")
+    monkeypatch.setattr(cli.SparseSearcher, "from_index",
+                        lambda *a, **k: pytest.fail("index opened before checking --output"))
+    with pytest.raises(SystemExit) as exit_status:
+        main(["search", "--index", str(tmp_path), "--mode", "tokens", "--output",
+              output.format(tmp=tmp_path), "wing"])
+    assert exit_status.value.code == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_write_failures_end_in_one_error_line(beir_folder, tiny_llama_dir, tmp_path,
+                                              monkeypatch, capsys):
+    """A disk that fills while an index is written (no file named in the error: a failed write
+    names none) or a read-only file system under the run file: one `error:` line naming the
+    path and the cause, exit status 2, no traceback, and no run file."""
+    index = tmp_path / "idx"
+    build(beir_folder, tiny_llama_dir, index)
+    capsys.readouterr()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(np, "save", disk_full)
+        assert build(beir_folder, tiny_llama_dir, tmp_path / "new", "--rebuild") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error")] == [
+        f"error: cannot write {tmp_path / 'new'}: No space left on device; free some space or "
+        "write elsewhere"]
+    run_file = tmp_path / "run.trec"
+
+    def read_only(source, target):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", read_only)
+        assert main(["search", "--index", str(index), "--mode", "tokens", "--output",
+                     str(run_file), "heat flow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: cannot write {run_file}: Read-only file system; write elsewhere"]
+    assert list(tmp_path.glob("*run.trec*")) == []
 
 
 def test_index_refuses_to_replace_a_folder_that_is_not_an_index(beir_folder, tiny_llama_dir,

@@ -138,6 +138,28 @@ def test_ids_with_whitespace_are_refused_naming_the_line(tmp_path, bad_id):
         read_queries(tsv)
 
 
+def test_lone_surrogates_are_refused_naming_the_document(tmp_path, encoder, monkeypatch):
+    """A JSON '\\ud800' escape without its pair decodes to a lone surrogate, no character: in a
+    text or an id it is refused naming the line (files) or the position (build_index, before
+    any encoding), the document and where the surrogate is."""
+    file = write_lines(tmp_path / "c.jsonl", [b'{"_id": "a", "text": "ok"}',
+                                              b'{"_id": "b", "text": "wing \\ud800 lift"}'])
+    with pytest.raises(CorpusError, match=r"c\.jsonl:2: the text of 'b' holds a lone surrogate "
+                                          r"\('\\ud800' at character 6\)"):
+        read_documents(file)
+    write_lines(file, [b'{"_id": "a\\udc80", "text": "ok"}'])
+    with pytest.raises(CorpusError, match=r"c\.jsonl:1: id 'a\\udc80' holds a lone surrogate"):
+        read_documents(file)
+    monkeypatch.setattr(encoder, "embed", lambda *a, **k: pytest.fail("encoded before checking"))
+    with pytest.raises(CorpusError, match=r"document 1 \('b'\): the text holds a lone "
+                                          r"surrogate \('\\ud800' at character 6\)"):
+        build_index([("a", "ok"), ("b", "wing \ud800 lift")], encoder, tmp_path / "i",
+                    progress=False)
+    with pytest.raises(CorpusError, match=r"document 0: id 'x\\udfff' holds a lone surrogate"):
+        build_index([("x\udfff", "ok")], encoder, tmp_path / "i", progress=False)
+    assert not (tmp_path / "i").exists()
+
+
 def test_tsv_with_byte_order_mark(tmp_path):
     """A UTF-8 file starting with a BOM (as many Windows editors save it) reads the same ids,
     or is refused; the first id is never silently changed."""
@@ -290,6 +312,19 @@ def test_typo_of_an_alias_is_refused_without_asking_the_hub(monkeypatch):
     with pytest.raises(ModelLoadError, match="could not load model 'org/minlm'"):
         Encoder.load("org/minlm")
     assert asked == ["org/minlm"]
+
+
+def test_unwritable_cache_for_a_gguf_copy_names_the_setting(tmp_path, monkeypatch):
+    """A GGUF file is de-quantized into the cache once: a cache that cannot be created is a
+    ModelLoadError naming the folder and TOKRETRIEVE_CACHE, not an OSError from mkdir."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TOKRETRIEVE_CACHE", str(blocker / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ModelLoadError, match=rf"cannot write the de-quantized copy of {gguf} "
+                                             rf"into {blocker / 'cache'} .*TOKRETRIEVE_CACHE"):
+        Encoder.load(str(gguf))
 
 
 def test_unknown_method_and_bad_sizes(tiny_llama_dir):

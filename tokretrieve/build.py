@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from tokretrieve.corpus import check_id, check_unique, documents_digest
+from tokretrieve.corpus import check_id, check_unicode, check_unique, documents_digest
 from tokretrieve.encoding.alignment import Calibration, calibrate_pc1_strength
 from tokretrieve.encoding.checkpoint import encode_resumable
 from tokretrieve.encoding.encoder import Encoder
@@ -289,5 +289,6 @@ def _check_records(docs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         if not isinstance(text, str):
             raise TokretrieveError(f"document {doc_id!r} has a {type(text).__name__} text, "
                                    "not a string")
+        check_unicode(text, f"document {position} ({doc_id!r}): the text")
         records.append((doc_id, text))
     return records

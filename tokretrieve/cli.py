@@ -4,13 +4,16 @@ calibrate, analyze, demo.
 Flag names follow pyserini's (`--index`, `--topics`, `--output`, `--hits`) so IR users find them
 where they expect; each count has its own name: `--bag-size` (tokens kept per document),
 `--hits` (results per query), `--tokens` (tokens shown). Bad input ends the command with one
-`error:` line and exit status 2.
+`error:` line and exit status 2, and so does a file system that refuses a write (disk full,
+read-only, permission denied): the line names the path and the cause.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
 import sys
 import time
 import warnings
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tokretrieve.build import add_documents, build_index, reusable_index
-from tokretrieve.corpus import IRDS_PREFIX, read_documents, read_queries
+from tokretrieve.corpus import IRDS_PREFIX, check_unicode, read_documents, read_queries
 from tokretrieve.encoding.alignment import calibrate_pc1_strength
 from tokretrieve.encoding.encoder import (
     DEFAULT_BAG_SIZE,
@@ -41,6 +44,16 @@ from tokretrieve.trec import write_run
 # The demo's collection: Cranfield through ir_datasets (downloaded once where a network exists).
 DEMO_CORPUS = "irds:cranfield"
 
+# Failures only a write can meet, and what to do about those the file system reports.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_OS_ADVICE = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EROFS: "write elsewhere",
+    errno.EACCES: "check its permissions or write elsewhere",
+    errno.EPERM: "check its permissions or write elsewhere",
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -53,9 +66,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TokretrieveError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except OSError as error:
+            # what the command writes: its --output, else the index it changes (add, delete)
+            written = getattr(args, "output", None) or getattr(args, "index", None)
+            print(f"error: {_os_error(error, written)}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("interrupted: nothing was written over an existing index", file=sys.stderr)
             return 130
+
+
+def _os_error(error: OSError, written: str | None) -> str:
+    """One line for what the file system refused: the path (what the command writes where the
+    error names none, as a failed write() does not), the cause, and what to do."""
+    path = error.filename or written
+    verb = "cannot write" if error.errno in _WRITE_ERRNOS else "cannot access"
+    line = f"{verb} {path}" if path else verb
+    line += f": {error.strerror or error}"
+    advice = _OS_ADVICE.get(error.errno or 0)
+    return f"{line}; {advice}" if advice else line
 
 
 def _show_warning(message, *_details) -> None:
@@ -84,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--hits", type=int, default=10, help="results per query (default 10)")
     search.add_argument("--threads", type=int, default=None,
                         help="scoring threads for a batch of queries (default: all cores)")
-    search.add_argument("--output", help="write a TREC run file here")
+    search.add_argument("--output", type=_run_file, help="write a TREC run file here")
     _add_encoding_errors(search)
     search.set_defaults(run=_run_search)
 
@@ -209,6 +238,24 @@ def _strength(value: str) -> float | str:
     return strength
 
 
+def _run_file(value: str) -> str:
+    """A run file path, refused while parsing (before the index is opened or a query encoded)
+    when no file can be written there."""
+    path = Path(value)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder: give a file name, e.g. "
+                                         f"{path / 'run.trec'}")
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{folder} {problem}: write the run into an "
+                                         "existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {folder} (permission denied or "
+                                         "a read-only file system): write the run elsewhere")
+    return value
+
+
 def _build(args: argparse.Namespace, corpus: str, output: Path) -> tuple[SparseIndex, Encoder]:
     """Build the index, or reuse the one at `output` when everything that shaped it (model
     weights, method, max length, dtype, bag recipe, layout, documents) is the same; when
@@ -249,13 +296,22 @@ def _default_output(corpus: str) -> Path:
     return Path("index") / name
 
 
+def _index_output(args: argparse.Namespace) -> Path:
+    """--output, or index/<corpus name>; kept in `args`, so that a failed write can name it."""
+    if not args.output:
+        args.output = str(_default_output(args.corpus))
+    return Path(args.output)
+
+
 def _run_index(args: argparse.Namespace) -> int:
-    _build(args, args.corpus, Path(args.output) if args.output else _default_output(args.corpus))
+    _build(args, args.corpus, _index_output(args))
     return 0
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    queries = [(str(i), q) for i, q in enumerate(args.query, start=1)]
+    # undecodable bytes of a command line arrive as lone surrogates, which tokenizers fail on
+    queries = [(str(i), check_unicode(text, f"query {i}"))
+               for i, text in enumerate(args.query, start=1)]
     if args.topics:
         topics = read_queries(args.topics, encoding_errors=args.encoding_errors)
         clash = sorted({qid for qid, _ in queries} & {qid for qid, _ in topics}, key=int)
@@ -428,7 +484,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     corpus = args.corpus
-    output = Path(args.output) if args.output else _default_output(corpus)
+    output = _index_output(args)
     has_queries = corpus.startswith(IRDS_PREFIX) or (Path(corpus) / "queries.jsonl").is_file()
     try:
         index, encoder = _build(args, corpus, output)

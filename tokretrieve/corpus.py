@@ -2,10 +2,11 @@
 
 Readers never skip or silently mangle a record: a malformed line stops the read with the file and
 line named, duplicate ids are refused with the ids listed, so are ids with whitespace (a TREC run
-file could not hold them), and empty texts are kept (they become empty bags, reported by the index
-build). Bytes that are not UTF-8 are an error by default, with `encoding_errors="replace"` to
-index such files anyway. Gzipped files (`corpus.jsonl.gz`, or any file that starts with gzip's
-magic number) are read as their contents.
+file could not hold them) and lone surrogates (no Unicode character) in ids and texts, and empty
+texts are kept (they become empty bags, reported by the index build). Bytes that are not UTF-8
+are an error by default, with `encoding_errors="replace"` to index such files anyway. Gzipped
+files (`corpus.jsonl.gz`, or any file that starts with gzip's magic number) are read as their
+contents.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ IRDS_PREFIX = "irds:"
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
 TEXT_FIELDS = ("text", "contents", "body", "query")
 _WHITESPACE = re.compile(r"\s")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -112,6 +114,17 @@ def check_id(value: str, what: str) -> str:
         raise CorpusError(f"{what} {value!r} contains whitespace: TREC run files separate "
                           "their columns by whitespace, so ids must have no spaces, tabs or "
                           "newlines; rename it")
+    return check_unicode(value, f"{what} {value!r}")
+
+
+def check_unicode(value: str, what: str) -> str:
+    """Refuse a lone surrogate (a JSON '\\ud800' escape without its pair, a string built so in
+    Python): half of a UTF-16 pair is no character, cannot be written as UTF-8, and tokenizers
+    fail on it. `what` names the string for the message."""
+    found = _SURROGATE.search(value)
+    if found:
+        raise CorpusError(f"{what} holds a lone surrogate ({found.group()!r} at character "
+                          f"{found.start() + 1}), which is not a character: remove it")
     return value
 
 
@@ -177,7 +190,9 @@ def _read_jsonl(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:
         if not isinstance(record, dict):
             raise CorpusError(f"{path}:{number}: expected a JSON object, got "
                               f"{type(record).__name__}")
-        yield _record_id(record, path, number), _record_text(record, path, number)
+        doc_id = _record_id(record, path, number)
+        yield doc_id, check_unicode(_record_text(record, path, number),
+                                    f"{path}:{number}: the text of {doc_id!r}")
 
 
 def _read_tsv(path: Path, encoding_errors: str) -> Iterator[tuple[str, str]]:

@@ -248,8 +248,13 @@ def _dequantized_copy(gguf_path: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as error:
+        raise ModelLoadError(f"cannot write the de-quantized copy of {gguf_path} into "
+                             f"{target.parent} ({error.strerror or error}): set "
+                             "TOKRETRIEVE_CACHE to a writable folder") from None
     try:
         folder, file_name = str(gguf_path.parent), gguf_path.name
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
