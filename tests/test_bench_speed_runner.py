@@ -49,7 +49,7 @@ def test_index_bags_writes_the_real_manifest_with_these_documents(real, tmp_path
     assert info["bag_entries"] == bags.nnz
     assert info["dropped_zero_levels"] == bags.nnz - manifest.postings
     assert [str(d) for d in loaded.doc_ids] == ids
-    assert (tmp_path / "synthetic" / "tokenizer").is_dir()
+    assert (tmp_path / "synthetic" / manifest.contents.base / "tokenizer").is_dir()
     # The written postings score a query as the bags they came from say (uint8 levels).
     tokens, weights = np.array([0, 3, VOCAB - 1]), np.float32([1.0, 0.5, 2.0])
     docs, scores = top_k(postings_scores(loaded.postings, tokens, weights), 10)

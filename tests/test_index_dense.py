@@ -50,3 +50,20 @@ def test_dense_index_never_returns_empty_documents():
         dense.search(sp.csr_matrix(np.ones((1, 2), dtype=np.float32)), k=1)
     with pytest.raises(TokretrieveError, match="threads must be a positive integer"):
         dense.search(np.zeros((1, 2), dtype=np.float32), k=1, threads=0)
+
+
+def test_an_index_without_embeddings_has_no_dense_side(built, tmp_path):
+    """Bags written without embeddings (synthetic, or brought from elsewhere) open and search
+    as a sparse index; the dense side is refused, saying why."""
+    from tokretrieve.index.sparse import SparseIndex, in_memory
+
+    index, _, _ = built
+    bare = in_memory(index.manifest, index.postings, np.asarray(index.doc_ids),
+                     np.zeros((0, index.embeddings.shape[1]), dtype=np.float32),
+                     np.asarray(index.pc1_direction), index.token_map)
+    loaded = bare.write(tmp_path / "bare")
+    query = sp.csr_matrix(np.ones((1, index.vocab_size), dtype=np.float32))
+    np.testing.assert_array_equal(SparseIndex.load(tmp_path / "bare").search(query, 5)[1],
+                                  index.search(query, 5)[1])
+    with pytest.raises(TokretrieveError, match="stores no embeddings"):
+        DenseIndex.from_sparse(loaded)

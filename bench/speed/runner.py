@@ -167,7 +167,7 @@ def index_bags(path: Path, bags: sp.csr_matrix, doc_ids: Sequence[str], real: Re
     tokretrieve.index.postings.postings_from_bags (the real index's impact type and segment
     size), tokretrieve.index.sparse.in_memory (the manifest completed from the postings, empty
     documents counted), then SparseIndex.write (arrays, tokenizer, manifest; every file
-    fsynced, the folder swapped in atomically).
+    fsynced, then committed as one generation).
 
     The manifest is the real index's, with the fields that describe these documents replaced
     (count, source, creation time; no digest, the bags come from no texts): same model, bag

@@ -41,6 +41,10 @@ class DenseIndex:
         """The dense side of a sparse index: the embeddings its bags were projected from
         (deleted documents' rows zeroed, so that they are never returned)."""
         embeddings = np.asarray(sparse.embeddings)
+        if len(embeddings) != sparse.positions:
+            raise TokretrieveError(f"{sparse.path or 'this index'} stores no embeddings for "
+                                   "its documents (its bags came without them): it has no "
+                                   "dense side to search")
         if len(sparse.deleted):
             embeddings = np.array(embeddings, dtype=np.float32)
             embeddings[sparse.deleted] = 0

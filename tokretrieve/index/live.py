@@ -102,8 +102,9 @@ def compact(commit: Commit, index: SparseIndex) -> SparseIndex:
     bags = sp.vstack([s.postings.to_bags() for s in index.segments]).tocsr()[live]
     postings = postings_from_bags(bags, layout.impacts, int(layout.segment_docs),
                                   scale=float(layout.scale))
+    embeddings = np.asarray(index.embeddings)
     segment = Segment(postings, np.asarray(index.doc_ids)[live],
-                      np.asarray(index.embeddings)[live])
+                      embeddings[live] if len(embeddings) else embeddings)
     record = write_segment(commit.new_entry("seg"), segment, commit.number)
     empty = [str(segment.doc_ids[i]) for i in np.flatnonzero(postings.document_lengths() == 0)]
     manifest = replace(index.manifest, empty_documents=len(empty),

@@ -156,9 +156,12 @@ class SparseIndex:
     @property
     def embeddings(self) -> np.ndarray:
         """The dense embeddings by position (joined on each call where there are several
-        segments: the dense index copies them once)."""
+        segments: the dense index copies them once); (0 x hidden) for an index whose bags
+        came without embeddings (synthetic or brought from elsewhere: no dense side)."""
         if len(self.segments) == 1:
             return self.segments[0].embeddings
+        if any(len(s.embeddings) != len(s) for s in self.segments):
+            return np.zeros((0, self.manifest.model.hidden_size), dtype=np.float32)
         return np.concatenate([np.asarray(s.embeddings) for s in self.segments])
 
     @property
@@ -404,7 +407,8 @@ def _open_segment(folder: Path, record: SegmentRecord, manifest: IndexManifest,
                                "rebuild the index")
     embeddings = load_array(folder / "embeddings.npy", mmap)
     expected = (record.documents, manifest.model.hidden_size)
-    if embeddings.dtype != np.float32 or embeddings.shape != expected:
+    if embeddings.dtype != np.float32 or embeddings.shape not in (expected,
+                                                                  (0, expected[1])):
         raise IndexFormatError(f"{folder / 'embeddings.npy'} is damaged ({embeddings.dtype} "
                                f"{embeddings.shape}, expected float32 {expected}); rebuild "
                                "the index")
