@@ -158,6 +158,9 @@ def test_lone_surrogates_are_refused_naming_the_document(tmp_path, encoder, monk
     with pytest.raises(CorpusError, match=r"document 0: id 'x\\udfff' holds a lone surrogate"):
         build_index([("x\udfff", "ok")], encoder, tmp_path / "i", progress=False)
     assert not (tmp_path / "i").exists()
+    monkeypatch.undo()
+    with pytest.raises(CorpusError, match=r"text 1 holds a lone surrogate"):
+        encoder.encode_query(["ok", "wing \ud800"])  # a query from the Python API
 
 
 def test_tsv_with_byte_order_mark(tmp_path):

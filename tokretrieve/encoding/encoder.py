@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from tokretrieve.corpus import check_unicode
 from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, load_model
 from tokretrieve.encoding.pooling import EmbeddingMethod, get_method
 from tokretrieve.encoding.projection import (
@@ -272,11 +273,13 @@ def _check_recipe(recipe: BagRecipe) -> BagRecipe:
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
-    """The texts as a list, refusing a bare string (a common slip) and non-strings."""
+    """The texts as a list, refusing a bare string (a common slip), non-strings and lone
+    surrogates (the tokenizer would fail on them with a TypeError)."""
     if isinstance(texts, str):
         raise TokretrieveError("texts must be a sequence of strings, got a single string")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TokretrieveError(f"text {i} is {type(text).__name__}, not a string")
+        check_unicode(text, f"text {i}")
     return texts

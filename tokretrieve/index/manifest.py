@@ -164,9 +164,12 @@ class IndexManifest:
             raise IndexFormatError(f"{folder} is not a tokretrieve index (no {MANIFEST}); "
                                    "build one with `tokretrieve index`")
         data = read_json(file)
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise IndexFormatError(f"{folder} holds a '{found}' index, not '{FORMAT}'")
+        if not isinstance(data, dict):
+            raise IndexFormatError(f"{file} is not a JSON object: the index is damaged, "
+                                   "rebuild it")
+        if data.get("format") != FORMAT:
+            raise IndexFormatError(f"{folder} holds a '{data.get('format')}' index, not "
+                                   f"'{FORMAT}'")
         version = data.get("format_version")
         if version not in READABLE_VERSIONS:
             readable = ", ".join(str(v) for v in READABLE_VERSIONS)
