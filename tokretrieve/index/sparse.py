@@ -12,6 +12,7 @@ in, (scores, ids) arrays out, ids being document positions (`doc_ids[ids]` names
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -361,6 +362,9 @@ def _open(cls: type[SparseIndex], path: Path, manifest: IndexManifest, mmap: boo
           verify: bool | None) -> SparseIndex:
     """Open the generation `manifest` commits, checking every array (see SparseIndex.load)."""
     contents = manifest.contents
+    for name in contents.files:  # gone: damage, or a writer's clean-up that load retries after
+        if not (path / name).is_file():
+            raise FileNotFoundError(errno.ENOENT, "missing", str(path / name))
     if verify or (verify is None and _committed_bytes(path, contents) <= VERIFY_BYTES):
         problems = checksum_problems(path, contents)
         if problems:
