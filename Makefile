@@ -1,6 +1,6 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
-# quality), `make bench-speed`, `make bench-encode`.
+# quality), `make bench-speed`, `make bench-encode`, `make bench-live`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CORPUS ?= $(if $(wildcard ../shared/data/cranfield/corpus.jsonl),../shared/data/cranfield,irds:cranfield)
 MODEL ?= minilm
 
-.PHONY: install demo test test-fast lint bench bench-speed bench-encode
+.PHONY: install demo test test-fast lint bench bench-speed bench-encode bench-live
 
 install: $(STAMP)
 
@@ -44,3 +44,6 @@ bench-speed: install
 
 bench-encode: install
 	$(BIN)/python -m bench.encoding
+
+bench-live: install
+	$(BIN)/python -m bench.live
