@@ -42,6 +42,7 @@ from tokretrieve.index.storage import (
 
 # Entries a generation may own; anything else in an index folder is the user's.
 _OWNED = re.compile(r"(base|seg)-\d{6}|deleted-\d{6}\.npy")
+_NUMBERED = re.compile(r"(?:base|seg|deleted)-(\d{6})(?:\.npy)?")
 CHECKPOINT = ".encoding"  # resumable encoding of the build in progress (encoding.checkpoint)
 
 
@@ -101,7 +102,7 @@ class Commit:
         self._lock.__enter__()
         try:
             self.current = index_manifest_json(self.path)  # reread under the lock
-            self.number = int(self.current.get("generation", 0)) + 1 if self.current else 1
+            self.number = _committed_number(self.current, self.path) + 1
             self._remove_unreferenced(keep=self._referenced(self.current))
         except BaseException:
             self._lock.__exit__(None, None, None)
@@ -156,7 +157,8 @@ class Commit:
         return data
 
     def _checksums(self, data: dict | None) -> dict[str, str]:
-        return dict(data.get("files", {})) if data else {}
+        files = data.get("files") if data else None
+        return dict(files) if isinstance(files, dict) else {}
 
     def _referenced(self, data: dict | None) -> set[str]:
         return _entries_of(data) if data else set()
@@ -170,13 +172,33 @@ class Commit:
 
 
 def _entries_of(data: dict) -> set[str]:
-    """The top-level entries a manifest object names (formats 1 and 2: fixed root files)."""
+    """The top-level entries a manifest object names (formats 1 and 2: fixed root files).
+
+    A damaged manifest (one no reader can open) names what it still can: a rebuild over it
+    must go through, and what it no longer names it keeps no reader from.
+    """
     if "segments" not in data:
         return set(LEGACY_ENTRIES)
-    names = {data["base"], *(s["name"] for s in data["segments"])}
-    if data.get("deleted"):
-        names.add(data["deleted"])
-    return names
+    segments = data["segments"] if isinstance(data["segments"], list) else []
+    names = {data.get("base"), data.get("deleted"),
+             *(s.get("name") for s in segments if isinstance(s, dict))}
+    return {name for name in names if isinstance(name, str) and name}
+
+
+def _committed_number(data: dict | None, path: Path) -> int:
+    """The generation number `data` commits (0: no index yet). A damaged number is taken to
+    be the highest of the entries in the folder, so that the next commit reuses no name."""
+    if data is None:
+        return 0
+    try:
+        number = int(data.get("generation", 0))
+    except (TypeError, ValueError, OverflowError):
+        number = -1
+    if number >= 0:
+        return number
+    numbers = [int(m.group(1)) for entry in path.iterdir()
+               if (m := _NUMBERED.fullmatch(entry.name))]
+    return max(numbers, default=0)
 
 
 def _remove(entry: Path) -> None:

@@ -32,13 +32,16 @@ def save_array(folder: Path, name: str, array: np.ndarray) -> None:
 
 
 def load_array(file: Path, mmap: bool = True) -> np.ndarray:
-    """One array of an index, memory-mapped by default; a missing, truncated or non-array
-    file is an IndexFormatError naming it (FileNotFoundError is left to the caller, who may
-    be racing a writer's clean-up and retry from a newer manifest)."""
+    """One array of an index, memory-mapped by default; a truncated or non-array file is an
+    IndexFormatError naming it. A missing one, gone before the check or between the check and
+    the open, is a FileNotFoundError left to the caller, who may be racing a writer's clean-up
+    and retry from a newer manifest."""
     if not file.exists():
         raise FileNotFoundError(errno.ENOENT, "missing", str(file))
     try:
         return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise  # removed since the check above: the same race
     except (ValueError, OSError, EOFError) as error:
         raise IndexFormatError(f"{file} is damaged ({error}); run `tokretrieve verify` and "
                                "rebuild the index") from None
