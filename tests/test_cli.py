@@ -212,7 +212,7 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
      "--tokens must be a positive integer, got 0"),
     (["search", "--index", "{index}", "--mode", "tokens", "heat \udcff"],
      r"query 1 holds a lone surrogate ('\udcff' at character 6)"),
-    (["info", "--index", "{list_manifest}"], "not 'tokretrieve.sparse'"),
+    (["info", "--index", "{list_manifest}"], "is not a JSON object"),
 ])
 def test_bad_input_ends_with_one_error_line(argv, message, beir_folder, tiny_llama_dir,
                                             tmp_path, capsys):

@@ -249,7 +249,8 @@ def test_damaged_tokenizer_folder_is_a_format_error(small_index, tmp_path, damag
     """Tokens mode loads the tokenizer saved in the index: a missing, emptied or garbled
     tokenizer/ folder is an IndexFormatError that says to rebuild, never a transformers error
     (or, for a path it cannot find, a hub lookup of a repo named '<index>/tokenizer'). The
-    index is opened without checksums, which would name the damage first."""
+    index is opened without checksums, which would name the damage first; a load names a
+    missing file the manifest lists even then."""
     copy = tmp_path / "idx"
     shutil.copytree(small_index.path, copy)
     tokenizer = copy / small_index.manifest.contents.base / "tokenizer"
@@ -258,6 +259,12 @@ def test_damaged_tokenizer_folder_is_a_format_error(small_index, tmp_path, damag
         tokenizer.mkdir()
     if damage == "garbled":
         (tokenizer / "tokenizer.json").write_text("{not json")
+    with pytest.raises(IndexFormatError, match=r"tokenizer/\S+ is missing.*rebuild it"):
+        SparseIndex.load(copy, verify=False)  # the manifest lists the files that went
+    manifest = json.loads((copy / "manifest.json").read_text())  # as format 2 lists none:
+    manifest["files"] = {name: digest for name, digest in manifest["files"].items()
+                         if "/tokenizer/" not in name}  # then the tokenizer's load must tell
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     expected = "is missing" if damage == "missing" else "cannot be loaded"
     with pytest.raises(IndexFormatError, match=rf"tokenizer/ {expected}.*rebuild it"):
         SparseSearcher.from_index(SparseIndex.load(copy, verify=False), mode="tokens")

@@ -77,7 +77,7 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
                                       documents_digest=documents_digest(records))
         write_build(commit, index, _attachments(encoder))
         shutil.rmtree(checkpoint, ignore_errors=True)
-    return SparseIndex.load(path)
+    return SparseIndex.load(path, verify=False)
 
 
 def add_documents(path: str | Path, docs: Iterable[tuple[str, str]],

@@ -64,7 +64,13 @@ def index_manifest_json(path: Path) -> dict | None:
                                "the index")
     file = path / MANIFEST
     if file.is_file():
-        data = read_json(file)
+        try:
+            data = read_json(file)
+        except IndexFormatError:
+            raise IndexFormatError(f"refusing to write an index into {path}: its {MANIFEST} is "
+                                   "not valid JSON, so it cannot be told from someone else's "
+                                   "files; if it was a tokretrieve index, remove the folder"
+                                   ) from None
         if isinstance(data, dict) and data.get("format") == FORMAT:
             return data
         raise IndexFormatError(f"refusing to write an index into {path}: its {MANIFEST} is "

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokretrieve.errors import IndexFormatError
+from tokretrieve.index.postings import IMPACT_TYPES, MAX_SEGMENT_DOCS
 from tokretrieve.index.storage import MANIFEST, read_json
 
 FORMAT = "tokretrieve.sparse"
@@ -178,7 +180,9 @@ class IndexManifest:
                 f"versions {readable}: rebuild the index with this version")
         if version != 2:
             _require(data, ("generation", "base", "segments", "files"), "", file)
-        return cls.from_json(data, folder)
+        manifest = cls.from_json(data, folder)
+        _check_values(manifest, file)
+        return manifest
 
     @classmethod
     def from_json(cls, data: dict[str, Any], folder: str | Path) -> IndexManifest:
@@ -246,6 +250,39 @@ def _contents(data: dict[str, Any], where: Path) -> Contents | None:
         raise IndexFormatError(f"{where} names a file outside its folder; the index is "
                                "damaged or not a tokretrieve index")
     return contents
+
+
+def _check_values(manifest: IndexManifest, where: Path) -> None:
+    """Refuse counts and a layout no index can have (they would reach numpy as they are and
+    fail there, or worse, not fail): positive integer counts, a known impact type, a segment
+    size the format can hold, a finite positive power-of-two scale."""
+    def whole(value: object, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    layout, contents = manifest.layout, manifest.contents
+    checks = [
+        ("vocab_size", manifest.vocab_size, whole(manifest.vocab_size, 1)),
+        ("model.hidden_size", manifest.model.hidden_size, whole(manifest.model.hidden_size, 1)),
+        ("postings_format.segment_docs", layout.segment_docs,
+         whole(layout.segment_docs, 1) and layout.segment_docs <= MAX_SEGMENT_DOCS),
+        ("postings_format.impacts", layout.impacts, layout.impacts in IMPACT_TYPES),
+        ("postings_format.scale", layout.scale,
+         isinstance(layout.scale, int | float) and not isinstance(layout.scale, bool)
+         and math.isfinite(layout.scale) and layout.scale > 0),
+        ("generation", contents.generation, whole(contents.generation, 0)),
+        ("deleted_count", contents.deleted_count, whole(contents.deleted_count, 0)),
+        ("files", contents.files, all(isinstance(k, str) and isinstance(v, str)
+                                      for k, v in contents.files.items())),
+    ]
+    for segment in contents.segments:
+        checks += [(f"segment {segment.name!r} documents", segment.documents,
+                    whole(segment.documents, 1 if segment.name else 0)),
+                   (f"segment {segment.name!r} postings", segment.postings,
+                    whole(segment.postings, 0))]
+    for name, value, good in checks:
+        if not good:
+            raise IndexFormatError(f"{where} holds {name} = {value!r}, which no index can "
+                                   "have: the index is damaged; rebuild it")
 
 
 def _require(data: dict, keys: tuple[str, ...], prefix: str, where: Path) -> None:

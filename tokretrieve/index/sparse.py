@@ -32,7 +32,14 @@ from tokretrieve.index.manifest import (
     SegmentRecord,
 )
 from tokretrieve.index.postings import Postings
-from tokretrieve.index.storage import file_digest, folder_bytes, load_array, save_array
+from tokretrieve.index.storage import (
+    MANIFEST,
+    file_digest,
+    folder_bytes,
+    load_array,
+    save_array,
+    tree_files,
+)
 
 # Scores of the rows a search could not fill (fewer than k documents share a token with the
 # query); their ids are -1. FAISS pads the same way.
@@ -126,7 +133,7 @@ class SparseIndex:
         """
         with Commit(path) as commit:
             write_build(commit, self, attachments)
-        return SparseIndex.load(path)
+        return SparseIndex.load(path, verify=False)
 
     # ------------------------------------------------------------------------------ facts
     def __len__(self) -> int:
@@ -430,7 +437,12 @@ def verify_index(path: str | Path) -> list[str]:
     the index is whole. Reads every byte: for large indexes this is the slow, full check that
     `SparseIndex.load` does only up to VERIFY_BYTES."""
     path = Path(path)
-    manifest = IndexManifest.read(path)
+    try:
+        manifest = IndexManifest.read(path)
+    except IndexFormatError as error:
+        if not (path / MANIFEST).is_file():
+            raise  # no index here at all: nothing to list problems of
+        return [str(error)]
     problems = checksum_problems(path, manifest.contents)
     if not problems:
         try:
@@ -441,8 +453,13 @@ def verify_index(path: str | Path) -> list[str]:
 
 
 def checksum_problems(path: Path, contents: Contents) -> list[str]:
-    """Every file of the generation whose sha256 is not the manifest's, or that is gone."""
+    """Every file of the generation whose sha256 is not the manifest's, that is gone, or
+    that has no checksum at all (format 3: a manifest that lost its checksums is damage)."""
     problems = []
+    if contents.generation > 0:
+        entries = [contents.base, *(s.name for s in contents.segments), contents.deleted]
+        for name in sorted(tree_files(path, [e for e in entries if e]) - set(contents.files)):
+            problems.append(f"{path / name} has no checksum in {MANIFEST} (damaged)")
     for name, digest in sorted(contents.files.items()):
         file = path / name
         if not file.is_file():

@@ -56,12 +56,21 @@ def file_digest(file: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_files(root: Path, entries: list[str]) -> set[str]:
+    """Every file under `root / entry` for each entry (a file or a folder), as paths relative
+    to `root` with '/' separators."""
+    files = set()
+    for entry in entries:
+        target = root / entry
+        found = [target] if target.is_file() else [p for p in target.rglob("*") if p.is_file()]
+        files |= {file.relative_to(root).as_posix() for file in found}
+    return files
+
+
 def tree_digests(root: Path, entry: str) -> dict[str, str]:
     """sha256 of every file under `root / entry` (a file or a folder), keyed by its path
     relative to `root` with '/' separators."""
-    target = root / entry
-    files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
-    return {file.relative_to(root).as_posix(): file_digest(file) for file in files}
+    return {name: file_digest(root / name) for name in sorted(tree_files(root, [entry]))}
 
 
 def read_json(file: Path) -> object:
