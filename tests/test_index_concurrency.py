@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import pytest
+from kill_points import SCRIPT_HEADER
 from refimpl import random_texts
 
 from tokretrieve import (
@@ -132,43 +133,14 @@ def committed(pristine, tmp_path_factory):
     return states
 
 
-KILL_SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
-    from pathlib import Path
-    import tokretrieve.index.generations as generations
-    import tokretrieve.index.storage as storage
+KILL_SCRIPT = SCRIPT_HEADER + textwrap.dedent("""
+    import json
+    from kill_points import hang_at
 
     index_path, marker, op, stage, argument = sys.argv[1:6]
     argument = json.loads(argument)
 
-    def hang():
-        Path(marker).write_text(stage)
-        time.sleep(120)
-
-    if stage == "encoding":
-        from tokretrieve import Encoder
-        real_embed = Encoder.embed
-        def embed(self, texts, *args, **kwargs):
-            real_embed(self, texts[:2], *args, **kwargs)  # genuinely inside the model
-            hang()
-        Encoder.embed = embed
-    elif stage == "writing":
-        def fsync_tree(entry):  # the new generation's entries exist; nothing published
-            hang()
-        generations.fsync_tree = fsync_tree
-    elif stage == "publishing":
-        real_replace = os.replace
-        def replace(src, dst):  # the new manifest is written under its temporary name
-            if Path(dst).name == "manifest.json":
-                hang()
-            return real_replace(src, dst)
-        storage.os.replace = replace
-    elif stage == "published":
-        real_write = generations.write_json_durably
-        def write(file, data):  # the commit's rename is done: the rest is clean-up
-            real_write(file, data)
-            hang()
-        generations.write_json_durably = write
+    hang_at(stage, marker)
     if op == "add":  # loads the index's model by its manifest: torch only where needed
         from tokretrieve import add_documents
         add_documents(index_path, [tuple(d) for d in argument], progress=False)

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from kill_points import SCRIPT_HEADER
 from refimpl import random_texts
 
 from tokretrieve import (
@@ -168,46 +169,17 @@ def test_exception_while_committing_keeps_previous_index(encoder, old_index, mon
     assert [e for e in entries(path) if e != CHECKPOINT] == before  # chunks kept to resume
 
 
-KILL_SCRIPT = textwrap.dedent("""
-    import os, sys, time
-    from pathlib import Path
+KILL_SCRIPT = SCRIPT_HEADER + textwrap.dedent("""
+    import json
+    from kill_points import hang_at
     from tokretrieve import Encoder, build_index
-    import tokretrieve.index.generations as generations
-    import tokretrieve.index.storage as storage
 
     model_dir, index_path, marker, stage, docs_json = sys.argv[1:6]
-    import json
     docs = [tuple(d) for d in json.loads(docs_json)]
     encoder = Encoder.load(model_dir, method="prompteol", device="cpu", bag_size=6,
                            weighting="shifted")
 
-    def hang():
-        Path(marker).write_text(stage)
-        time.sleep(120)
-
-    if stage == "encoding":
-        real_embed = Encoder.embed
-        def embed(self, texts, *args, **kwargs):
-            real_embed(self, texts[:2], *args, **kwargs)  # genuinely inside the model
-            hang()
-        Encoder.embed = embed
-    elif stage == "writing":
-        def fsync_tree(entry):  # the new generation's files exist; nothing published
-            hang()
-        generations.fsync_tree = fsync_tree
-    elif stage == "publishing":
-        real_replace = os.replace
-        def replace(src, dst):  # the new manifest is written under its temporary name
-            if Path(dst).name == "manifest.json":
-                hang()
-            return real_replace(src, dst)
-        storage.os.replace = replace
-    elif stage == "published":
-        real_write = generations.write_json_durably
-        def write(file, data):  # the commit's rename is done: the rest is clean-up
-            real_write(file, data)
-            hang()
-        generations.write_json_durably = write
+    hang_at(stage, marker)
     build_index(docs, encoder, index_path, progress=False)
 """)
 
