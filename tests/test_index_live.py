@@ -23,7 +23,7 @@ from tokretrieve import (
     delete_documents,
     verify_index,
 )
-from tokretrieve.encoding.projection import PC1Adjustment
+from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
 from tokretrieve.index.postings import postings_from_bags
 from tokretrieve.index.sparse import in_memory
 
@@ -95,7 +95,13 @@ def test_pc1_and_lambda_stay_the_index_s_and_drift_is_recorded(encoder, index_pa
     assert added.manifest.layout.scale == before.manifest.layout.scale
     drift = added.manifest.contents.segments[1].drift
     assert set(drift) == {"pc1_cosine", "norm_ratio", "saturated_weights"}
-    assert 0 <= drift["pc1_cosine"] <= 1 and drift["norm_ratio"] > 0
+    new = np.asarray(added.segments[1].embeddings)
+    own = first_principal_direction(new)  # the build's own definition of v1
+    assert drift["pc1_cosine"] == pytest.approx(abs(float(own @ before.pc1_direction)),
+                                                abs=1e-5)
+    old = np.asarray(before.embeddings)
+    assert drift["norm_ratio"] == pytest.approx(np.linalg.norm(new, axis=1).mean()
+                                                / np.linalg.norm(old, axis=1).mean(), rel=1e-5)
     assert added.manifest.contents.segments[0].drift is None
 
 
@@ -155,3 +161,17 @@ def test_changes_refuse_bad_input_before_committing(encoder, index_path, tmp_pat
     with pytest.raises(TokretrieveError, match=r"every document .* is deleted"):
         compact_index(index_path)
     assert SparseIndex.load(index_path).manifest.contents.generation == 2
+
+
+def test_weights_past_the_index_scale_stay_at_the_top_level_and_are_counted():
+    """Added bags quantized at an index's scale: a weight past 255 levels is stored as 255
+    (never wrapped around to a small level) and counted by `saturated`."""
+    import scipy.sparse as sp
+
+    from tokretrieve.index.postings import saturated
+
+    bags = sp.csr_matrix(np.array([[1.0, 0.0, 300.0], [255.0, 256.0, 2.0]], dtype=np.float32))
+    postings = postings_from_bags(bags, "uint8", 4, scale=1.0)
+    assert postings.to_bags().toarray().tolist() == [[1, 0, 255], [255, 255, 2]]
+    assert saturated(bags, 1.0, "uint8") == 2 and saturated(bags, 2.0, "uint8") == 0
+    assert saturated(bags, 1.0, "float32") == 0
