@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tokretrieve import DenseSearcher, SparseIndex, SparseSearcher, build_index, delete_documents
+from tokretrieve.encoding.encoder import token_text
 from tokretrieve.serve import Limits, create_app
 
 DOCS = [("d1", "wing lift drag"), ("d2", "heat transfer flow"), ("d3", "shock wave flow"),
@@ -61,6 +62,7 @@ def test_search_answers_like_the_library(client, index_path, encoder, mode):
     assert answer.status_code == 200
     body = answer.json()
     assert body["generation"] == 1 and body["mode"] == mode
+    body["results"][0].pop("query_tokens", None)  # tokens mode's, tested below
     assert body["results"] == [{"query": "heat flow", "hits": hits(searcher, "heat flow", 3)}]
     batch = client.post("/search", json={"queries": ["heat flow", "wing"], "k": 2,
                                          "mode": mode}).json()
@@ -68,6 +70,31 @@ def test_search_answers_like_the_library(client, index_path, encoder, mode):
     expected = searcher.batch_search(["heat flow", "wing"], ["a", "b"], k=2)
     assert [r["hits"] for r in batch["results"]] == [as_json(expected["a"]),
                                                      as_json(expected["b"])]
+
+
+def test_tokens_mode_answers_name_the_query_tokens(client, index_path):
+    """A tokenized query has no model to explain it, so its answer lists the tokens it was
+    scored with (count x idf, as the searcher's own encoding); other modes do not."""
+    searcher = SparseSearcher.from_index(index_path, mode="tokens")
+    body = client.post("/search", json={"queries": ["heat flow heat", "wing"], "k": 2,
+                                        "mode": "tokens"}).json()
+    for result in body["results"]:
+        encoded = searcher.query_encoder.encode([result["query"]]).tocsr()
+        weights = {token_text(searcher.tokenizer, int(t)): float(w)
+                   for t, w in zip(encoded.indices, encoded.data, strict=True)}
+        assert result["query_tokens"] == [{"token": t, "weight": w}
+                                          for t, w in sorted(weights.items(),
+                                                             key=lambda tw: -tw[1])]
+    first, second = (result["query_tokens"] for result in body["results"])
+    assert {t["token"] for t in first} == {"heat", "flow"}
+    assert [t["token"] for t in second] == ["wing"]
+    alone = client.post("/search", json={"query": "heat", "mode": "tokens"}).json()
+    [heat] = alone["results"][0]["query_tokens"]
+    assert next(t["weight"] for t in first if t["token"] == "heat") == 2 * heat["weight"]
+    assert "query_tokens" not in client.post("/search", json={
+        "query": "heat", "mode": "tokens", "explain": False}).json()["results"][0]
+    assert "query_tokens" not in client.post("/search", json={
+        "query": "heat", "mode": "model"}).json()["results"][0]
 
 
 def test_explain_and_document(client, index_path, encoder):

@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from tokretrieve.build import add_documents
+from tokretrieve.encoding.encoder import bag_tokens
 from tokretrieve.errors import IndexBusyError, TokretrieveError
 from tokretrieve.index.live import delete_documents
 from tokretrieve.search.searcher import Hit
@@ -58,7 +59,8 @@ class SearchRequest(BaseModel):
     queries: list[str] | None = Field(None, description="a batch of queries")
     k: int = Field(10, description="hits per query")
     mode: Literal["model", "tokens", "dense"] = "model"
-    explain: bool = Field(True, description="list each hit's matched tokens")
+    explain: bool = Field(True, description="list each hit's matched tokens (and, in tokens "
+                                            "mode, each query's own tokens: query_tokens)")
 
 
 class ExplainRequest(BaseModel):
@@ -154,17 +156,23 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
     async def search(request: SearchRequest) -> dict[str, Any]:
         queries = _queries(request, limits)
         snapshot = served.current()
+        query_tokens = None
         if request.mode == "tokens":  # no model call: nothing to batch
             found = await asyncio.to_thread(batched_search, (snapshot, "tokens"),
                                             [(q, request.k, request.explain) for q in queries])
+            if request.explain:
+                query_tokens = await asyncio.to_thread(_query_tokens, snapshot, queries)
         else:
             snapshot.searcher(request.mode)  # refuses a mode this server cannot serve, now
             found = await asyncio.gather(*(batcher.submit((snapshot, request.mode),
                                                           (q, request.k, request.explain))
                                            for q in queries))
-        return {"generation": snapshot.generation, "mode": request.mode,
-                "results": [{"query": q, "hits": [_hit(h, texts) for h in hits]}
-                            for q, hits in zip(queries, found, strict=True)]}
+        results = [{"query": q, "hits": [_hit(h, texts) for h in hits]}
+                   for q, hits in zip(queries, found, strict=True)]
+        if query_tokens is not None:  # tokens mode: what was searched, for the page
+            for result, tokens in zip(results, query_tokens, strict=True):
+                result["query_tokens"] = tokens
+        return {"generation": snapshot.generation, "mode": request.mode, "results": results}
 
     @app.post("/explain")
     def explain(request: ExplainRequest) -> dict[str, Any]:
@@ -265,6 +273,22 @@ def _check_count(value: int, name: str, limit: int) -> None:
         raise TokretrieveError(f"{name} must be a positive integer, got {value}")
     if value > limit:
         raise TooLarge(f"{name} = {value} is over the limit of {limit}")
+
+
+def _query_tokens(snapshot: Snapshot, queries: list[str]) -> list[list[dict[str, Any]]]:
+    """Each tokens-mode query as it was scored: its own tokens, weighing count x idf (0 for a
+    token no document holds), heaviest first. A tokenized query has no model to ask for its
+    key tokens (/explain), yet a reader wants to see what was searched; tokenizing again costs
+    next to nothing beside the search."""
+    searcher = snapshot.searcher("tokens")
+    encoded = searcher.query_encoder.encode(queries).tocsr()
+    out = []
+    for q in range(len(queries)):
+        start, end = encoded.indptr[q], encoded.indptr[q + 1]
+        out.append([{"token": t, "weight": w} for t, w in
+                    bag_tokens(searcher.tokenizer, encoded.indices[start:end],
+                               encoded.data[start:end])])
+    return out
 
 
 def _hit(hit: Hit, texts: dict[str, str]) -> dict[str, Any]:
