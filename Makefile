@@ -35,6 +35,7 @@ serve: install
 install-browser:
 	if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
+	  apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	else echo "no apt-get: install chromium and chromedriver to run the browser test"; fi
 
