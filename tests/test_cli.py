@@ -426,3 +426,25 @@ def test_command_line_queries_may_not_take_topic_ids(beir_folder, tiny_llama_dir
                  "shock wave"]) == 0
     out = capsys.readouterr().out
     assert "query 1: shock wave" in out and "query q8: heat flow" in out
+
+
+def test_hybrid_search_prints_the_fused_ranking(beir_folder, tiny_llama_dir, tmp_path, capsys):
+    """--mode hybrid fuses --parts with --fusion and --weights: the printed order is
+    HybridSearcher's; a weight count that does not match the parts is one error line."""
+    from tokretrieve import HybridSearcher
+
+    output = tmp_path / "idx"
+    assert build(beir_folder, tiny_llama_dir, output) == 0
+    capsys.readouterr()
+    argv = ["search", "--index", str(output), "--mode", "hybrid", "--parts", "tokens,dense",
+            "--fusion", "linear", "--weights", "1,0.5", "heat flow"]
+    assert main(argv) == 0
+    printed = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+               if line.strip()[:1].isdigit()]
+    expected = HybridSearcher.from_index(output, ("tokens", "dense"), fusion="linear",
+                                         weights=[1, 0.5]).search("heat flow", k=10)
+    assert printed == [h.doc_id for h in expected] and printed
+    assert main([*argv[:-3], "--weights", "1", "heat flow"]) == 2
+    assert "1 weights for 2 --parts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["search", "--index", str(output), "--mode", "hybrid", "--parts", "dense", "x"])

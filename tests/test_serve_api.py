@@ -49,7 +49,7 @@ def test_health_and_info(client):
     assert client.get("/health").json() == {"status": "ok", "generation": 1}
     info = client.get("/info").json()
     assert info["documents"] == 4 and info["generation"] == 1 and info["segments"] == 1
-    assert info["modes"] == ["model", "tokens", "dense"] and info["writable"] is True
+    assert info["modes"] == ["model", "tokens", "dense", "hybrid"] and info["writable"] is True
     assert client.get("/openapi.json").json()["paths"].keys() >= {
         "/search", "/explain", "/documents", "/documents/{doc_id}", "/health", "/info"}
 
@@ -95,6 +95,25 @@ def test_tokens_mode_answers_name_the_query_tokens(client, index_path):
         "query": "heat", "mode": "tokens", "explain": False}).json()["results"][0]
     assert "query_tokens" not in client.post("/search", json={
         "query": "heat", "mode": "model"}).json()["results"][0]
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "linear"])
+def test_hybrid_search_answers_like_the_library(client, index_path, encoder, fusion):
+    from tokretrieve import HybridSearcher
+
+    hybrid = HybridSearcher.from_index(index_path, ("tokens", "dense"), encoder=encoder,
+                                       fusion=fusion, weights=[1.0, 2.0])
+    answer = client.post("/search", json={"query": "heat flow", "k": 3, "mode": "hybrid",
+                                          "parts": ["tokens", "dense"], "fusion": fusion,
+                                          "weights": [1.0, 2.0]})
+    assert answer.status_code == 200, answer.text
+    found = answer.json()["results"][0]["hits"]
+    expected = hybrid.search("heat flow", k=3)
+    assert [(h["id"], h["score"]) for h in found] == [
+        (h.doc_id, pytest.approx(h.score)) for h in expected]
+    refused = client.post("/search", json={"query": "heat", "mode": "hybrid",
+                                           "weights": [1.0]})
+    assert refused.status_code == 400 and "2 non-negative" in refused.json()["error"]
 
 
 def test_explain_and_document(client, index_path, encoder):

@@ -37,6 +37,7 @@ from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
 from tokretrieve.index.postings import IMPACT_TYPES
 from tokretrieve.index.sparse import SparseIndex, verify_index
+from tokretrieve.search.fusion import FUSIONS, HybridSearcher
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import QUERY_MODES, DenseSearcher, Hit, SparseSearcher
 from tokretrieve.trec import write_run
@@ -107,9 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("query", nargs="*", help="query text(s)")
     search.add_argument("--index", required=True, help="index folder")
     search.add_argument("--topics", help="queries: BEIR folder, JSONL/TSV file, or irds:<id>")
-    search.add_argument("--mode", choices=[*QUERY_MODES, "dense"], default="model",
+    search.add_argument("--mode", choices=[*QUERY_MODES, "dense", "hybrid"], default="model",
                         help="model: encode queries with the LLM; tokens: tokenize only (no "
-                             "model loaded); dense: the same model's FAISS baseline")
+                             "model loaded); dense: the same model's FAISS baseline; hybrid: "
+                             "--parts fused by --fusion")
+    search.add_argument("--parts", type=_parts, default=("model", "dense"),
+                        help="hybrid: the searchers fused, among model, tokens, dense "
+                             "(default model,dense)")
+    search.add_argument("--fusion", choices=list(FUSIONS), default="rrf",
+                        help="hybrid: reciprocal-rank fusion (default) or a normalised linear "
+                             "combination of scores")
+    search.add_argument("--weights", type=_weights, default=None,
+                        help="hybrid: one weight per part, comma-separated (default all 1)")
     search.add_argument("--hits", type=int, default=10, help="results per query (default 10)")
     search.add_argument("--threads", type=int, default=None,
                         help="scoring threads for a batch of queries (default: all cores)")
@@ -239,6 +249,26 @@ def _add_encoding_errors(parser: argparse.ArgumentParser) -> None:
                         help="non-UTF-8 bytes: stop with an error (strict) or replace them")
 
 
+def _parts(value: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in value.split(",") if p.strip())
+    unknown = [p for p in parts if p not in (*QUERY_MODES, "dense")]
+    if unknown or len(parts) < 2:
+        raise argparse.ArgumentTypeError(f"expected two or more of model, tokens, dense, "
+                                         f"comma-separated; got {value!r}")
+    return parts
+
+
+def _weights(value: str) -> list[float]:
+    try:
+        weights = [float(w) for w in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}"
+                                         ) from None
+    if any(not (math.isfinite(w) and w >= 0) for w in weights):
+        raise argparse.ArgumentTypeError(f"weights must be finite and non-negative: {value!r}")
+    return weights
+
+
 def _strength(value: str) -> float | str:
     """'auto' or a finite number, refused at parsing: not after the documents are read and
     the model loaded."""
@@ -341,8 +371,17 @@ def _run_search(args: argparse.Namespace) -> int:
     check_count(args.hits, "--hits")
     if args.threads is not None:
         check_count(args.threads, "--threads")
-    searcher = (DenseSearcher.from_index(args.index) if args.mode == "dense"
-                else SparseSearcher.from_index(args.index, mode=args.mode))
+    if args.mode == "hybrid" and args.weights and len(args.weights) != len(args.parts):
+        raise TokretrieveError(f"--weights gives {len(args.weights)} weights for "
+                               f"{len(args.parts)} --parts")
+    if args.mode == "hybrid":
+        searcher = HybridSearcher.from_index(args.index, args.parts, fusion=args.fusion,
+                                             weights=args.weights,
+                                             depth=max(args.hits, 100))
+    elif args.mode == "dense":
+        searcher = DenseSearcher.from_index(args.index)
+    else:
+        searcher = SparseSearcher.from_index(args.index, mode=args.mode)
     qids = [qid for qid, _ in queries]
     # A run file has no room for matched tokens: skip listing them (several times faster).
     results = searcher.batch_search([text for _, text in queries], qids, args.hits,

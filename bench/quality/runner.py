@@ -20,7 +20,6 @@ from bench.quality import plots, sizes, sweeps
 from bench.quality.cache import EncodedCollection, encode_collection, model_slug
 from bench.quality.datasets import Collection, load_collection
 from bench.quality.floor import FLOOR_CONFIGS, FLOOR_NDCG
-from bench.quality.fusion import reciprocal_rank_fusion
 from bench.quality.metrics import PRIMARY, evaluate
 from bench.quality.report import ordered, render
 from bench.quality.runs import Ranking, finalize, write_trec_run
@@ -31,6 +30,7 @@ from bench.toolkit.results import new_record, run_folder, write_record
 from bench.toolkit.threads import pinned
 from tokretrieve import Encoder, PrecomputedQueryEncoder, SparseSearcher, index_encoder
 from tokretrieve.encoding.projection import first_principal_direction
+from tokretrieve.search.fusion import reciprocal_rank_fusion
 
 
 @dataclass

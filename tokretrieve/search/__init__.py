@@ -3,6 +3,7 @@
 With the build step (tokretrieve.build), this is the only place where the two meet.
 """
 
+from tokretrieve.search.fusion import HybridSearcher, linear_fusion, reciprocal_rank_fusion
 from tokretrieve.search.query_encoders import (
     DenseQueryEncoder,
     ModelQueryEncoder,
@@ -13,6 +14,6 @@ from tokretrieve.search.query_encoders import (
 )
 from tokretrieve.search.searcher import DenseSearcher, Hit, Searcher, SparseSearcher
 
-__all__ = ["DenseQueryEncoder", "DenseSearcher", "Hit", "ModelQueryEncoder",
+__all__ = ["DenseQueryEncoder", "DenseSearcher", "Hit", "HybridSearcher", "ModelQueryEncoder",
            "PrecomputedQueryEncoder", "QueryEncoder", "Searcher", "SparseSearcher",
-           "TokenQueryEncoder", "index_encoder"]
+           "TokenQueryEncoder", "index_encoder", "linear_fusion", "reciprocal_rank_fusion"]

@@ -25,7 +25,7 @@ from tokretrieve.errors import IndexBusyError, TokretrieveError
 from tokretrieve.index.live import delete_documents
 from tokretrieve.search.searcher import Hit
 from tokretrieve.serve.batching import MicroBatcher
-from tokretrieve.serve.state import ServedIndex, Snapshot
+from tokretrieve.serve.state import Mode, ServedIndex, Snapshot
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 
@@ -58,7 +58,12 @@ class SearchRequest(BaseModel):
     query: str | None = Field(None, description="one query (or give `queries`)")
     queries: list[str] | None = Field(None, description="a batch of queries")
     k: int = Field(10, description="hits per query")
-    mode: Literal["model", "tokens", "dense"] = "model"
+    mode: Literal["model", "tokens", "dense", "hybrid"] = "model"
+    parts: list[Literal["model", "tokens", "dense"]] = Field(
+        ["model", "dense"], description="hybrid: the searchers fused")
+    fusion: Literal["rrf", "linear"] = Field("rrf", description="hybrid: reciprocal-rank "
+                                                               "fusion or a normalised sum")
+    weights: list[float] | None = Field(None, description="hybrid: one weight per part")
     explain: bool = Field(True, description="list each hit's matched tokens (and, in tokens "
                                             "mode, each query's own tokens: query_tokens)")
 
@@ -94,7 +99,7 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
                   description="Token-aligned sparse retrieval: search an index, see why each "
                               "document matched, add and delete documents.")
 
-    def batched_search(key: tuple[Snapshot, str],
+    def batched_search(key: tuple[Snapshot, Mode],
                        requests: list[tuple[str, int, bool]]) -> list[list[Hit]]:
         """One batch_search for queries of one generation and mode (see MicroBatcher)."""
         snapshot, mode = key
@@ -148,7 +153,7 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
                 "model": manifest.model.name, "method": manifest.model.method,
                 "bag_size": manifest.bags.bag_size, "weighting": manifest.bags.weighting,
                 "pc1_strength": manifest.bags.pc1_strength,
-                "modes": ["model", "tokens", "dense"] if served.encoder else ["tokens"],
+                "modes": ["model", "tokens", "dense", "hybrid"] if served.encoder else ["tokens"],
                 "writable": not read_only and served.encoder is not None,
                 "limits": limits.__dict__}
 
@@ -163,8 +168,12 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
             if request.explain:
                 query_tokens = await asyncio.to_thread(_query_tokens, snapshot, queries)
         else:
-            snapshot.searcher(request.mode)  # refuses a mode this server cannot serve, now
-            found = await asyncio.gather(*(batcher.submit((snapshot, request.mode),
+            mode: Mode = request.mode
+            if mode == "hybrid":
+                mode = ("hybrid", tuple(request.parts), request.fusion,
+                        tuple(request.weights) if request.weights is not None else None)
+            snapshot.searcher(mode)  # refuses a mode this server cannot serve, now
+            found = await asyncio.gather(*(batcher.submit((snapshot, mode),
                                                           (q, request.k, request.explain))
                                            for q in queries))
         results = [{"query": q, "hits": [_hit(h, texts) for h in hits]}

@@ -18,10 +18,13 @@ from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.index.storage import MANIFEST
+from tokretrieve.search.fusion import HybridSearcher
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import DenseSearcher, Searcher, SparseSearcher
 
 MODES = ("model", "tokens", "dense")
+# A query mode, or a hybrid: ("hybrid", parts, fusion, weights or None).
+Mode = str | tuple
 
 
 @dataclass(eq=False)  # hashed by identity: a batch of queries is keyed by its snapshot
@@ -34,9 +37,12 @@ class Snapshot:
     _searchers: dict[str, Searcher] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def searcher(self, mode: str) -> Searcher:
+    def searcher(self, mode: Mode) -> Searcher | HybridSearcher:
         """The searcher of `mode`, made on first use (the dense side copies the embeddings
-        into FAISS: only when asked for)."""
+        into FAISS: only when asked for); a hybrid fuses the searchers of its parts."""
+        if isinstance(mode, tuple):
+            _, parts, fusion, weights = mode
+            return HybridSearcher([self.searcher(part) for part in parts], fusion, weights)
         if mode not in MODES:
             raise TokretrieveError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
         if mode != "tokens" and self.encoder is None:
