@@ -1,6 +1,6 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
-# quality), `make bench-speed`, `make bench-encode`, `make bench-live`.
+# quality), `make bench-speed`, `make bench-encode`, `make bench-live`, `make bench-serve`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -59,3 +59,6 @@ bench-encode: install
 
 bench-live: install
 	$(BIN)/python -m bench.live
+
+bench-serve: install
+	$(BIN)/python -m bench.serve
