@@ -83,3 +83,28 @@ def test_hybrid_refuses_bad_parts(index):
         HybridSearcher([SparseSearcher.from_index(built, mode="tokens")])
     with pytest.raises(TokretrieveError, match="unknown fusion"):
         HybridSearcher.from_index(built, ("model", "tokens"), encoder=encoder, fusion="max")
+
+
+def test_bm25_part_ranks_the_live_documents_with_their_texts(index):
+    """A hybrid's BM25 covers exactly the index's live documents (a deleted one is never a
+    hit), equals BM25Searcher over those texts, and refuses a collection lacking a text."""
+    from tokretrieve import delete_documents
+    from tokretrieve.search.bm25 import BM25Searcher
+
+    built, _ = index
+    docs = [("d1", "wing lift drag"), ("d2", "heat transfer flow"),
+            ("d3", "shock wave flow"), ("d4", "boundary layer heat transfer"),
+            ("other", "heat heat heat")]  # not in the index: never a hit
+    changed = delete_documents(built.path, ["d4"])
+    hybrid = HybridSearcher.from_index(changed, ("tokens", "bm25"), docs=docs, depth=4)
+    bm25 = hybrid.searchers[1]
+    assert bm25.doc_ids == ["d1", "d2", "d3"]
+    reference = BM25Searcher(docs[:3]).search("heat flow", k=4)
+    assert bm25.search("heat flow", k=4) == reference
+    assert reference[0].doc_id == "d2" and {h.doc_id for h in reference} == {"d2", "d3"}
+    found = hybrid.search("heat flow", k=4)
+    assert {h.doc_id for h in found} <= {"d1", "d2", "d3"}
+    with pytest.raises(TokretrieveError, match=r"no text .*'d3'"):
+        HybridSearcher.from_index(changed, ("tokens", "bm25"), docs=docs[:2])
+    with pytest.raises(TokretrieveError, match="needs the collection's texts"):
+        HybridSearcher.from_index(changed, ("tokens", "bm25"))

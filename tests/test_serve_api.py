@@ -49,7 +49,8 @@ def test_health_and_info(client):
     assert client.get("/health").json() == {"status": "ok", "generation": 1}
     info = client.get("/info").json()
     assert info["documents"] == 4 and info["generation"] == 1 and info["segments"] == 1
-    assert info["modes"] == ["model", "tokens", "dense", "hybrid"] and info["writable"] is True
+    assert info["modes"] == ["model", "tokens", "dense", "bm25", "hybrid"]
+    assert info["writable"] is True
     assert client.get("/openapi.json").json()["paths"].keys() >= {
         "/search", "/explain", "/documents", "/documents/{doc_id}", "/health", "/info"}
 
@@ -114,6 +115,22 @@ def test_hybrid_search_answers_like_the_library(client, index_path, encoder, fus
     refused = client.post("/search", json={"query": "heat", "mode": "hybrid",
                                            "weights": [1.0]})
     assert refused.status_code == 400 and "2 non-negative" in refused.json()["error"]
+
+
+def test_bm25_and_a_hybrid_with_it_need_the_texts(client, index_path):
+    from tokretrieve.search.bm25 import BM25Searcher
+
+    found = client.post("/search", json={"query": "heat flow", "k": 3, "mode": "bm25"}).json()
+    expected = BM25Searcher(DOCS).search("heat flow", k=3)
+    assert [(h["id"], h["score"]) for h in found["results"][0]["hits"]] == [
+        (h.doc_id, pytest.approx(h.score)) for h in expected]
+    fused = client.post("/search", json={"query": "heat flow", "mode": "hybrid",
+                                         "parts": ["tokens", "bm25"]})
+    assert fused.status_code == 200
+    with TestClient(create_app(index_path)) as bare:  # no --corpus: no texts
+        answer = bare.post("/search", json={"query": "heat", "mode": "bm25"})
+        assert answer.status_code == 400 and "--corpus" in answer.json()["error"]
+        assert "bm25" not in bare.get("/info").json()["modes"]
 
 
 def test_explain_and_document(client, index_path, encoder):

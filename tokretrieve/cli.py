@@ -37,7 +37,7 @@ from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
 from tokretrieve.index.postings import IMPACT_TYPES
 from tokretrieve.index.sparse import SparseIndex, verify_index
-from tokretrieve.search.fusion import FUSIONS, HybridSearcher
+from tokretrieve.search.fusion import FUSIONS, HYBRID_PARTS, HybridSearcher
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import QUERY_MODES, DenseSearcher, Hit, SparseSearcher
 from tokretrieve.trec import write_run
@@ -113,8 +113,10 @@ def _parser() -> argparse.ArgumentParser:
                              "model loaded); dense: the same model's FAISS baseline; hybrid: "
                              "--parts fused by --fusion")
     search.add_argument("--parts", type=_parts, default=("model", "dense"),
-                        help="hybrid: the searchers fused, among model, tokens, dense "
+                        help="hybrid: the searchers fused, among model, tokens, dense, bm25 "
                              "(default model,dense)")
+    search.add_argument("--corpus", help="hybrid with bm25: the collection's texts (BEIR "
+                                         "folder, JSONL/TSV or irds:<id>)")
     search.add_argument("--fusion", choices=list(FUSIONS), default="rrf",
                         help="hybrid: reciprocal-rank fusion (default) or a normalised linear "
                              "combination of scores")
@@ -251,9 +253,9 @@ def _add_encoding_errors(parser: argparse.ArgumentParser) -> None:
 
 def _parts(value: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in value.split(",") if p.strip())
-    unknown = [p for p in parts if p not in (*QUERY_MODES, "dense")]
+    unknown = [p for p in parts if p not in HYBRID_PARTS]
     if unknown or len(parts) < 2:
-        raise argparse.ArgumentTypeError(f"expected two or more of model, tokens, dense, "
+        raise argparse.ArgumentTypeError(f"expected two or more of {', '.join(HYBRID_PARTS)}, "
                                          f"comma-separated; got {value!r}")
     return parts
 
@@ -375,9 +377,15 @@ def _run_search(args: argparse.Namespace) -> int:
         raise TokretrieveError(f"--weights gives {len(args.weights)} weights for "
                                f"{len(args.parts)} --parts")
     if args.mode == "hybrid":
+        docs = None
+        if "bm25" in args.parts:
+            if not args.corpus:
+                raise TokretrieveError("--parts with bm25 needs --corpus: the collection's "
+                                       "texts (an index stores none)")
+            docs = read_documents(args.corpus, encoding_errors=args.encoding_errors)
         searcher = HybridSearcher.from_index(args.index, args.parts, fusion=args.fusion,
                                              weights=args.weights,
-                                             depth=max(args.hits, 100))
+                                             depth=max(args.hits, 100), docs=docs)
     elif args.mode == "dense":
         searcher = DenseSearcher.from_index(args.index)
     else:

@@ -337,15 +337,15 @@ def _bm25_costs(bm25: BM25System, collection: Collection, options: Options) -> d
     texts = [text for _, text in collection.queries]
     tokens = bm25.tokenize(texts)
     with pinned(1):
-        search = {"top100": latency(lambda t: bm25.search([t], options.depth), tokens,
+        search = {"top100": latency(lambda t: bm25.search_tokens([t], options.depth), tokens,
                                     **ONE_PASS),
-                  "top10": latency(lambda t: bm25.search([t], 10), tokens, **ONE_PASS)}
+                  "top10": latency(lambda t: bm25.search_tokens([t], 10), tokens, **ONE_PASS)}
         encoding = latency(lambda q: bm25.tokenize([q]), texts[:options.timing_queries],
                            **ONE_PASS)
     return {
         "query_encoding": encoding,
         "search_latency": search,
-        "batch_qps": throughput(lambda: bm25.search(tokens, options.depth), len(tokens),
+        "batch_qps": throughput(lambda: bm25.search_tokens(tokens, options.depth), len(tokens),
                                 options.throughput_min_s),
     }
 

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import bm25s
 import numpy as np
 import scipy.sparse as sp
 
@@ -45,6 +44,7 @@ from tokretrieve import (
     TokenQueryEncoder,
     index_from_embeddings,
 )
+from tokretrieve.search.bm25 import BM25Searcher
 
 Hits = list[tuple[str, float]]
 MODES = ("model", "tokens")
@@ -189,38 +189,11 @@ class DenseSystem:
         return ranking_of(results)
 
 
-class BM25System:
-    """bm25s with English stopwords and default parameters: the lexical baseline."""
-
-    def __init__(self, docs: Sequence[tuple[str, str]]):
-        self.doc_ids = [doc_id for doc_id, _ in docs]
-        tokens = bm25s.tokenize([text for _, text in docs], stopwords="en", show_progress=False)
-        self.retriever = bm25s.BM25()
-        self.retriever.index(tokens, show_progress=False)
-
-    @staticmethod
-    def tokenize(queries: Sequence[str]) -> list[list[str]]:
-        """Queries as token strings (bm25s maps them onto the index vocabulary)."""
-        return bm25s.tokenize(list(queries), stopwords="en", return_ids=False,
-                              show_progress=False)
-
-    def search(self, query_tokens: Sequence[Sequence[str]], depth: int,
-               n_threads: int = 0) -> list[Hits]:
-        """Top hits per query; zero-score hits (no query term in the document) are dropped, as
-        a sparse index never returns them either."""
-        known = [list(tokens) for tokens in query_tokens]
-        present = [i for i, tokens in enumerate(known) if tokens]
-        out: list[Hits] = [[] for _ in known]
-        if not present:
-            return out
-        depth = min(depth + 1, len(self.doc_ids))
-        rows, scores = self.retriever.retrieve([known[i] for i in present], k=depth,
-                                               show_progress=False, n_threads=n_threads)
-        for i, row, score in zip(present, rows, scores, strict=True):
-            out[i] = [(self.doc_ids[int(r)], float(s)) for r, s in zip(row, score, strict=True)
-                      if s > 0]
-        return out
+class BM25System(BM25Searcher):
+    """The package's BM25 (bm25s, English stopwords, default parameters): the lexical
+    baseline, with the benchmark's whole-collection run (one hit deeper than `depth`, as every
+    system here, so that dropping a hit identical to its query leaves `depth`)."""
 
     def search_all(self, qids: Sequence[str], query_tokens: Sequence[Sequence[str]],
                    depth: int) -> dict[str, Hits]:
-        return dict(zip(qids, self.search(query_tokens, depth), strict=True))
+        return dict(zip(qids, self.search_tokens(query_tokens, depth + 1), strict=True))

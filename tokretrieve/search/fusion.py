@@ -14,18 +14,22 @@ so hits of a sparse + dense hybrid still explain themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import EmptyQueryError, TokretrieveError, check_count
 from tokretrieve.index.sparse import SparseIndex
+from tokretrieve.search.bm25 import BM25Searcher
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import DenseSearcher, Hit, Searcher, SparseSearcher
 
 Fusion = Literal["rrf", "linear"]
 FUSIONS = ("rrf", "linear")
+HYBRID_PARTS = ("model", "tokens", "dense", "bm25")
 RRF_K = 60
 Ranking = Mapping[str, Sequence[tuple[str, float]]]
 
@@ -76,6 +80,22 @@ def _fuse(rankings, weights, depth, contributions) -> dict[str, list]:
     return fused
 
 
+def live_documents(index: SparseIndex, docs: Iterable[tuple[str, str]]
+                   ) -> list[tuple[str, str]]:
+    """The (id, text) pairs of `docs` whose id is a live document of `index`, in index order:
+    BM25 must rank the documents the index holds, no more (a deleted or never-added id would
+    be a hit no other part can return) and no fewer (a missing text is refused, naming it)."""
+    texts = dict(docs)
+    mask = index.deleted_mask
+    live = [str(d) for i, d in enumerate(np.asarray(index.doc_ids)) if not mask[i]]
+    missing = [d for d in live if d not in texts]
+    if missing:
+        shown = ", ".join(repr(d) for d in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise TokretrieveError(f"{len(missing)} document(s) of the index have no text in the "
+                               f"collection given for BM25: {shown}")
+    return [(d, texts[d]) for d in live]
+
+
 def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
     if weights is None:
         return [1.0] * n
@@ -87,8 +107,8 @@ def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
 
 
 class HybridSearcher:
-    """Searchers over the same documents (sparse + dense of one model, sparse in both query
-    modes, any Searcher), fused by `fusion` with per-searcher `weights`; the Searcher
+    """Searchers over the same documents (sparse + dense of one model, sparse + BM25, sparse
+    in both query modes, any Searcher), fused by `fusion` with per-searcher `weights`; the Searcher
     interface: `search(text, k)` and `batch_search(texts, qids, k)` return Hits."""
 
     def __init__(self, searchers: Sequence[Searcher], fusion: Fusion = "rrf",
@@ -109,23 +129,32 @@ class HybridSearcher:
     def from_index(cls, index: str | Path | SparseIndex,
                    parts: Sequence[str] = ("model", "dense"), encoder: Encoder | None = None,
                    fusion: Fusion = "rrf", weights: Sequence[float] | None = None,
-                   depth: int = 100) -> HybridSearcher:
-        """A hybrid over one index: `parts` among "model", "tokens" (sparse, by query mode)
-        and "dense" (the same model's embeddings), with the index's model (`encoder`, or
+                   depth: int = 100,
+                   docs: Iterable[tuple[str, str]] | None = None) -> HybridSearcher:
+        """A hybrid over one index: `parts` among "model", "tokens" (sparse, by query mode),
+        "dense" (the same model's embeddings) and "bm25" (over `docs`, the (id, text) pairs of
+        the collection: an index stores no texts), with the index's model (`encoder`, or
         loaded by the name its manifest records) shared between them."""
         index = index if isinstance(index, SparseIndex) else SparseIndex.load(index)
-        unknown = [p for p in parts if p not in ("model", "tokens", "dense")]
+        unknown = [p for p in parts if p not in HYBRID_PARTS]
         if unknown:
             raise TokretrieveError(f"unknown hybrid part(s) {', '.join(unknown)}: choose "
-                                   "among model, tokens, dense")
-        if encoder is None and any(p != "tokens" for p in parts):
+                                   f"among {', '.join(HYBRID_PARTS)}")
+        if "bm25" in parts and docs is None:
+            raise TokretrieveError("a hybrid with bm25 needs the collection's texts (docs=, "
+                                   "--corpus): an index stores none")
+        if encoder is None and any(p in ("model", "dense") for p in parts):
             encoder = index_encoder(index)  # loaded once, for every part that needs it
-        searchers: list[Searcher] = [
-            DenseSearcher.from_index(index, encoder=encoder) if part == "dense" else
-            SparseSearcher.from_index(index, mode=part, encoder=encoder if part == "model"
-                                      else None)
-            for part in parts]
-        return cls(searchers, fusion, weights, depth)
+
+        def part_searcher(part: str):
+            if part == "dense":
+                return DenseSearcher.from_index(index, encoder=encoder)
+            if part == "bm25":
+                return BM25Searcher(live_documents(index, docs or ()))
+            return SparseSearcher.from_index(index, mode=part,
+                                             encoder=encoder if part == "model" else None)
+
+        return cls([part_searcher(part) for part in parts], fusion, weights, depth)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         if not isinstance(query, str) or not query.strip():

@@ -58,8 +58,8 @@ class SearchRequest(BaseModel):
     query: str | None = Field(None, description="one query (or give `queries`)")
     queries: list[str] | None = Field(None, description="a batch of queries")
     k: int = Field(10, description="hits per query")
-    mode: Literal["model", "tokens", "dense", "hybrid"] = "model"
-    parts: list[Literal["model", "tokens", "dense"]] = Field(
+    mode: Literal["model", "tokens", "dense", "bm25", "hybrid"] = "model"
+    parts: list[Literal["model", "tokens", "dense", "bm25"]] = Field(
         ["model", "dense"], description="hybrid: the searchers fused")
     fusion: Literal["rrf", "linear"] = Field("rrf", description="hybrid: reciprocal-rank "
                                                                "fusion or a normalised sum")
@@ -93,8 +93,8 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
     ({id: text}, e.g. the corpus the index was built from) lets hits show their text, which
     the index itself does not store; documents added through the API add theirs.
     """
-    served = ServedIndex(path, load_model=load_model)
     texts = dict(texts or {})
+    served = ServedIndex(path, load_model=load_model, texts=texts)
     app = FastAPI(title="tokretrieve", version="1",
                   description="Token-aligned sparse retrieval: search an index, see why each "
                               "document matched, add and delete documents.")
@@ -153,7 +153,7 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
                 "model": manifest.model.name, "method": manifest.model.method,
                 "bag_size": manifest.bags.bag_size, "weighting": manifest.bags.weighting,
                 "pc1_strength": manifest.bags.pc1_strength,
-                "modes": ["model", "tokens", "dense", "hybrid"] if served.encoder else ["tokens"],
+                "modes": _modes(served),
                 "writable": not read_only and served.encoder is not None,
                 "limits": limits.__dict__}
 
@@ -213,9 +213,20 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
             raise TooLarge(f"{len(request.documents)} documents in one request: the limit is "
                            f"{limits.max_documents}")
         docs = [(d.id, d.text) for d in request.documents]
-        index = add_documents(served.path, docs, served.encoder, update=request.update,
-                              progress=False)
+        # The texts go in first: a search may open the new generation (and build its BM25)
+        # the moment the commit lands. Should the commit fail, the old texts come back.
+        before = {doc_id: texts.get(doc_id) for doc_id, _ in docs}
         texts.update(docs)
+        try:
+            index = add_documents(served.path, docs, served.encoder, update=request.update,
+                                  progress=False)
+        except BaseException:
+            for doc_id, text in before.items():
+                if text is None:
+                    texts.pop(doc_id, None)
+                else:
+                    texts[doc_id] = text
+            raise
         snapshot = served.reopen(index)
         return {"generation": snapshot.generation, "added": len(docs),
                 "documents": len(snapshot.index)}
@@ -233,8 +244,7 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
             raise
         except TokretrieveError as error:  # deleted meanwhile by another writer
             raise UnknownDocument(str(error)) from None
-        texts.pop(doc_id, None)
-        snapshot = served.reopen(index)
+        snapshot = served.reopen(index)  # its text stays: older generations may still ask
         return {"generation": snapshot.generation, "deleted": doc_id,
                 "documents": len(snapshot.index)}
 
@@ -251,6 +261,15 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
         return searcher.query_encoder.encoder  # the index's model with its bag recipe
 
     return app
+
+
+def _modes(served: ServedIndex) -> list[str]:
+    """The modes this server answers: the model's only with the model, BM25's only with the
+    texts, a hybrid only with two parts to fuse."""
+    modes = ["model", "tokens", "dense"] if served.encoder else ["tokens"]
+    if served.texts:
+        modes.append("bm25")
+    return [*modes, "hybrid"] if len(modes) > 1 else modes
 
 
 def _queries(request: SearchRequest, limits: Limits) -> list[str]:

@@ -18,11 +18,12 @@ from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.index.storage import MANIFEST
-from tokretrieve.search.fusion import HybridSearcher
+from tokretrieve.search.bm25 import BM25Searcher
+from tokretrieve.search.fusion import HybridSearcher, live_documents
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import DenseSearcher, Searcher, SparseSearcher
 
-MODES = ("model", "tokens", "dense")
+MODES = ("model", "tokens", "dense", "bm25")
 # A query mode, or a hybrid: ("hybrid", parts, fusion, weights or None).
 Mode = str | tuple
 
@@ -34,6 +35,7 @@ class Snapshot:
     index: SparseIndex
     generation: int
     encoder: Encoder | None
+    texts: dict[str, str]  # the server's {id: text}, shared by every snapshot
     _searchers: dict[str, Searcher] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,23 +47,32 @@ class Snapshot:
             return HybridSearcher([self.searcher(part) for part in parts], fusion, weights)
         if mode not in MODES:
             raise TokretrieveError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
-        if mode != "tokens" and self.encoder is None:
+        if mode == "bm25" and not self.texts:
+            raise TokretrieveError("bm25 needs the collection's texts, and this server has "
+                                   "none: start it with --corpus")
+        if mode in ("model", "dense") and self.encoder is None:
             raise TokretrieveError(f"mode '{mode}' needs the index's model, and this server "
                                    "runs without one (--no-model): use mode 'tokens'")
         with self._lock:
             if mode not in self._searchers:
-                self._searchers[mode] = (
-                    DenseSearcher.from_index(self.index, encoder=self.encoder)
-                    if mode == "dense" else
-                    SparseSearcher.from_index(self.index, mode=mode, encoder=self.encoder))
+                if mode == "dense":
+                    made = DenseSearcher.from_index(self.index, encoder=self.encoder)
+                elif mode == "bm25":  # over the live documents of this generation
+                    made = BM25Searcher(live_documents(self.index, self.texts.items()))
+                else:
+                    made = SparseSearcher.from_index(self.index, mode=mode,
+                                                     encoder=self.encoder)
+                self._searchers[mode] = made
             return self._searchers[mode]
 
 
 class ServedIndex:
     """The index folder a server answers from, reopened when a new generation is committed."""
 
-    def __init__(self, path: str | Path, load_model: bool = True):
+    def __init__(self, path: str | Path, load_model: bool = True,
+                 texts: dict[str, str] | None = None):
         self.path = Path(path)
+        self.texts = {} if texts is None else texts
         self._lock = threading.Lock()
         # The manifest's identity is taken before the load it describes: a commit in between
         # is then seen by the next request, which opens the index again.
@@ -69,7 +80,8 @@ class ServedIndex:
         index = SparseIndex.load(self.path)
         # The model is loaded once, for the server's life (every generation has the same one).
         self.encoder = index_encoder(index) if load_model else None
-        self._snapshot = Snapshot(index, index.manifest.contents.generation, self.encoder)
+        self._snapshot = Snapshot(index, index.manifest.contents.generation, self.encoder,
+                                  self.texts)
 
     def current(self) -> Snapshot:
         """The newest committed generation (opened again only when manifest.json changed)."""
@@ -88,7 +100,8 @@ class ServedIndex:
 
     def _serve(self, index: SparseIndex, identity: tuple[int, int, int] | None) -> None:
         if index.manifest.contents.generation >= self._snapshot.generation:
-            self._snapshot = Snapshot(index, index.manifest.contents.generation, self.encoder)
+            self._snapshot = Snapshot(index, index.manifest.contents.generation, self.encoder,
+                                      self.texts)
         self._identity = identity
 
     def _manifest_identity(self) -> tuple[int, int, int]:
