@@ -45,7 +45,13 @@ def test_whole_suite_on_a_tiny_model(tiny_beir, tiny_bert_dir, tmp_path):
     assert len(list(folder.glob("sweep_*.png"))) == 3
     assert "| model | system | settings | nDCG@10 |" in (folder / "report.md").read_text()
     runs = list(folder.glob("runs/*/*.trec"))
-    assert len(runs) == 10  # bm25 + dense + 4 sparse + 4 hybrids
+    assert len(runs) == 14  # bm25 + dense + 4 sparse + 4 RRF + 4 linear hybrids
+    for left, right in (("sparse-model", "dense"), ("dense", "bm25")):
+        linear = record["systems"][f"linear({left}+{right})"]
+        assert linear["grid"][str(linear["weight"])] == max(linear["grid"].values())
+        assert 0 <= linear["cv"]["held_out_ndcg"] <= max(linear["grid"].values()) + 1e-9
+        assert [f["weight"] for f in linear["cv"]["folds"]] and "ranking" not in linear
+    assert "## Hybrids: linear fusion" in (folder / "report.md").read_text()
     for run in runs:
         for row in ir_measures.read_trec_run(str(run)):
             assert row.doc_id != row.query_id  # the identical-id rule held everywhere

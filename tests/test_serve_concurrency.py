@@ -214,7 +214,10 @@ def test_searches_during_changes_each_answer_from_one_generation(server):
         first = info["generation"]
         for doc_id, _ in BASE:
             run.bags[doc_id] = bag_of(client, doc_id)
-    run.probes = sorted(set().union(*run.bags.values()) & set(TERMS))
+        run.probes = sorted(set().union(*run.bags.values()) & set(TERMS))
+        for mode in ("tokens", "model"):  # compiled and loaded before the clock starts
+            warm = client.post("/search", json={"query": run.probes[0], "mode": mode})
+            assert warm.status_code == 200, warm.text
     # Two writers on their own ids: adds, deletes of their own earlier adds and of base docs.
     schedules = []
     for tag, base_ids in (("a", ["b0", "b2", "b4"]), ("c", ["b1", "b3"])):
@@ -238,7 +241,12 @@ def test_searches_during_changes_each_answer_from_one_generation(server):
     try:
         for thread in writers:
             thread.join(timeout=60)
-        time.sleep(0.3)  # answers from the last generation too
+        last = max((a.generation for a in run.acks), default=first)
+        deadline = time.monotonic() + 20  # answers of the last generation too, in both modes
+        while time.monotonic() < deadline and not all(
+                any(a.mode == mode and a.generation == last for a in run.answers)
+                for mode in ("tokens", "model")):
+            time.sleep(0.05)
     finally:
         stop.set()
         for thread in searchers:

@@ -20,6 +20,7 @@ from bench.quality import plots, sizes, sweeps
 from bench.quality.cache import EncodedCollection, encode_collection, model_slug
 from bench.quality.datasets import Collection, load_collection
 from bench.quality.floor import FLOOR_CONFIGS, FLOOR_NDCG
+from bench.quality.hybrids import linear_hybrid
 from bench.quality.metrics import PRIMARY, evaluate
 from bench.quality.report import ordered, render
 from bench.quality.runs import Ranking, finalize, write_trec_run
@@ -166,6 +167,13 @@ def run_model(model: str, collection: Collection, bm25_ranking: Ranking, folder:
                 "rrf_k": options.rrf_k, "depth": options.depth,
                 "metrics": evaluate(collection.qrels, fused), "ranking": fused,
                 "fusion_ms_per_query": 1000 * fuse_seconds / max(len(fused), 1)}
+    for left, right in LINEAR_PAIRS:  # the package defaults' systems, fused by a weight
+        record = linear_hybrid(collection.qrels, systems[left]["ranking"],
+                               systems[right]["ranking"], options.depth)
+        record["cv"]["ratio_to_dense"] = (record["cv"]["held_out_ndcg"] / dense_metrics[PRIMARY]
+                                          if dense_metrics[PRIMARY] else None)
+        systems[f"linear({left}+{right})"] = {"kind": "linear", "inputs": [left, right],
+                                              "depth": options.depth, **record}
     for name, system in systems.items():
         ratio = system["metrics"][PRIMARY] / dense_metrics[PRIMARY] if dense_metrics[
             PRIMARY] else None
@@ -195,6 +203,11 @@ def run_model(model: str, collection: Collection, bm25_ranking: Ranking, folder:
                                   for w in system.warnings}),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+# Linear hybrids measured for every model: sparse + dense of one model, and each with BM25.
+LINEAR_PAIRS = (("sparse-model", "dense"), ("sparse-model", "bm25"), ("dense", "bm25"),
+                ("sparse-tokens", "bm25"))
 
 
 def _finalize(ranking: Ranking, options: Options) -> Ranking:
