@@ -99,12 +99,12 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
                   description="Token-aligned sparse retrieval: search an index, see why each "
                               "document matched, add and delete documents.")
 
-    def batched_search(key: tuple[Snapshot, Mode],
+    def batched_search(key: tuple[Snapshot, Mode, bool],
                        requests: list[tuple[str, int, bool]]) -> list[list[Hit]]:
-        """One batch_search for queries of one generation and mode (see MicroBatcher)."""
-        snapshot, mode = key
+        """One batch_search for queries of one generation, mode and explain setting (see
+        MicroBatcher)."""
+        snapshot, mode, explain = key
         k = max(r[1] for r in requests)
-        explain = any(r[2] for r in requests)
         qids = [str(i) for i in range(len(requests))]
         found = snapshot.searcher(mode).batch_search([r[0] for r in requests], qids, k,
                                                      explain=explain)
@@ -163,7 +163,8 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
         snapshot = served.current()
         query_tokens = None
         if request.mode == "tokens":  # no model call: nothing to batch
-            found = await asyncio.to_thread(batched_search, (snapshot, "tokens"),
+            found = await asyncio.to_thread(batched_search,
+                                            (snapshot, "tokens", request.explain),
                                             [(q, request.k, request.explain) for q in queries])
             if request.explain:
                 query_tokens = await asyncio.to_thread(_query_tokens, snapshot, queries)
@@ -173,7 +174,7 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
                 mode = ("hybrid", tuple(request.parts), request.fusion,
                         tuple(request.weights) if request.weights is not None else None)
             snapshot.searcher(mode)  # refuses a mode this server cannot serve, now
-            found = await asyncio.gather(*(batcher.submit((snapshot, mode),
+            found = await asyncio.gather(*(batcher.submit((snapshot, mode, request.explain),
                                                           (q, request.k, request.explain))
                                            for q in queries))
         results = [{"query": q, "hits": [_hit(h, texts) for h in hits]}

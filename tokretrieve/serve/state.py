@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
+from tokretrieve.index.manifest import IndexManifest
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.index.storage import MANIFEST
 from tokretrieve.search.bm25 import BM25Searcher
@@ -93,13 +94,20 @@ class ServedIndex:
         return self._snapshot
 
     def reopen(self, index: SparseIndex) -> Snapshot:
-        """Serve `index`, which a commit of this server has just returned."""
+        """Serve `index`, which a commit of this server has just returned. The manifest is
+        taken as seen only if it still commits that generation (another writer may have
+        committed since: then the next request opens the newer one)."""
         with self._lock:
-            self._serve(index, None)  # None: compare the manifest again on the next request
+            identity = self._manifest_identity()
+            committed = IndexManifest.read(self.path).contents.generation
+            generation = index.manifest.contents.generation
+            self._serve(index, identity if committed == generation else None)
             return self._snapshot
 
     def _serve(self, index: SparseIndex, identity: tuple[int, int, int] | None) -> None:
-        if index.manifest.contents.generation >= self._snapshot.generation:
+        """Serve `index` unless it is no newer than the snapshot served (whose searchers are
+        warm: the same generation is not opened twice)."""
+        if index.manifest.contents.generation > self._snapshot.generation:
             self._snapshot = Snapshot(index, index.manifest.contents.generation, self.encoder,
                                       self.texts)
         self._identity = identity
