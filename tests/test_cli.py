@@ -62,8 +62,14 @@ def test_index_then_search_prints_ranked_hits(beir_folder, tiny_llama_dir, tmp_p
     printed = capsys.readouterr().out
     expected = searcher.search(word, k=10)
     assert "d2" in [hit.doc_id for hit in expected]
-    first_row = printed.splitlines()[2].split()
-    assert first_row[:2] == ["1", expected[0].doc_id]
+    rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[1] for row in rows] == [hit.doc_id for hit in expected]
+    # scores a person can read: % of the best hit's; matched tokens: % of the hit's score
+    assert [float(row[2]) for row in rows] == [
+        pytest.approx(100 * hit.score / expected[0].score, abs=0.06) for hit in expected]
+    first = expected[0]
+    shown = [int(part.rstrip("%,")) for part in rows[0][4::2]]
+    assert shown == [round(100 * c / first.score) for _, c in first.matched[:6]]
 
 
 def test_second_index_run_reuses_and_rebuild_rebuilds(beir_folder, tiny_llama_dir, tmp_path,
@@ -173,7 +179,7 @@ def test_model_given_as_relative_folder_searches_from_elsewhere(beir_folder, tin
     capsys.readouterr()
     assert main(["search", "--index", str(output), "--mode", "model", "heat flow"]) == 0
     expected = SparseSearcher.from_index(output, mode="model").search("heat flow")
-    assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["1", expected[0].doc_id]
+    assert capsys.readouterr().out.splitlines()[3].split()[:2] == ["1", expected[0].doc_id]
 
 
 def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
@@ -181,11 +187,16 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     build(beir_folder, tiny_llama_dir, output)
     capsys.readouterr()
     assert main(["explain", "--index", str(output), "--tokens", "5", "wing lift"]) == 0
-    rows = capsys.readouterr().out.strip().splitlines()
-    expected = index_encoder(SparseIndex.load(output)).key_tokens("wing lift", top_k=5)
-    assert len(expected) == 5
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    encoder = index_encoder(SparseIndex.load(output))
+    expected = encoder.key_tokens("wing lift", top_k=5)
+    assert len(expected) == 5 and header.split()[-1] == "token"
     assert len(rows) == len(expected)
     assert [row.split()[-1] for row in rows] == [token for token, _ in expected]
+    # weights a person can read: each token's share of the text's whole bag, in percent
+    total = float(encoder.encode_document(["wing lift"]).sum())
+    shares = [float(row.split()[0].rstrip("%")) for row in rows]
+    assert shares == [pytest.approx(100 * w / total, abs=0.006) for _, w in expected]
     assert main(["info", "--index", str(output)]) == 0
     info = capsys.readouterr().out
     assert "tokretrieve.sparse v3" in info and "4 (1 empty)" in info

@@ -405,20 +405,49 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _print_hits(qid: str, text: str, hits: list[Hit]) -> None:
+    """A ranked table a person can read: scores as a share of the best hit's (raw scores of a
+    softmax bag are around 1e-6; the exact ones go to run files and the Python API) and each
+    matched token as its share of the hit's score."""
     print(f"\nquery {qid}: {text}")
     if not hits:
         print("  (no document shares a token with this query)")
+        return
+    print("  rank doc          score (% of the best)  matched tokens (% of the hit's score)")
     for rank, hit in enumerate(hits, start=1):
-        matched = ", ".join(f"{token} {weight:.3g}" for token, weight in hit.matched[:6])
-        print(f"  {rank:>3}  {hit.doc_id:<12} {hit.score:10.4g}  {matched}")
+        print(f"  {rank:>4} {hit.doc_id:<12} {_relative(hit.score, hits[0].score):>7}  "
+              f"{_matched(hit)}")
+
+
+def _relative(score: float, best: float) -> str:
+    """A score as a percentage of the best one, or as itself where that means nothing (a best
+    score of 0 or below: cosines can be negative)."""
+    return f"{100 * score / best:.1f}" if best > 0 else f"{score:.4g}"
+
+
+def _matched(hit: Hit, shown: int = 6) -> str:
+    if hit.score <= 0:
+        return ", ".join(token for token, _ in hit.matched[:shown])
+    return ", ".join(f"{token} {100 * part / hit.score:.0f}%"
+                     for token, part in hit.matched[:shown])
+
+
+def _key_tokens(encoder: Encoder, text: str, top_k: int, is_query: bool
+                ) -> list[tuple[str, float]]:
+    """The text's `top_k` key tokens with their share (%) of its whole bag's weight: raw
+    weights (softmax probabilities over the vocabulary) print as 1e-8."""
+    bag = (encoder.encode_query if is_query else encoder.encode_document)([text])
+    total = float(bag.sum())
+    return [(token, 100 * weight / total if total > 0 else 0.0)
+            for token, weight in encoder.decode(bag, top_k)]
 
 
 def _run_explain(args: argparse.Namespace) -> int:
     check_count(args.tokens, "--tokens")
     encoder = (index_encoder(SparseIndex.load(args.index)) if args.index
                else Encoder.load(args.model))
-    for token, weight in encoder.key_tokens(args.text, top_k=args.tokens, is_query=args.query):
-        print(f"{weight:10.4g}  {token}")
+    print("share of the bag  token")
+    for token, share in _key_tokens(encoder, args.text, args.tokens, args.query):
+        print(f"{share:15.2f}%  {token}")
     return 0
 
 
@@ -579,13 +608,15 @@ def _run_demo(args: argparse.Namespace) -> int:
                  for mode in QUERY_MODES}
     for qid, text in queries:
         print(f"\n=== query {qid}: {text}")
-        tokens = fitted.key_tokens(text, top_k=8, is_query=True)
-        print("key tokens:", ", ".join(token for token, _ in tokens))
+        tokens = _key_tokens(fitted, text, 8, is_query=True)
+        print("key tokens (share of the query's bag):",
+              ", ".join(f"{token} {share:.1f}%" for token, share in tokens))
         for mode, searcher in searchers.items():
-            print(f"--- mode {mode}")
-            for rank, hit in enumerate(searcher.search(text, k=3), start=1):
-                matched = ", ".join(f"{t} {w:.3g}" for t, w in hit.matched[:6])
-                print(f"  {rank}. doc {hit.doc_id:<6} score {hit.score:.4g}  matched: {matched}")
+            print(f"--- mode {mode} (score: % of the best hit's; matched: % of the hit's)")
+            hits = searcher.search(text, k=3)
+            for rank, hit in enumerate(hits, start=1):
+                print(f"  {rank}. doc {hit.doc_id:<6} score {_relative(hit.score, hits[0].score)}"
+                      f"  matched: {_matched(hit)}")
     return 0
 
 
