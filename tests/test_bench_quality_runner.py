@@ -45,7 +45,12 @@ def test_whole_suite_on_a_tiny_model(tiny_beir, tiny_bert_dir, tmp_path):
     assert len(list(folder.glob("sweep_*.png"))) == 3
     assert "| model | system | settings | nDCG@10 |" in (folder / "report.md").read_text()
     runs = list(folder.glob("runs/*/*.trec"))
-    assert len(runs) == 14  # bm25 + dense + 4 sparse + 4 RRF + 4 linear hybrids
+    assert len(runs) == 15  # bm25 + dense + 4 sparse + 4 RRF + 4 linear hybrids + union
+    union = record["systems"]["sparse-union"]
+    assert union["grid"][str((union["setting"]["aligned_tokens"],
+                              union["setting"]["token_weighting"]))] == max(
+        union["grid"].values())
+    assert "## The paper's query" in (folder / "report.md").read_text()
     for left, right in (("sparse-model", "dense"), ("dense", "bm25")):
         linear = record["systems"][f"linear({left}+{right})"]
         assert linear["grid"][str(linear["weight"])] == max(linear["grid"].values())

@@ -110,11 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--topics", help="queries: BEIR folder, JSONL/TSV file, or irds:<id>")
     search.add_argument("--mode", choices=[*QUERY_MODES, "dense", "hybrid"], default="model",
                         help="model: encode queries with the LLM; tokens: tokenize only (no "
-                             "model loaded); dense: the same model's FAISS baseline; hybrid: "
-                             "--parts fused by --fusion")
+                             "model loaded); union: the paper's query, literal tokens and "
+                             "--aligned-tokens aligned ones; dense: the same model's FAISS "
+                             "baseline; hybrid: --parts fused by --fusion")
+    search.add_argument("--aligned-tokens", type=int, default=16,
+                        help="union: the query's top aligned tokens added to its literal "
+                             "ones (default 16)")
     search.add_argument("--parts", type=_parts, default=("model", "dense"),
-                        help="hybrid: the searchers fused, among model, tokens, dense, bm25 "
-                             "(default model,dense)")
+                        help="hybrid: the searchers fused, among model, tokens, union, dense, "
+                             "bm25 (default model,dense)")
     search.add_argument("--corpus", help="hybrid with bm25: the collection's texts (BEIR "
                                          "folder, JSONL/TSV or irds:<id>)")
     search.add_argument("--fusion", choices=list(FUSIONS), default="rrf",
@@ -389,7 +393,9 @@ def _run_search(args: argparse.Namespace) -> int:
     elif args.mode == "dense":
         searcher = DenseSearcher.from_index(args.index)
     else:
-        searcher = SparseSearcher.from_index(args.index, mode=args.mode)
+        check_count(args.aligned_tokens, "--aligned-tokens")
+        searcher = SparseSearcher.from_index(args.index, mode=args.mode,
+                                             aligned_tokens=args.aligned_tokens)
     qids = [qid for qid, _ in queries]
     # A run file has no room for matched tokens: skip listing them (several times faster).
     results = searcher.batch_search([text for _, text in queries], qids, args.hits,

@@ -20,7 +20,7 @@ from bench.quality import plots, sizes, sweeps
 from bench.quality.cache import EncodedCollection, encode_collection, model_slug
 from bench.quality.datasets import Collection, load_collection
 from bench.quality.floor import FLOOR_CONFIGS, FLOOR_NDCG
-from bench.quality.hybrids import linear_hybrid
+from bench.quality.hybrids import UNION_GRID, grid_choice, linear_hybrid
 from bench.quality.metrics import PRIMARY, evaluate
 from bench.quality.report import ordered, render
 from bench.quality.runs import Ranking, finalize, write_trec_run
@@ -167,6 +167,20 @@ def run_model(model: str, collection: Collection, bm25_ranking: Ranking, folder:
                 "rrf_k": options.rrf_k, "depth": options.depth,
                 "metrics": evaluate(collection.qrels, fused), "ranking": fused,
                 "fusion_ms_per_query": 1000 * fuse_seconds / max(len(fused), 1)}
+    defaults = sparse_systems["sparse-model"][0]  # the paper's query over the default bags
+    union = grid_choice(collection.qrels, {
+        setting: _finalize(defaults.search_all("union", options.depth, setting[1], setting[0]),
+                           options) for setting in UNION_GRID},
+        preference=lambda setting: setting == (16, "idf"))
+    union["setting"] = {"aligned_tokens": union["setting"][0],
+                        "token_weighting": union["setting"][1]}
+    for fold in union["cv"]["folds"]:
+        fold["setting"] = {"aligned_tokens": fold["setting"][0],
+                           "token_weighting": fold["setting"][1]}
+    union["cv"]["ratio_to_dense"] = (union["cv"]["held_out_ndcg"] / dense_metrics[PRIMARY]
+                                     if dense_metrics[PRIMARY] else None)
+    systems["sparse-union"] = {"kind": "sparse/union", "config": defaults.config.as_dict(),
+                               **union}
     for left, right in LINEAR_PAIRS:  # the package defaults' systems, fused by a weight
         record = linear_hybrid(collection.qrels, systems[left]["ranking"],
                                systems[right]["ranking"], options.depth)

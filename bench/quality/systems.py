@@ -45,6 +45,7 @@ from tokretrieve import (
     index_from_embeddings,
 )
 from tokretrieve.search.bm25 import BM25Searcher
+from tokretrieve.search.query_encoders import UnionQueryEncoder
 
 Hits = list[tuple[str, float]]
 MODES = ("model", "tokens")
@@ -136,14 +137,21 @@ class SparseSystem:
         return [text for _, text in self.collection.queries]
 
     def query_encoder(self, mode: str, token_weighting: str | None = None,
-                      live: bool = False) -> QueryEncoder:
+                      live: bool = False, aligned_tokens: int = 16) -> QueryEncoder:
         """The query encoder of one mode, query tokens weighted by idf or not (the config's by
         default). Model mode serves the cached query embeddings' bags, or with `live` runs the
-        model (to time what a query really costs); tokens mode never needs the model."""
+        model (to time what a query really costs); tokens mode never needs the model; union
+        mode (the paper's query) joins the literal tokens to the top `aligned_tokens` of the
+        cached embeddings' bags."""
         weighting = token_weighting or self.config.token_weighting
         if mode == "tokens":
             return TokenQueryEncoder.for_index(self.index, weighting,  # type: ignore[arg-type]
                                                tokenizer=self.encoder.tokenizer)
+        if mode == "union":
+            union = UnionQueryEncoder.for_index(self.index, self.encoder, aligned_tokens,
+                                                weighting)  # type: ignore[arg-type]
+            return PrecomputedQueryEncoder(self.texts, union.from_embeddings(
+                self.texts, self.encoded.query_embeddings))
         if mode != "model":
             raise ValueError(f"unknown query mode {mode!r}: choose one of {', '.join(MODES)}")
         model = ModelQueryEncoder.for_index(self.index, self.encoder,
@@ -157,17 +165,20 @@ class SparseSystem:
         """Every query's bag in this mode, one row per collection query, in order."""
         return sp.csr_matrix(self.query_encoder(mode, token_weighting).encode(self.texts))
 
-    def searcher(self, mode: str, token_weighting: str | None = None) -> SparseSearcher:
-        return SparseSearcher(self.index, self.query_encoder(mode, token_weighting),
+    def searcher(self, mode: str, token_weighting: str | None = None,
+                 aligned_tokens: int = 16) -> SparseSearcher:
+        return SparseSearcher(self.index, self.query_encoder(mode, token_weighting,
+                                                             aligned_tokens=aligned_tokens),
                               self.encoder.tokenizer)
 
-    def search_all(self, mode: str, depth: int, token_weighting: str | None = None) -> Ranking:
+    def search_all(self, mode: str, depth: int, token_weighting: str | None = None,
+                   aligned_tokens: int = 16) -> Ranking:
         """Every query's top depth + 1 hits. A query with no usable token (possible in tokens
         mode) gets no hits, as it would for a user, and scores 0 in evaluation; the searcher's
         warning about it is silenced, sweeps would repeat it at every point."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            results = self.searcher(mode, token_weighting).batch_search(
+            results = self.searcher(mode, token_weighting, aligned_tokens).batch_search(
                 self.texts, self.collection.query_ids, k=depth + 1, explain=False)
         return ranking_of(results)
 

@@ -29,7 +29,7 @@ from tokretrieve.search.searcher import DenseSearcher, Hit, Searcher, SparseSear
 
 Fusion = Literal["rrf", "linear"]
 FUSIONS = ("rrf", "linear")
-HYBRID_PARTS = ("model", "tokens", "dense", "bm25")
+HYBRID_PARTS = ("model", "tokens", "union", "dense", "bm25")
 RRF_K = 60
 Ranking = Mapping[str, Sequence[tuple[str, float]]]
 
@@ -143,7 +143,7 @@ class HybridSearcher:
         if "bm25" in parts and docs is None:
             raise TokretrieveError("a hybrid with bm25 needs the collection's texts (docs=, "
                                    "--corpus): an index stores none")
-        if encoder is None and any(p in ("model", "dense") for p in parts):
+        if encoder is None and any(p in ("model", "union", "dense") for p in parts):
             encoder = index_encoder(index)  # loaded once, for every part that needs it
 
         def part_searcher(part: str):
@@ -152,7 +152,7 @@ class HybridSearcher:
             if part == "bm25":
                 return BM25Searcher(live_documents(index, docs or ()))
             return SparseSearcher.from_index(index, mode=part,
-                                             encoder=encoder if part == "model" else None)
+                                             encoder=None if part == "tokens" else encoder)
 
         return cls([part_searcher(part) for part in parts], fusion, weights, depth)
 

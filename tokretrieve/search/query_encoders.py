@@ -177,6 +177,43 @@ class TokenQueryEncoder:
         return _weighted(bags, self.multipliers)
 
 
+class UnionQueryEncoder:
+    """The paper's query (2406.17378, "sparse retrieval"): the query's literal tokens united
+    with the top `aligned_tokens` (M) tokens of its aligned bag (the model's query embedding,
+    PC1-adjusted and projected like the documents), each token weighing 1, so that a document
+    scores the sum of its weights over the query's tokens; with `token_weighting="idf"` each
+    weighs its idf instead (the package's other modes weigh by idf too). The literal half needs
+    no model; the aligned half adds what the text implies but does not say."""
+
+    def __init__(self, literal: TokenQueryEncoder, encoder: Encoder, aligned_tokens: int,
+                 multipliers: np.ndarray | None = None):
+        self.literal = literal
+        self.encoder = encoder
+        self.aligned_tokens = check_count(aligned_tokens, "aligned_tokens")
+        self.multipliers = multipliers
+
+    @classmethod
+    def for_index(cls, index: SparseIndex, encoder: Encoder | None = None,
+                  aligned_tokens: int = 16, token_weighting: TokenWeighting = "idf"
+                  ) -> UnionQueryEncoder:
+        fitted = index_encoder(index, encoder)
+        literal = TokenQueryEncoder(fitted.tokenizer, index.vocab_size, index.token_map)
+        return cls(literal, fitted, aligned_tokens, token_weights(index, token_weighting))
+
+    def encode(self, texts: Sequence[str]) -> sp.csr_matrix:
+        texts = check_texts(texts)
+        return self.from_embeddings(texts, self.encoder.embed(texts, is_query=True))
+
+    def from_embeddings(self, texts: Sequence[str], embeddings: np.ndarray) -> sp.csr_matrix:
+        """Union bags of queries whose embeddings are already computed (a cache, a batch)."""
+        literal = self.literal.encode(texts)
+        aligned = self.encoder.bags(embeddings, self.aligned_tokens)
+        union = (literal > 0).astype(np.float32) + (sp.csr_matrix(aligned) > 0)
+        union = sp.csr_matrix(union, dtype=np.float32)
+        union.data[:] = 1.0  # a token in both halves still counts once
+        return _weighted(union, self.multipliers)
+
+
 class DenseQueryEncoder:
     """The model's dense query embedding (query side of its method)."""
 

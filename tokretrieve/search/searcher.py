@@ -29,12 +29,13 @@ from tokretrieve.search.query_encoders import (
     QueryEncoder,
     TokenQueryEncoder,
     TokenWeighting,
+    UnionQueryEncoder,
     index_encoder,
     index_tokenizer,
 )
 
-QueryMode = Literal["model", "tokens"]
-QUERY_MODES = ("model", "tokens")
+QueryMode = Literal["model", "tokens", "union"]
+QUERY_MODES = ("model", "tokens", "union")
 
 
 class Hit(NamedTuple):
@@ -123,12 +124,15 @@ class SparseSearcher(Searcher):
     @classmethod
     def from_index(cls, index: str | Path | SparseIndex, mode: QueryMode = "model",
                    encoder: Encoder | None = None, token_weighting: TokenWeighting = "idf",
-                   query_bag_size: int | None = None) -> SparseSearcher:
+                   query_bag_size: int | None = None,
+                   aligned_tokens: int = 16) -> SparseSearcher:
         """A searcher over an index (a folder or an opened SparseIndex).
 
         `mode="model"` encodes queries with the index's model (`encoder`, or loaded by the name
         its manifest records; its weights must be the build's); `mode="tokens"` only tokenizes
-        them with the tokenizer saved in the index, loading no model at all.
+        them with the tokenizer saved in the index, loading no model at all; `mode="union"` is
+        the paper's query, its literal tokens and its top `aligned_tokens` aligned ones
+        (UnionQueryEncoder).
         """
         if mode not in QUERY_MODES:
             raise TokretrieveError(f"unknown query mode '{mode}': choose one of "
@@ -138,6 +142,9 @@ class SparseSearcher(Searcher):
             query_encoder = ModelQueryEncoder.for_index(index, encoder, token_weighting,
                                                         query_bag_size)
             return cls(index, query_encoder, query_encoder.encoder.tokenizer)
+        if mode == "union":
+            union = UnionQueryEncoder.for_index(index, encoder, aligned_tokens, token_weighting)
+            return cls(index, union, union.encoder.tokenizer)
         # an encoder given for tokens mode lends its tokenizer: it must be the index's model
         tokenizer = (index_encoder(index, encoder).tokenizer if encoder is not None
                      else index_tokenizer(index))

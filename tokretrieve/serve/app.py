@@ -58,8 +58,8 @@ class SearchRequest(BaseModel):
     query: str | None = Field(None, description="one query (or give `queries`)")
     queries: list[str] | None = Field(None, description="a batch of queries")
     k: int = Field(10, description="hits per query")
-    mode: Literal["model", "tokens", "dense", "bm25", "hybrid"] = "model"
-    parts: list[Literal["model", "tokens", "dense", "bm25"]] = Field(
+    mode: Literal["model", "tokens", "union", "dense", "bm25", "hybrid"] = "model"
+    parts: list[Literal["model", "tokens", "union", "dense", "bm25"]] = Field(
         ["model", "dense"], description="hybrid: the searchers fused")
     fusion: Literal["rrf", "linear"] = Field("rrf", description="hybrid: reciprocal-rank "
                                                                "fusion or a normalised sum")
@@ -267,7 +267,7 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
 def _modes(served: ServedIndex) -> list[str]:
     """The modes this server answers: the model's only with the model, BM25's only with the
     texts, a hybrid only with two parts to fuse."""
-    modes = ["model", "tokens", "dense"] if served.encoder else ["tokens"]
+    modes = ["model", "tokens", "union", "dense"] if served.encoder else ["tokens"]
     if served.texts:
         modes.append("bm25")
     return [*modes, "hybrid"] if len(modes) > 1 else modes

@@ -24,7 +24,7 @@ from tokretrieve.search.fusion import HybridSearcher, live_documents
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import DenseSearcher, Searcher, SparseSearcher
 
-MODES = ("model", "tokens", "dense", "bm25")
+MODES = ("model", "tokens", "union", "dense", "bm25")
 # A query mode, or a hybrid: ("hybrid", parts, fusion, weights or None).
 Mode = str | tuple
 
@@ -51,7 +51,7 @@ class Snapshot:
         if mode == "bm25" and not self.texts:
             raise TokretrieveError("bm25 needs the collection's texts, and this server has "
                                    "none: start it with --corpus")
-        if mode in ("model", "dense") and self.encoder is None:
+        if mode in ("model", "union", "dense") and self.encoder is None:
             raise TokretrieveError(f"mode '{mode}' needs the index's model, and this server "
                                    "runs without one (--no-model): use mode 'tokens'")
         with self._lock:
