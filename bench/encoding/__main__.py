@@ -18,9 +18,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import argparse
 import contextlib
-import datetime as dt
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,10 @@ from bench.encoding.measure import (
 )
 from bench.encoding.report import render_report
 from bench.toolkit import CRANFIELD, RESULTS_DIR
-from bench.toolkit.clock import load_average, timed
+from bench.toolkit.cli import parse_list, positive_int
+from bench.toolkit.clock import timed
 from bench.toolkit.machine import model_record
-from bench.toolkit.results import command_line, new_record, run_folder, write_record
+from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 from bench.toolkit.threads import pinned
 from tokretrieve import Encoder
 from tokretrieve.corpus import read_documents
@@ -60,28 +60,6 @@ DEFAULT_DTYPES = "float32,bfloat16"
 DEFAULT_DOCS = 256
 DEFAULT_SWEEP_DOCS = 96
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def parse_list(text: str, kind: Callable[[str], Any], name: str) -> list[Any]:
-    """A comma-separated option as a list, refusing empty lists and bad items by name."""
-    items = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            items.append(kind(part))
-        except ValueError:
-            raise SystemExit(f"error: {name}: bad item '{part}'") from None
-    if not items:
-        raise SystemExit(f"error: {name} is empty")
-    return items
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -236,12 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if row["threads"] == t and row["dtype"] == d:
                     row["matmul_gflops"] = best
                     row["fraction_of_matmul"] = fraction_of(row["forward_gflops"], best)
-    record["load_avg_end"] = load_average()
-    record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-    write_record(out_dir, record, render_report, partial=False)
-    print()
-    print(render_report(record))
-    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
+    finish_record(out_dir, record, render_report, render_report)
     return 0
 
 

@@ -11,20 +11,14 @@ bench/results/live/<timestamp>/results.json and report.md and prints the tables.
 
 from __future__ import annotations
 
-import os
+import bench.toolkit.environment  # noqa: F401  (first: offline, sleeping OpenMP waits)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# Sleeping OpenMP waits: spinning ones fight the other jobs of a shared machine (as in
-# bench.speed). Set before numba, torch or FAISS start their thread pools.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# isort: split
 import argparse
 import dataclasses
-import datetime as dt
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,42 +34,20 @@ from bench.live.measure import (
     segment_series,
 )
 from bench.live.report import render_report, summary_lines
-from bench.quality.cache import encode_collection
-from bench.quality.datasets import load_collection, resolve_spec, unavailable_reason
-from bench.toolkit import CRANFIELD, RESULTS_DIR
-from bench.toolkit.clock import load_average
-from bench.toolkit.machine import model_record
-from bench.toolkit.results import command_line, new_record, run_folder, write_record
-from tokretrieve import Encoder
+from bench.toolkit.cached import (
+    add_collection_arguments,
+    load_embeddings,
+    open_collection,
+    record_fields,
+    scratch_folder,
+)
+from bench.toolkit.cli import parse_list, positive_int
+from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 
-DEFAULT_OUTPUT = RESULTS_DIR / "live"
-DEFAULT_CACHE = RESULTS_DIR / "quality" / "cache"
 DEFAULTS = {"batches": "10,100,1000", "deletes": "1,10,100", "segments": "1,2,4,8,16",
             "deleted": "10,30", "first": "50,20,5", "repeats": 7}
 QUICK = {"batches": "10,100", "deletes": "1,10", "segments": "1,4", "deleted": "10,30",
          "first": "50,5", "repeats": 2}
-
-
-def parse_list(text: str, kind: Callable[[str], Any], name: str) -> list[Any]:
-    """A comma-separated option as a list, refusing empty lists and bad items by name."""
-    items = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            items.append(kind(part))
-        except ValueError:
-            raise SystemExit(f"error: {name}: bad item '{part}'") from None
-    if not items:
-        raise SystemExit(f"error: {name} is empty")
-    return items
-
-
-def positive_int(text: str) -> int:
-    value = int(text.replace("_", ""))
-    if value <= 0:
-        raise ValueError(text)
-    return value
 
 
 def percentage(text: str) -> float:
@@ -91,23 +63,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Add throughput, delete cost, search latency as segments and deletions "
                     "grow, compaction time, and nDCG@10 of build + adds against one build, "
                     "from cached embeddings (encoding excluded).")
-    parser.add_argument("--corpus", default=str(CRANFIELD),
-                        help="BEIR folder (corpus, queries, qrels; default "
-                             "../shared/data/cranfield)")
-    parser.add_argument("--model", default="minilm",
-                        help="alias, model folder or hub id (default minilm)")
-    parser.add_argument("--max-length", type=positive_int, default=256,
-                        help="tokens per text of the cached embeddings (default 256)")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
-                        help="embedding cache, shared with bench.quality (default "
-                             "bench/results/quality/cache; encoded there when missing)")
-    parser.add_argument("--refresh-cache", action="store_true")
-    parser.add_argument("--limit-docs", type=positive_int, default=None,
-                        help="first N documents only (smoke runs; its own cache file)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="results go to <output>/<timestamp>/ (default bench/results/live)")
-    parser.add_argument("--scratch", type=Path, default=None,
-                        help="where the indexes are written (default: system temp)")
+    add_collection_arguments(parser, "live")
     parser.add_argument("--batches", default=None,
                         help=f"documents per add commit (default {DEFAULTS['batches']})")
     parser.add_argument("--deletes", default=None,
@@ -172,29 +128,20 @@ def check_sizes(settings: dict[str, Any], n_docs: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    spec = resolve_spec(args.corpus)
-    reason = unavailable_reason(spec)
-    if reason:
-        print(f"error: {reason}", file=sys.stderr)
+    opened = open_collection(args)
+    if opened is None:
         return 1
-    collection = load_collection(spec, args.limit_docs)
+    spec, collection = opened
     check_sizes(settings, len(collection.docs))
     print(f"[live] {collection.name}: {len(collection.docs)} documents, "
           f"{len(collection.queries)} judged queries; loading {args.model}", flush=True)
-    encoder = Encoder.load(args.model, max_length=args.max_length)
-    encoded = encode_collection(encoder, collection, args.model, args.cache_dir,
-                                refresh=args.refresh_cache)
-    scratch_root = args.scratch or Path(tempfile.gettempdir())
-    scratch_root.mkdir(parents=True, exist_ok=True)
+    encoder, encoded = load_embeddings(args, collection)
+    scratch_root = scratch_folder(args)
     settings |= {"bag_size": encoder.recipe.bag_size, "weighting": encoder.weighting}
-    record = new_record(
-        command_line("python -m bench.live", argv), settings=settings,
-        collection={"name": collection.name, "spec": spec, "documents": len(collection.docs),
-                    "queries": len(collection.queries), "limit_docs": args.limit_docs},
-        model=model_record(args.model, encoder),
-        embeddings={"path": str(encoded.path), "from_cache": encoded.from_cache,
-                    "encoded_at": encoded.encoded_at, "doc_seconds": encoded.doc_seconds},
-        scratch={"path": str(scratch_root), **filesystem(scratch_root)})
+    fields = record_fields(args, spec, collection, encoder, encoded)
+    fields["embeddings"]["doc_seconds"] = encoded.doc_seconds
+    record = new_record(command_line("python -m bench.live", argv), settings=settings,
+                        **fields, scratch={"path": str(scratch_root), **filesystem(scratch_root)})
     out_dir = run_folder(args.output, record)
     ids = collection.doc_ids
     embeddings = encoded.doc_embeddings
@@ -235,12 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.seed, repeats, clocks, progress=lambda line: print(f"[live] {line}",
                                                                         flush=True)))
             save()
-    record["load_avg_end"] = load_average()
-    record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-    write_record(out_dir, record, render_report, partial=False)
-    print()
-    print("\n".join(summary_lines(record)))
-    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
+    finish_record(out_dir, record, render_report, lambda done: "\n".join(summary_lines(done)))
     return 0
 
 

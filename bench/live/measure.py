@@ -51,6 +51,8 @@ import tokretrieve.index.live as live_module
 import tokretrieve.index.sparse as sparse_module
 from bench.quality.metrics import evaluate
 from bench.quality.runs import finalize
+from bench.toolkit.cached import build_from_embeddings as build
+from bench.toolkit.cached import copy_index
 from bench.toolkit.clock import latency, load_average
 from bench.toolkit.threads import pinned
 from tokretrieve import (
@@ -60,7 +62,7 @@ from tokretrieve import (
     SparseIndex,
     SparseSearcher,
 )
-from tokretrieve.build import embedding_drift, index_from_embeddings
+from tokretrieve.build import embedding_drift
 from tokretrieve.index.live import append, changing, check_new_ids, compact_index, delete_documents
 from tokretrieve.index.postings import Postings, saturated
 from tokretrieve.search.query_encoders import index_encoder
@@ -218,25 +220,7 @@ def compact_commit(path: Path) -> tuple[SparseIndex, dict[str, Any]]:
     return changed, commit_timing(total, phases, **facts, live_docs=len(changed))
 
 
-def copy_index(source: Path, target: Path) -> Path:
-    """A fresh copy of an index folder (outside any clock), replacing `target`."""
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-    return target
-
-
 # ------------------------------------------------------------------------------------- builds
-def build(path: Path, doc_ids: Sequence[str], embeddings: np.ndarray,
-          encoder: Encoder) -> SparseIndex:
-    """The package's build from stored embeddings, written to `path` (PC1 and λ fitted on
-    these documents)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # documents with empty bags (Cranfield has two)
-        return index_from_embeddings([str(d) for d in doc_ids], np.asarray(embeddings),
-                                     encoder, path=path)
-
-
 def bags_for(index: SparseIndex, encoder: Encoder, embeddings: np.ndarray) -> sp.csr_matrix:
     """The bags `index` stores for documents of these embeddings: its own recipe, PC1
     direction and λ (what add_documents computes after embedding)."""

@@ -12,37 +12,31 @@ bench/results/serve/<timestamp>/results.json and report.md and prints the tables
 
 from __future__ import annotations
 
-import os
+import bench.toolkit.environment  # noqa: F401  (first: offline, sleeping OpenMP; server too)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# Sleeping OpenMP waits (as in bench.speed and bench.live); the server process inherits it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# isort: split
 import argparse
-import datetime as dt
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.live.__main__ import parse_list, positive_int
-from bench.quality.cache import encode_collection
-from bench.quality.datasets import load_collection, resolve_spec, unavailable_reason
 from bench.serve.load import ProbeTokens, Setting, Workload, run_setting
 from bench.serve.report import render_report, summary_lines
-from bench.toolkit import CRANFIELD, RESULTS_DIR
-from bench.toolkit.clock import load_average
-from bench.toolkit.machine import model_record
-from bench.toolkit.results import command_line, new_record, run_folder, write_record
-from tokretrieve import Encoder, SparseIndex
-from tokretrieve.build import index_from_embeddings
+from bench.toolkit.cached import (
+    add_collection_arguments,
+    build_from_embeddings,
+    load_embeddings,
+    open_collection,
+    record_fields,
+    scratch_folder,
+)
+from bench.toolkit.cli import parse_list, positive_int
+from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
+from tokretrieve import SparseIndex
 from tokretrieve.serve import Limits
 
-DEFAULT_OUTPUT = RESULTS_DIR / "serve"
-DEFAULT_CACHE = RESULTS_DIR / "quality" / "cache"
 MODES = ("tokens", "model")
 DEFAULTS = {"clients": "1,4,16", "seconds": 10.0, "windows": f"0,{Limits.batch_window_s:g}"}
 QUICK = {"clients": "1,4", "seconds": 2.0, "windows": f"0,{Limits.batch_window_s:g}"}
@@ -68,23 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "in both query modes while a writer adds and deletes documents, the "
                     "consistency of every answer with its generation, and model-mode figures "
                     "with the micro-batching window at 0 and at its default.")
-    parser.add_argument("--corpus", default=str(CRANFIELD),
-                        help="BEIR folder (corpus, queries, qrels; default "
-                             "../shared/data/cranfield)")
-    parser.add_argument("--model", default="minilm",
-                        help="alias, model folder or hub id (default minilm)")
-    parser.add_argument("--max-length", type=positive_int, default=256,
-                        help="tokens per text of the cached embeddings (default 256)")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
-                        help="embedding cache, shared with bench.quality (default "
-                             "bench/results/quality/cache; encoded there when missing)")
-    parser.add_argument("--refresh-cache", action="store_true")
-    parser.add_argument("--limit-docs", type=positive_int, default=None,
-                        help="first N documents only (smoke runs; its own cache file)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="results go to <output>/<timestamp>/ (default bench/results/serve)")
-    parser.add_argument("--scratch", type=Path, default=None,
-                        help="where the indexes are written (default: system temp)")
+    add_collection_arguments(parser, "serve")
     parser.add_argument("--clients", default=None,
                         help=f"concurrent clients per setting (default {DEFAULTS['clients']})")
     parser.add_argument("--seconds", type=non_negative, default=None,
@@ -133,34 +111,22 @@ def plan(settings: dict[str, Any]) -> list[Setting]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    spec = resolve_spec(args.corpus)
-    reason = unavailable_reason(spec)
-    if reason:
-        print(f"error: {reason}", file=sys.stderr)
+    opened = open_collection(args)
+    if opened is None:
         return 1
-    collection = load_collection(spec, args.limit_docs)
+    spec, collection = opened
     print(f"[serve] {collection.name}: {len(collection.docs)} documents, "
           f"{len(collection.queries)} queries; loading {args.model}", flush=True)
-    encoder = Encoder.load(args.model, max_length=args.max_length)
-    encoded = encode_collection(encoder, collection, args.model, args.cache_dir,
-                                refresh=args.refresh_cache)
-    scratch_root = args.scratch or Path(tempfile.gettempdir())
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    record = new_record(
-        command_line("python -m bench.serve", argv), settings=settings,
-        collection={"name": collection.name, "spec": spec, "documents": len(collection.docs),
-                    "queries": len(collection.queries), "limit_docs": args.limit_docs},
-        model=model_record(args.model, encoder),
-        embeddings={"path": str(encoded.path), "from_cache": encoded.from_cache,
-                    "encoded_at": encoded.encoded_at})
+    encoder, encoded = load_embeddings(args, collection)
+    scratch_root = scratch_folder(args)
+    record = new_record(command_line("python -m bench.serve", argv), settings=settings,
+                        **record_fields(args, spec, collection, encoder, encoded))
     out_dir = run_folder(args.output, record)
     texts = dict(collection.docs)
     with tempfile.TemporaryDirectory(prefix="bench-serve-", dir=scratch_root) as scratch:
         root = Path(scratch)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # documents with empty bags (Cranfield has two)
-            index = index_from_embeddings(collection.doc_ids, encoded.doc_embeddings, encoder,
-                                          path=root / "base")
+        index = build_from_embeddings(root / "base", collection.doc_ids,
+                                      encoded.doc_embeddings, encoder)
         record["index"] = {"documents": len(index), "bytes": index.bytes_on_disk,
                            "bag_size": index.manifest.bags.bag_size,
                            "weighting": index.manifest.bags.weighting}
@@ -186,12 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{load['p99_ms']:.1f} ms, {result['error_count']} errors"
                   + (f", mean batch {batching['mean']:.2f}" if batching else ""), flush=True)
             write_record(out_dir, record, render_report, partial=True)
-    record["load_avg_end"] = load_average()
-    record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-    write_record(out_dir, record, render_report, partial=False)
-    print()
-    print("\n".join(summary_lines(record)))
-    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'report.md'}")
+    finish_record(out_dir, record, render_report, lambda done: "\n".join(summary_lines(done)))
     return 0
 
 

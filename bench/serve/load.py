@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from bench.toolkit import REPO_ROOT
+from bench.toolkit.cached import copy_index
 from bench.toolkit.clock import percentile_summary
 
 HOST = "127.0.0.1"
@@ -159,13 +160,6 @@ def cpu_seconds(pid: int | None = None) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def copy_index(source: Path, target: Path) -> Path:
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-    return target
 
 
 # ------------------------------------------------------------------------- the bookkeeping

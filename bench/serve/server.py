@@ -11,13 +11,11 @@ to FILE (written whole, by a rename) once the application and its model are load
 
 from __future__ import annotations
 
-import os
+import bench.toolkit.environment  # noqa: F401  (first: offline, sleeping OpenMP waits)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# isort: split
 import argparse
+import os
 import socket
 import sys
 from collections.abc import Sequence

@@ -10,16 +10,9 @@ bench/results/speed/<timestamp>/results.json and report.md and prints the summar
 
 from __future__ import annotations
 
-import os
+import bench.toolkit.environment  # noqa: F401  (first: offline, sleeping OpenMP waits)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# OpenMP threads that spin at barriers (libgomp's default) fight the other jobs of a shared,
-# oversubscribed machine and made batch calls ~40x slower here; sleeping waits measure the
-# engines, not the scheduler. Set before numba, torch or FAISS start their thread pools; the
-# threading probe (bench/speed/threads_probe.py) records what the default would have given.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# isort: split
 import argparse
 import dataclasses
 import datetime as dt

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.toolkit.clock import load_average
 from bench.toolkit.machine import machine
 
 REQUIRED = ("command", "started", "machine")
@@ -58,6 +59,20 @@ def write_record(out_dir: Path, record: dict[str, Any], render: Callable[[dict[s
                                           + "\n", encoding="utf-8")
     if not partial:
         (out_dir / "report.md").write_text(render(record), encoding="utf-8")
+
+
+def finish_record(out_dir: Path, record: dict[str, Any],
+                  render: Callable[[dict[str, Any]], str],
+                  summary: Callable[[dict[str, Any]], str]) -> None:
+    """End a run (bench.live, bench.serve, bench.encoding): the load average at the end and
+    the finish time into the record, results.json and report.md written complete, then
+    `summary(record)` printed after a blank line, and the paths written."""
+    record["load_avg_end"] = load_average()
+    record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    write_record(out_dir, record, render, partial=False)
+    print()
+    print(summary(record))
+    print(f"wrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'report.md'}")
 
 
 def json_default(value: Any) -> Any:
