@@ -49,7 +49,7 @@ def test_health_and_info(client):
     assert client.get("/health").json() == {"status": "ok", "generation": 1}
     info = client.get("/info").json()
     assert info["documents"] == 4 and info["generation"] == 1 and info["segments"] == 1
-    assert info["modes"] == ["model", "tokens", "dense", "bm25", "hybrid"]
+    assert info["modes"] == ["model", "tokens", "union", "dense", "bm25", "hybrid"]
     assert info["writable"] is True
     assert client.get("/openapi.json").json()["paths"].keys() >= {
         "/search", "/explain", "/documents", "/documents/{doc_id}", "/health", "/info"}
