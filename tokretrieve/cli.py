@@ -38,7 +38,7 @@ from tokretrieve.index.manifest import FORMAT
 from tokretrieve.index.postings import IMPACT_TYPES
 from tokretrieve.index.sparse import SparseIndex, verify_index
 from tokretrieve.search.fusion import FUSIONS, HYBRID_PARTS, HybridSearcher
-from tokretrieve.search.query_encoders import index_encoder
+from tokretrieve.search.query_encoders import DEFAULT_ALIGNED_TOKENS, index_encoder
 from tokretrieve.search.searcher import QUERY_MODES, DenseSearcher, Hit, SparseSearcher
 from tokretrieve.trec import write_run
 
@@ -113,9 +113,9 @@ def _parser() -> argparse.ArgumentParser:
                              "model loaded); union: the paper's query, literal tokens and "
                              "--aligned-tokens aligned ones; dense: the same model's FAISS "
                              "baseline; hybrid: --parts fused by --fusion")
-    search.add_argument("--aligned-tokens", type=int, default=16,
+    search.add_argument("--aligned-tokens", type=int, default=DEFAULT_ALIGNED_TOKENS,
                         help="union: the query's top aligned tokens added to its literal "
-                             "ones (default 16)")
+                             f"ones (default {DEFAULT_ALIGNED_TOKENS})")
     search.add_argument("--parts", type=_parts, default=("model", "dense"),
                         help="hybrid: the searchers fused, among model, tokens, union, dense, "
                              "bm25 (default model,dense)")

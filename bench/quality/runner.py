@@ -32,6 +32,7 @@ from bench.toolkit.threads import pinned
 from tokretrieve import Encoder, PrecomputedQueryEncoder, SparseSearcher, index_encoder
 from tokretrieve.encoding.projection import first_principal_direction
 from tokretrieve.search.fusion import reciprocal_rank_fusion
+from tokretrieve.search.query_encoders import DEFAULT_ALIGNED_TOKENS
 
 
 @dataclass
@@ -171,7 +172,7 @@ def run_model(model: str, collection: Collection, bm25_ranking: Ranking, folder:
     union = grid_choice(collection.qrels, {
         setting: _finalize(defaults.search_all("union", options.depth, setting[1], setting[0]),
                            options) for setting in UNION_GRID},
-        preference=lambda setting: setting == (16, "idf"))
+        preference=lambda setting: setting == (DEFAULT_ALIGNED_TOKENS, "idf"))
     union["setting"] = {"aligned_tokens": union["setting"][0],
                         "token_weighting": union["setting"][1]}
     for fold in union["cv"]["folds"]:

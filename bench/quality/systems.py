@@ -45,7 +45,7 @@ from tokretrieve import (
     index_from_embeddings,
 )
 from tokretrieve.search.bm25 import BM25Searcher
-from tokretrieve.search.query_encoders import UnionQueryEncoder
+from tokretrieve.search.query_encoders import DEFAULT_ALIGNED_TOKENS, UnionQueryEncoder
 
 Hits = list[tuple[str, float]]
 MODES = ("model", "tokens")
@@ -137,7 +137,8 @@ class SparseSystem:
         return [text for _, text in self.collection.queries]
 
     def query_encoder(self, mode: str, token_weighting: str | None = None,
-                      live: bool = False, aligned_tokens: int = 16) -> QueryEncoder:
+                      live: bool = False,
+                      aligned_tokens: int = DEFAULT_ALIGNED_TOKENS) -> QueryEncoder:
         """The query encoder of one mode, query tokens weighted by idf or not (the config's by
         default). Model mode serves the cached query embeddings' bags, or with `live` runs the
         model (to time what a query really costs); tokens mode never needs the model; union
@@ -166,13 +167,13 @@ class SparseSystem:
         return sp.csr_matrix(self.query_encoder(mode, token_weighting).encode(self.texts))
 
     def searcher(self, mode: str, token_weighting: str | None = None,
-                 aligned_tokens: int = 16) -> SparseSearcher:
+                 aligned_tokens: int = DEFAULT_ALIGNED_TOKENS) -> SparseSearcher:
         return SparseSearcher(self.index, self.query_encoder(mode, token_weighting,
                                                              aligned_tokens=aligned_tokens),
                               self.encoder.tokenizer)
 
     def search_all(self, mode: str, depth: int, token_weighting: str | None = None,
-                   aligned_tokens: int = 16) -> Ranking:
+                   aligned_tokens: int = DEFAULT_ALIGNED_TOKENS) -> Ranking:
         """Every query's top depth + 1 hits. A query with no usable token (possible in tokens
         mode) gets no hits, as it would for a user, and scores 0 in evaluation; the searcher's
         warning about it is silenced, sweeps would repeat it at every point."""

@@ -33,6 +33,10 @@ from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
 from tokretrieve.index.sparse import SparseIndex
 
 TokenWeighting = Literal["idf", "count"]
+# M of the union query: the best of 4, 16, 64 on Cranfield for both offline models, in sample and
+# under 2-fold cross-validation (MiniLM 0.312 nDCG@10 at 64 against 0.259 at 16;
+# bench/results/quality/cranfield/20261201-131209). 64 is the grid's edge.
+DEFAULT_ALIGNED_TOKENS = 64
 TOKEN_WEIGHTINGS = ("idf", "count")
 
 
@@ -194,7 +198,8 @@ class UnionQueryEncoder:
 
     @classmethod
     def for_index(cls, index: SparseIndex, encoder: Encoder | None = None,
-                  aligned_tokens: int = 16, token_weighting: TokenWeighting = "idf"
+                  aligned_tokens: int = DEFAULT_ALIGNED_TOKENS,
+                  token_weighting: TokenWeighting = "idf"
                   ) -> UnionQueryEncoder:
         fitted = index_encoder(index, encoder)
         literal = TokenQueryEncoder(fitted.tokenizer, index.vocab_size, index.token_map)

@@ -24,6 +24,7 @@ from tokretrieve.errors import EmptyQueryError, TokretrieveError, check_count
 from tokretrieve.index.dense import DenseIndex
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.search.query_encoders import (
+    DEFAULT_ALIGNED_TOKENS,
     DenseQueryEncoder,
     ModelQueryEncoder,
     QueryEncoder,
@@ -125,7 +126,7 @@ class SparseSearcher(Searcher):
     def from_index(cls, index: str | Path | SparseIndex, mode: QueryMode = "model",
                    encoder: Encoder | None = None, token_weighting: TokenWeighting = "idf",
                    query_bag_size: int | None = None,
-                   aligned_tokens: int = 16) -> SparseSearcher:
+                   aligned_tokens: int = DEFAULT_ALIGNED_TOKENS) -> SparseSearcher:
         """A searcher over an index (a folder or an opened SparseIndex).
 
         `mode="model"` encodes queries with the index's model (`encoder`, or loaded by the name
