@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tokretrieve.errors import EmptyQueryError, TokretrieveError, check_count
-from tokretrieve.search.searcher import Hit
+from tokretrieve.errors import TokretrieveError, check_count
+from tokretrieve.search.searcher import BatchSearcher, Hit
 
 
-class BM25Searcher:
+class BM25Searcher(BatchSearcher):
     """bm25s over (id, text) pairs, with the Searcher interface (hits have no matched tokens:
     BM25 explains nothing the text does not show)."""
 
@@ -60,11 +60,6 @@ class BM25Searcher:
             out[i] = [(self.doc_ids[int(r)], float(s)) for r, s in zip(row, score, strict=True)
                       if s > 0]
         return out
-
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        if not isinstance(query, str) or not query.strip():
-            raise EmptyQueryError(f"query {query!r} is empty")
-        return self.batch_search([query], ["q"], k)["q"]
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10,
                      threads: int | None = None, explain: bool = True) -> dict[str, list[Hit]]:

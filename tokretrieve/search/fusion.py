@@ -21,11 +21,17 @@ from typing import Literal
 import numpy as np
 
 from tokretrieve.encoding.encoder import Encoder
-from tokretrieve.errors import EmptyQueryError, TokretrieveError, check_count
+from tokretrieve.errors import TokretrieveError, check_count
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.search.bm25 import BM25Searcher
 from tokretrieve.search.query_encoders import index_encoder
-from tokretrieve.search.searcher import DenseSearcher, Hit, Searcher, SparseSearcher
+from tokretrieve.search.searcher import (
+    BatchSearcher,
+    DenseSearcher,
+    Hit,
+    Searcher,
+    SparseSearcher,
+)
 
 Fusion = Literal["rrf", "linear"]
 FUSIONS = ("rrf", "linear")
@@ -106,7 +112,7 @@ def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return weights
 
 
-class HybridSearcher:
+class HybridSearcher(BatchSearcher):
     """Searchers over the same documents (sparse + dense of one model, sparse + BM25, sparse
     in both query modes, any Searcher), fused by `fusion` with per-searcher `weights`; the Searcher
     interface: `search(text, k)` and `batch_search(texts, qids, k)` return Hits."""
@@ -155,11 +161,6 @@ class HybridSearcher:
                                              encoder=None if part == "tokens" else encoder)
 
         return cls([part_searcher(part) for part in parts], fusion, weights, depth)
-
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        if not isinstance(query, str) or not query.strip():
-            raise EmptyQueryError(f"query {query!r} is empty")
-        return self.batch_search([query], ["q"], k)["q"]
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10,
                      threads: int | None = None, explain: bool = True) -> dict[str, list[Hit]]:

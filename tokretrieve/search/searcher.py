@@ -48,6 +48,16 @@ class Hit(NamedTuple):
     matched: list[tuple[str, float]]
 
 
+class BatchSearcher:
+    """Base of searchers that answer one query through the `batch_search` they define (BM25,
+    hybrids): an empty query is an error, as for every searcher."""
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        if not isinstance(query, str) or not query.strip():
+            raise EmptyQueryError(f"query {query!r} is empty")
+        return self.batch_search([query], ["q"], k)["q"]  # type: ignore[attr-defined]
+
+
 class Searcher:
     """A query encoder and an index with the same `search(queries, k)` signature."""
 
