@@ -33,10 +33,8 @@ class BM25Searcher(BatchSearcher):
         self._bm25s = bm25s
         self.doc_ids = [doc_id for doc_id, _ in docs]
         self.retriever = bm25s.BM25()
-        self.retriever.index(self._tokenize([text for _, text in docs]), show_progress=False)
-
-    def _tokenize(self, texts: Sequence[str]):
-        return self._bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
+        self.retriever.index(bm25s.tokenize([text for _, text in docs], stopwords="en",
+                                            show_progress=False), show_progress=False)
 
     def tokenize(self, queries: Sequence[str]) -> list[list[str]]:
         """Queries as term strings (bm25s maps them onto the index vocabulary)."""

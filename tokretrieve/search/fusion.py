@@ -86,6 +86,19 @@ def _fuse(rankings, weights, depth, contributions) -> dict[str, list]:
     return fused
 
 
+def part_searcher(index: SparseIndex, part: str, encoder: Encoder | None,
+                  docs: Iterable[tuple[str, str]] = ()) -> Searcher | BM25Searcher:
+    """The searcher of one part over `index`: sparse by query mode ("model", "tokens",
+    "union"), "dense" (the index's embeddings), or "bm25" over the live documents' texts in
+    `docs`. `encoder` is the index's model (None: loaded where a part needs it; tokens then
+    read the tokenizer the index saved)."""
+    if part == "dense":
+        return DenseSearcher.from_index(index, encoder=encoder)
+    if part == "bm25":
+        return BM25Searcher(live_documents(index, docs))
+    return SparseSearcher.from_index(index, mode=part, encoder=encoder)
+
+
 def live_documents(index: SparseIndex, docs: Iterable[tuple[str, str]]
                    ) -> list[tuple[str, str]]:
     """The (id, text) pairs of `docs` whose id is a live document of `index`, in index order:
@@ -152,15 +165,8 @@ class HybridSearcher(BatchSearcher):
         if encoder is None and any(p in ("model", "union", "dense") for p in parts):
             encoder = index_encoder(index)  # loaded once, for every part that needs it
 
-        def part_searcher(part: str):
-            if part == "dense":
-                return DenseSearcher.from_index(index, encoder=encoder)
-            if part == "bm25":
-                return BM25Searcher(live_documents(index, docs or ()))
-            return SparseSearcher.from_index(index, mode=part,
-                                             encoder=None if part == "tokens" else encoder)
-
-        return cls([part_searcher(part) for part in parts], fusion, weights, depth)
+        return cls([part_searcher(index, part, encoder, docs or ()) for part in parts], fusion,
+                   weights, depth)
 
     def batch_search(self, queries: Sequence[str], qids: Sequence[str], k: int = 10,
                      threads: int | None = None, explain: bool = True) -> dict[str, list[Hit]]:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from tokretrieve.build import add_documents
 from tokretrieve.encoding.encoder import bag_tokens
-from tokretrieve.errors import IndexBusyError, TokretrieveError
+from tokretrieve.errors import IndexBusyError, TokretrieveError, check_count
 from tokretrieve.index.live import delete_documents
 from tokretrieve.search.searcher import Hit
 from tokretrieve.serve.batching import MicroBatcher
@@ -298,8 +298,7 @@ def _check_text(text: str, what: str, limits: Limits) -> None:
 
 
 def _check_count(value: int, name: str, limit: int) -> None:
-    if value <= 0:
-        raise TokretrieveError(f"{name} must be a positive integer, got {value}")
+    check_count(value, name)
     if value > limit:
         raise TooLarge(f"{name} = {value} is over the limit of {limit}")
 

@@ -20,11 +20,11 @@ from tokretrieve.index.manifest import IndexManifest
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.index.storage import MANIFEST
 from tokretrieve.search.bm25 import BM25Searcher
-from tokretrieve.search.fusion import HybridSearcher, live_documents
+from tokretrieve.search.fusion import HYBRID_PARTS, HybridSearcher, part_searcher
 from tokretrieve.search.query_encoders import index_encoder
-from tokretrieve.search.searcher import DenseSearcher, Searcher, SparseSearcher
+from tokretrieve.search.searcher import Searcher
 
-MODES = ("model", "tokens", "union", "dense", "bm25")
+MODES = HYBRID_PARTS  # every searcher a hybrid can fuse is also a mode of its own
 # A query mode, or a hybrid: ("hybrid", parts, fusion, weights or None).
 Mode = str | tuple
 
@@ -37,10 +37,10 @@ class Snapshot:
     generation: int
     encoder: Encoder | None
     texts: dict[str, str]  # the server's {id: text}, shared by every snapshot
-    _searchers: dict[str, Searcher] = field(default_factory=dict)
+    _searchers: dict[str, Searcher | BM25Searcher] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def searcher(self, mode: Mode) -> Searcher | HybridSearcher:
+    def searcher(self, mode: Mode) -> Searcher | BM25Searcher | HybridSearcher:
         """The searcher of `mode`, made on first use (the dense side copies the embeddings
         into FAISS: only when asked for); a hybrid fuses the searchers of its parts."""
         if isinstance(mode, tuple):
@@ -55,15 +55,9 @@ class Snapshot:
             raise TokretrieveError(f"mode '{mode}' needs the index's model, and this server "
                                    "runs without one (--no-model): use mode 'tokens'")
         with self._lock:
-            if mode not in self._searchers:
-                if mode == "dense":
-                    made = DenseSearcher.from_index(self.index, encoder=self.encoder)
-                elif mode == "bm25":  # over the live documents of this generation
-                    made = BM25Searcher(live_documents(self.index, self.texts.items()))
-                else:
-                    made = SparseSearcher.from_index(self.index, mode=mode,
-                                                     encoder=self.encoder)
-                self._searchers[mode] = made
+            if mode not in self._searchers:  # bm25: over the live documents of this generation
+                self._searchers[mode] = part_searcher(self.index, mode, self.encoder,
+                                                      self.texts.items())
             return self._searchers[mode]
 
 
