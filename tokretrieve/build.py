@@ -22,11 +22,12 @@ import numpy as np
 
 from tokretrieve.corpus import check_id, check_unicode, check_unique, documents_digest
 from tokretrieve.encoding.alignment import Calibration, calibrate_pc1_strength
-from tokretrieve.encoding.checkpoint import encode_resumable
+from tokretrieve.encoding.checkpoint import CHUNK_SIZE, encode_resumable
 from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
+from tokretrieve.encoding.sharded import encode_on_cluster
 from tokretrieve.encoding.vocabulary import variant_map
-from tokretrieve.errors import TokretrieveError
+from tokretrieve.errors import TokretrieveError, check_count
 from tokretrieve.index.generations import CHECKPOINT, Commit, index_manifest_json
 from tokretrieve.index.live import append, changing, check_new_ids
 from tokretrieve.index.manifest import BagRecord, IndexManifest, ModelRecord, PostingsLayout
@@ -47,7 +48,8 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
                 path: str | Path = "index/default", *, pc1_strength: PC1Request = None,
                 merge_variants: bool = False, impacts: ImpactType = "uint8",
                 segment_docs: int = MAX_SEGMENT_DOCS, source: str = "",
-                progress: bool = True) -> SparseIndex:
+                progress: bool = True, cluster: str | None = None, shards: int | None = None,
+                chunk_size: int = CHUNK_SIZE) -> SparseIndex:
     """Encode `docs` ((id, text) pairs) with `encoder` and write the index to `path`.
 
     - `pc1_strength`: λ in embedding units; None takes the model's measured default (a multiple
@@ -55,6 +57,11 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
       always calibrates on a corpus sample (tokretrieve.encoding.alignment, no relevance data).
     - `merge_variants` folds case and word-boundary variants of a token into one entry.
     - `impacts` / `segment_docs`: the postings layout (tokretrieve.index.postings).
+    - `cluster` / `shards`: encode on the Dask cluster whose scheduler is at `cluster` ("local"
+      starts one on 127.0.0.1), in `shards` tasks of whole chunks (tokretrieve.encoding.sharded);
+      the index is the one a single-process build writes, PC1 and λ fitted on all documents.
+    - `chunk_size`: documents encoded and saved at a time, what a rerun resumes from and a
+      shard is made of; the same chunks give the same embeddings, sharded or not.
     `reusable_index` tells beforehand whether the index already at `path` has the same inputs.
 
     Writing is atomic (the previous index at `path` stays until the new one is complete) and
@@ -62,6 +69,12 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
     """
     check_pc1_request(pc1_strength)
     check_layout(impacts, segment_docs)
+    check_count(chunk_size, "chunk_size")
+    if (cluster is None) != (shards is None):
+        raise TokretrieveError("sharded encoding needs both a cluster (a scheduler address or "
+                               "'local') and a number of shards")
+    if shards is not None:
+        check_count(shards, "shards")
     records = _checked_records(docs, source)
     path = Path(path)
     doc_ids = [doc_id for doc_id, _ in records]
@@ -70,7 +83,12 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
     # path is refused at once, not after minutes of encoding, and never shares the checkpoint.
     with Commit(path) as commit:
         checkpoint = path / CHECKPOINT
-        embeddings = encode_resumable(encoder, doc_ids, texts, checkpoint, progress)
+        if cluster is not None and shards is not None:
+            embeddings = encode_on_cluster(encoder, doc_ids, texts, checkpoint, cluster,
+                                           shards, progress, chunk_size)
+        else:
+            embeddings = encode_resumable(encoder, doc_ids, texts, checkpoint, progress,
+                                          chunk_size)
         index = index_from_embeddings(doc_ids, embeddings, encoder, pc1_strength=pc1_strength,
                                       merge_variants=merge_variants, impacts=impacts,
                                       segment_docs=segment_docs, source=source, texts=texts,

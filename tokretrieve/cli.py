@@ -1,5 +1,5 @@
 """The `tokretrieve` command: index, add, delete, compact, verify, search, explain, info,
-serve, calibrate, analyze, demo.
+serve, export, import, calibrate, analyze, demo.
 
 Flag names follow pyserini's (`--index`, `--topics`, `--output`, `--hits`) so IR users find them
 where they expect; each count has its own name: `--bag-size` (tokens kept per document),
@@ -23,6 +23,7 @@ from pathlib import Path
 from tokretrieve.build import add_documents, build_index, reusable_index
 from tokretrieve.corpus import IRDS_PREFIX, check_unicode, read_documents, read_queries
 from tokretrieve.encoding.alignment import calibrate_pc1_strength
+from tokretrieve.encoding.checkpoint import CHUNK_SIZE
 from tokretrieve.encoding.encoder import (
     DEFAULT_BAG_SIZE,
     DEFAULT_BATCH_SIZE,
@@ -32,13 +33,22 @@ from tokretrieve.encoding.encoder import (
 )
 from tokretrieve.encoding.models import ALIASES, DEFAULT_MODEL
 from tokretrieve.encoding.projection import WEIGHTINGS
+from tokretrieve.encoding.sharded import check_cluster
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
 from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
 from tokretrieve.index.postings import IMPACT_TYPES
 from tokretrieve.index.sparse import SparseIndex, verify_index
+from tokretrieve.interop.export import EXPORT_FORMATS, export_index
+from tokretrieve.interop.imported import index_from_vectors, query_vectors
+from tokretrieve.interop.keys import KEY_STYLES
 from tokretrieve.search.fusion import FUSIONS, HYBRID_PARTS, HybridSearcher
-from tokretrieve.search.query_encoders import DEFAULT_ALIGNED_TOKENS, index_encoder
+from tokretrieve.search.query_encoders import (
+    DEFAULT_ALIGNED_TOKENS,
+    PrecomputedQueryEncoder,
+    index_encoder,
+    index_tokenizer,
+)
 from tokretrieve.search.searcher import QUERY_MODES, DenseSearcher, Hit, SparseSearcher
 from tokretrieve.trec import write_run
 
@@ -102,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("corpus", help="BEIR folder, JSONL/TSV file of (id, text), or irds:<id>")
     index.add_argument("--output", help="index folder (default: index/<corpus name>)")
     _add_build_options(index)
+    index.add_argument("--cluster", metavar="ADDRESS",
+                       help="encode on the Dask cluster whose scheduler is at ADDRESS (e.g. "
+                            "tcp://host:8786; 'local': one started on 127.0.0.1), with --shards")
+    index.add_argument("--shards", type=int, metavar="N",
+                       help="tasks the corpus is split into on --cluster (runs of whole "
+                            f"{CHUNK_SIZE}-document chunks)")
     index.set_defaults(run=_run_index)
 
     search = commands.add_parser("search", help="search an index")
@@ -113,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
                              "model loaded); union: the paper's query, literal tokens and "
                              "--aligned-tokens aligned ones; dense: the same model's FAISS "
                              "baseline; hybrid: --parts fused by --fusion")
+    search.add_argument("--query-vectors",
+                        help="query bags made elsewhere: a JSONL file of {id, vector: {token: "
+                             "weight}} (e.g. SPLADE's queries, an export's queries.jsonl), "
+                             "searched as they are")
     search.add_argument("--aligned-tokens", type=int, default=DEFAULT_ALIGNED_TOKENS,
                         help="union: the query's top aligned tokens added to its literal "
                              f"ones (default {DEFAULT_ALIGNED_TOKENS})")
@@ -208,6 +228,39 @@ def _parser() -> argparse.ArgumentParser:
                                                 "shapes, ranges")
     verify.add_argument("--index", required=True, help="index folder")
     verify.set_defaults(run=_run_verify)
+
+    export = commands.add_parser("export", help="write an index's bags for another engine "
+                                                "(Anserini/Pyserini, Seismic, Milvus, OpenSearch)")
+    export.add_argument("--index", required=True, help="index folder")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                        help="jsonvector (Anserini JsonVectorCollection), seismic (JSONL), "
+                             "opensearch (bulk NDJSON + rank_features mapping), milvus")
+    export.add_argument("--output", help="export folder (file formats)")
+    export.add_argument("--uri", help="milvus: a Milvus Lite file (bags.db) or a server URI")
+    export.add_argument("--collection", default="tokretrieve",
+                        help="milvus: collection name (default tokretrieve)")
+    export.add_argument("--replace", action="store_true",
+                        help="milvus: replace a collection of that name")
+    export.add_argument("--keys", choices=KEY_STYLES, default="tokens",
+                        help="token keys: the tokens' own text where safe (default) or t<id>")
+    export.add_argument("--topics", help="queries to export beside the documents: BEIR "
+                                         "folder, JSONL/TSV file, or irds:<id>")
+    export.add_argument("--query-mode", choices=QUERY_MODES, default="model",
+                        help="how the topics are encoded (default model)")
+    _add_encoding_errors(export)
+    export.set_defaults(run=_run_export)
+
+    imported = commands.add_parser(
+        "import", help="make an index from bags made elsewhere (JSONL vectors, e.g. SPLADE's)")
+    imported.add_argument("vectors", help="a JSONL file of {id, vector: {token: weight}}, a "
+                                          "folder of them, or a tokretrieve export folder")
+    imported.add_argument("--output", required=True, help="index folder to write")
+    imported.add_argument("--tokenizer",
+                          help="the tokenizer whose tokens the keys are (a model alias, folder "
+                               "or hub id); default: the keys themselves make the vocabulary")
+    imported.add_argument("--impacts", choices=list(IMPACT_TYPES), default="uint8",
+                          help="stored weight precision (default uint8)")
+    imported.set_defaults(run=_run_import)
 
     demo = commands.add_parser("demo", help="index Cranfield (or CORPUS) and run a few queries")
     demo.add_argument("--corpus", default=DEMO_CORPUS,
@@ -307,11 +360,19 @@ def _run_file(value: str) -> str:
     return value
 
 
-def _build(args: argparse.Namespace, corpus: str, output: Path) -> tuple[SparseIndex, Encoder]:
+def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | None = None,
+           shards: int | None = None) -> tuple[SparseIndex, Encoder]:
     """Build the index, or reuse the one at `output` when everything that shaped it (model
     weights, method, max length, dtype, bag recipe, layout, documents) is the same; when
-    something differs, say what before rebuilding."""
+    something differs, say what before rebuilding. `cluster` and `shards` encode on Dask."""
     check_count(args.bag_size, "--bag-size")  # fail before minutes of model loading, not after
+    if (cluster is None) != (shards is None):
+        raise TokretrieveError("--cluster and --shards go together: e.g. --cluster "
+                               "tcp://host:8786 --shards 8, or --cluster local --shards 2")
+    if shards is not None:
+        check_count(shards, "--shards")
+    if cluster is not None:
+        check_cluster(cluster)
     started = time.perf_counter()
     docs = read_documents(corpus, encoding_errors=args.encoding_errors)
     print(f"read {len(docs)} documents from {corpus}")
@@ -326,7 +387,8 @@ def _build(args: argparse.Namespace, corpus: str, output: Path) -> tuple[SparseI
         return existing, encoder
     if differences:
         print(f"rebuilding {output} ({'; '.join(differences)})")
-    index = build_index(docs, encoder, output, source=corpus, **options)
+    index = build_index(docs, encoder, output, source=corpus, cluster=cluster, shards=shards,
+                        **options)
     elapsed = time.perf_counter() - started
     manifest = index.manifest
     print(f"indexed {manifest.doc_count} documents ({manifest.postings} postings, "
@@ -355,7 +417,7 @@ def _index_output(args: argparse.Namespace) -> Path:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    _build(args, args.corpus, _index_output(args))
+    _build(args, args.corpus, _index_output(args), args.cluster, args.shards)
     return 0
 
 
@@ -372,15 +434,26 @@ def _run_search(args: argparse.Namespace) -> int:
                 f"--topics {args.topics} already uses: search them in two commands, or add "
                 "the queries to the topics file")
         queries += topics
+    if args.query_vectors:
+        if queries:
+            raise TokretrieveError("--query-vectors are the queries: give no query text or "
+                                   "--topics with them")
+        index = SparseIndex.load(args.index)
+        qids, bags = query_vectors(index, args.query_vectors)
+        searcher = SparseSearcher(index, PrecomputedQueryEncoder(qids, bags),
+                                  index_tokenizer(index))
+        queries = [(qid, qid) for qid in qids]  # each query "text" is its id: its row
     if not queries:
-        raise TokretrieveError("no queries: give query text or --topics")
+        raise TokretrieveError("no queries: give query text, --topics or --query-vectors")
     check_count(args.hits, "--hits")
     if args.threads is not None:
         check_count(args.threads, "--threads")
     if args.mode == "hybrid" and args.weights and len(args.weights) != len(args.parts):
         raise TokretrieveError(f"--weights gives {len(args.weights)} weights for "
                                f"{len(args.parts)} --parts")
-    if args.mode == "hybrid":
+    if args.query_vectors:
+        pass  # the searcher above
+    elif args.mode == "hybrid":
         docs = None
         if "bm25" in args.parts:
             if not args.corpus:
@@ -401,7 +474,8 @@ def _run_search(args: argparse.Namespace) -> int:
     results = searcher.batch_search([text for _, text in queries], qids, args.hits,
                                     threads=args.threads, explain=not args.output)
     if args.output:
-        write_run(args.output, results, tag=f"tokretrieve-{args.mode}")
+        mode = "vectors" if args.query_vectors else args.mode
+        write_run(args.output, results, tag=f"tokretrieve-{mode}")
         print(f"wrote {sum(map(len, results.values()))} hits for {len(queries)} queries to "
               f"{args.output}")
     else:
@@ -594,6 +668,31 @@ def _run_verify(args: argparse.Namespace) -> int:
     contents = SparseIndex.load(args.index, verify=False).manifest.contents
     print(f"{args.index}: generation {contents.generation} is whole ({len(contents.files)} "
           "files match their checksums)")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    queries = (read_queries(args.topics, encoding_errors=args.encoding_errors)
+               if args.topics else None)
+    started = time.perf_counter()
+    written = export_index(args.index, args.format, args.output, uri=args.uri,
+                           collection=args.collection, keys=args.keys, queries=queries,
+                           query_mode=args.query_mode, replace=args.replace)
+    where = args.output or f"{args.uri} (collection {args.collection})"
+    extra = f" and {len(queries)} {args.query_mode} queries" if queries else ""
+    print(f"exported {written['documents']} documents{extra} as {args.format} to {where} in "
+          f"{time.perf_counter() - started:.1f} s (weights: integer levels x scale "
+          f"{written['scale']:g})")
+    return 0
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    index = index_from_vectors(args.vectors, args.output, tokenizer=args.tokenizer,
+                               impacts=args.impacts)
+    print(f"imported {len(index)} documents from {args.vectors} into {args.output} in "
+          f"{time.perf_counter() - started:.1f} s: {index.manifest.postings} postings over "
+          f"{index.vocab_size} tokens (scale {index.manifest.layout.scale:g})")
     return 0
 
 

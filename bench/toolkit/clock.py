@@ -21,6 +21,7 @@ import math
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -176,3 +177,33 @@ def current_rss_mb() -> float:
     """Resident set now (MiB); NaN where /proc is unavailable."""
     rss = _status_kib("VmRSS")
     return rss / 1024 if rss is not None else float("nan")
+
+
+def anonymous_rss_mb() -> float:
+    """Anonymous resident memory now (MiB; RssAnon): what the process allocated, without the
+    pages of memory-mapped files it has read (the kernel drops those under pressure, and an
+    mmap reader's VmRSS grows with the bytes it touched however little it holds). NaN where
+    /proc is unavailable."""
+    rss = _status_kib("RssAnon")
+    return rss / 1024 if rss is not None else float("nan")
+
+
+def peak_anonymous_rss_mb(function: Callable[[], T], every_s: float = 0.05) -> tuple[T, float]:
+    """`function()`'s result and the highest anonymous RSS (MiB) sampled while it ran: the
+    memory a streaming step really holds (the kernel keeps no high-water mark of RssAnon)."""
+    peak = [anonymous_rss_mb()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every_s):
+            peak.append(anonymous_rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = function()
+    finally:
+        done.set()
+        sampler.join()
+    peak.append(anonymous_rss_mb())
+    return result, max(peak)

@@ -221,6 +221,19 @@ def load_tokenizer(folder: str | Path):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+def load_model_tokenizer(name: str):
+    """The tokenizer of a model named the way `load_model` takes it (alias, folder, GGUF file,
+    hub id), without loading its weights: for bags whose keys are that model's tokens."""
+    from transformers import AutoTokenizer
+
+    _, source = _resolve(name)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load the tokenizer of '{name}' "
+                             f"({' '.join(str(error).split())[:300]})") from None
+
+
 def _load_transformers(source: str, dtype: torch.dtype):
     """Load a causal LM where the checkpoint has one, else the bare encoder."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer

@@ -33,6 +33,9 @@ from tokretrieve.index.storage import MANIFEST, read_json
 FORMAT = "tokretrieve.sparse"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (2, 3)
+# The method (and weighting) an index records when its bags were made by another model and
+# imported (tokretrieve.interop.imported): it has no model to load.
+IMPORTED_METHOD = "imported"
 # A pc1_request that older format-2 manifests did not record: never equal to a real request, so
 # such an index is rebuilt rather than reused on a guess.
 UNRECORDED = "unrecorded"

@@ -208,8 +208,7 @@ def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
     data = np.asarray(bags.data, dtype=np.float32)
     if impacts == "uint8":
         if scale is None:
-            top = float(data.max()) if len(data) else 1.0
-            scale = 2.0 ** math.ceil(math.log2(top / 255)) if top > 0 else 1.0
+            scale = quantization_scale(float(data.max()) if len(data) else 0.0)
         levels = np.rint(np.minimum(data / np.float32(scale), 255)).astype(np.uint8)
     else:
         scale, levels = 1.0, data
@@ -228,6 +227,13 @@ def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
         values[filled:end] = block.data
         filled = end
     return Postings(indptr, docs, values, scale, n_docs, segment_docs)
+
+
+def quantization_scale(top: float, levels: int = 255) -> float:
+    """The smallest power of two that maps the weight `top` to at most `levels` (1 when
+    there is no positive weight): weights / scale round to integer levels, the largest in
+    (levels / 2, levels]."""
+    return 2.0 ** math.ceil(math.log2(top / levels)) if top > 0 else 1.0
 
 
 def saturated(bags: sp.csr_matrix, scale: float, impacts: str) -> int:

@@ -30,6 +30,7 @@ from tokretrieve.encoding.encoder import Encoder, check_texts
 from tokretrieve.encoding.models import load_tokenizer
 from tokretrieve.encoding.projection import PC1Adjustment
 from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
+from tokretrieve.index.manifest import IMPORTED_METHOD
 from tokretrieve.index.sparse import SparseIndex
 
 TokenWeighting = Literal["idf", "count"]
@@ -55,10 +56,14 @@ def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder
     in another space and the scores would mean nothing.
     """
     record = index.manifest.model
+    where = index.path or "this index"
+    if record.method == IMPORTED_METHOD:
+        raise TokretrieveError(f"{where} holds bags made elsewhere ({record.name}): it has no "
+                               "model; search it with tokenized queries (--mode tokens) or "
+                               "with query bags")
     if encoder is None:
         encoder = Encoder.load(record.name, method=record.method, max_length=record.max_length,
                                dtype=record.dtype)
-    where = index.path or "this index"
     if encoder.model.content_hash != record.content_hash:
         raise IndexFormatError(
             f"{where} was built with model '{record.name}' (sha256 "
