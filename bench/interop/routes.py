@@ -88,9 +88,10 @@ def milvus_route(index: SparseIndex, queries: ExportedQueries, uri: str,
     loaded, seconds = timed(lambda: export_milvus(index, uri, collection, replace=True,
                                                   progress=False))
     result = checked(index, queries, lambda: search_milvus(uri, collection, queries, k), k)
-    database = Path(uri)
-    return {"load_s": seconds, "documents": loaded.get("documents"),
-            "bytes": database.stat().st_size if database.is_file() else None, **result}
+    database = Path(uri)  # Milvus Lite keeps a file, or a folder, at the URI
+    size = (database.stat().st_size if database.is_file() else
+            folder_bytes(database) if database.is_dir() else None)
+    return {"load_s": seconds, "documents": loaded.get("documents"), "bytes": size, **result}
 
 
 def sharded_route(docs: list[tuple[str, str]], encoder, root: Path,

@@ -5,8 +5,9 @@ longest id) and `bag`, a `SPARSE_FLOAT_VECTOR` whose keys are token ids and whos
 stored integer impact levels, under a `SPARSE_INVERTED_INDEX` with the inner-product metric. An
 inner product of integer levels is tokretrieve's score divided by the index's scale and the
 query's (both powers of two), so the ranking Milvus returns can be checked exactly against
-tokretrieve's (tokretrieve.interop.agreement): float32 holds every integer below 2^24, far above
-a sum of (255 x 255) products over one query's tokens.
+tokretrieve's (tokretrieve.interop.agreement): float32 holds every integer below 2^24, so a
+score is exact while it stays under that (over 250 query tokens at the top level on both sides
+would be needed to pass it; agreement.compare would name such a query).
 
 The same `pymilvus` client takes a Milvus cluster's URI (`http://host:19530`, with `token`) and a
 local file (`bags.db`: Milvus Lite, which serves the file from threads of this process; the file
