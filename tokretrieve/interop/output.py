@@ -37,14 +37,20 @@ def staged_folder(output: str | Path) -> Iterator[Path]:
     try:
         yield staging
         fsync_tree(staging)
-        previous = output.with_name(f".{output.name}.previous-{os.getpid()}")
-        if output.exists():
-            os.replace(output, previous)
-        os.replace(staging, output)
-        fsync_dir(output.parent)
-        shutil.rmtree(previous, ignore_errors=True)
+        replace_folder(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_folder(staging: Path, destination: Path) -> None:
+    """Put the complete folder `staging` at `destination`, the folder there before (if any)
+    moved aside first and removed after: a crash leaves the old folder or the new one."""
+    previous = destination.with_name(f".{destination.name}.previous-{os.getpid()}")
+    if destination.exists():
+        os.replace(destination, previous)
+    os.replace(staging, destination)
+    fsync_dir(destination.parent)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_metadata(folder: Path, target: str, **fields: object) -> dict:
