@@ -89,9 +89,10 @@ def test_resolved_config_reads_the_index_manifest(tiny_encoder, collection, enco
                           SparseConfig(bag_size=8, pc1_strength=-0.25, weighting="logit",
                                        merge_variants=True, token_weighting="count"))
     assert system.config == SparseConfig(bag_size=8, pc1_strength=-0.25, weighting="logit",
-                                         merge_variants=True, token_weighting="count")
+                                         merge_variants=True, token_weighting="count",
+                                         literal=False)  # a hub-id model: none by default
     assert system.postings == int(system.index.postings.n_postings) > 0
-    assert system.config.label() == "bag=8 λ=-0.25 logit merged q:count"
+    assert system.config.label() == "bag=8 λ=-0.25 logit merged literal off q:count"
 
 
 def test_dense_ranking_is_cosine_order(collection, encoded):

@@ -70,13 +70,13 @@ def minilm_cranfield(minilm, cranfield_dir, tmp_path_factory):
     docs, queries, relevant = cranfield_slice(cranfield_dir, 10, 8, 100)
     index = build_index(docs, minilm, tmp_path_factory.mktemp("minilm") / "cran",
                         progress=False)
-    return index, queries, relevant
+    return index, queries, relevant, docs
 
 
 @pytest.mark.parametrize("mode,threshold", [("model", 0.3), ("tokens", 0.38)])
 def test_minilm_ranks_relevant_documents_high(minilm_cranfield, minilm, mode, threshold):
     """Both query modes put the judged-relevant documents far above a random ranking."""
-    index, queries, relevant = minilm_cranfield
+    index, queries, relevant, _ = minilm_cranfield
     mean_rank, random_rank, pairs = mean_normalised_rank(index, minilm, queries, relevant, mode)
     assert pairs >= 20
     assert mean_rank < threshold < random_rank, (mode, mean_rank, random_rank)
@@ -89,7 +89,7 @@ def test_minilm_index_reloads_without_the_model(minilm_cranfield):
     import subprocess
     import sys
 
-    index, queries, _ = minilm_cranfield
+    index, queries, _, _ = minilm_cranfield
     texts = [text for _, text in queries[:3]]
     here = SparseSearcher.from_index(index, mode="tokens")
     expected = [[[h.doc_id, h.score] for h in here.search(text)] for text in texts]
@@ -115,11 +115,11 @@ def test_minilm_kernel_equals_numpy_reference_on_real_bags(minilm_cranfield, min
     """On real bags (k=512, uint8 impacts) and real query bags of both modes, the compiled
     kernel returns exactly the top-k of the plain-numpy Postings.scores, and cutting the same
     bags into segments of 16 documents changes nothing."""
-    index, queries, _ = minilm_cranfield
+    index, queries, _, docs = minilm_cranfield
     texts = [text for _, text in queries]
     segmented = index_from_embeddings(
         list(np.asarray(index.doc_ids)), np.asarray(index.embeddings), minilm, path=None,
-        segment_docs=16)
+        segment_docs=16, texts=[text for _, text in docs])
     assert segmented.postings.n_segments == 7
     bags = sp.vstack([ModelQueryEncoder.for_index(index, minilm).encode(texts),
                       TokenQueryEncoder.for_index(index).encode(texts)]).tocsr()

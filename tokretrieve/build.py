@@ -24,6 +24,7 @@ from tokretrieve.corpus import check_id, check_unicode, check_unique, documents_
 from tokretrieve.encoding.alignment import Calibration, calibrate_pc1_strength
 from tokretrieve.encoding.checkpoint import CHUNK_SIZE, encode_resumable
 from tokretrieve.encoding.encoder import Encoder
+from tokretrieve.encoding.literal import LiteralFit, fit_literal, mixed_bags
 from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
 from tokretrieve.encoding.sharded import encode_on_cluster
 from tokretrieve.encoding.vocabulary import variant_map
@@ -116,9 +117,10 @@ def add_documents(path: str | Path, docs: Iterable[tuple[str, str]],
     with changing(path) as (commit, index):
         ids = [doc_id for doc_id, _ in records]
         check_new_ids(index, ids, update)  # before minutes of encoding, not after
-        encoder = index_encoder(index, encoder)
-        embeddings = encoder.embed([text for _, text in records], progress=progress)
-        bags = encoder.bags(embeddings)
+        encoder = index_encoder(index, encoder)  # with the build's frozen literal statistics
+        texts = [text for _, text in records]
+        embeddings = encoder.embed(texts, progress=progress)
+        bags = encoder.document_bags(texts, embeddings)
         layout = index.manifest.layout
         drift = {**embedding_drift(index, embeddings),
                  "saturated_weights": saturated(bags, float(layout.scale), layout.impacts)}
@@ -155,8 +157,9 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
 
     Projection and top-k are a small matrix product, so every variant of bag size, weighting
     and λ comes from one encoding pass. With `path=None` nothing is written (the index lives in
-    memory). `texts` are used only to calibrate λ ("auto", or a model without a measured
-    default; without texts such a model gets λ = 0).
+    memory). `texts` calibrate λ ("auto", or a model without a measured default; without
+    texts such a model gets λ = 0), and give the literal weights their tokens: a recipe with
+    literal weights (the model's default, or asked for) needs them.
     """
     check_pc1_request(pc1_strength)
     check_layout(impacts, segment_docs)
@@ -165,6 +168,10 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
         raise TokretrieveError(
             f"embeddings have shape {embeddings.shape}, expected "
             f"({len(doc_ids)}, {encoder.model.hidden_size}) for these documents and model")
+    if encoder.literal is not None and (texts is None or len(texts) != len(doc_ids)):
+        raise TokretrieveError(
+            "literal weights need the documents' texts, one per document: pass texts=..., "
+            "or build without them (encoder.with_bags(literal=False))")
     strength, calibration = _resolve_strength(pc1_strength, encoder, embeddings, texts)
     present = np.any(embeddings, axis=1)
     direction = (first_principal_direction(embeddings[present]) if present.any()
@@ -172,11 +179,18 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
     token_map = (variant_map(encoder.tokenizer, encoder.model.vocab_size)
                  if merge_variants else None)
     fitted = encoder.with_bags(adjustment=PC1Adjustment(direction, strength), token_map=token_map)
-    postings = postings_from_bags(fitted.bags(embeddings), impacts, segment_docs)
+    bags, literal_fit = fitted.bags(embeddings), None
+    if fitted.literal is not None:
+        counts = fitted.token_counts(texts)  # type: ignore[arg-type]
+        literal_fit = fit_literal(counts, bags, fitted.literal)
+        bags = mixed_bags(counts, bags, literal_fit, fitted.literal, fitted.literal_stopwords())
+    postings = postings_from_bags(bags, impacts, segment_docs)
     manifest = _manifest(encoder, len(doc_ids), pc1_strength, merge_variants, impacts,
-                         segment_docs, documents_digest, strength, calibration, source)
+                         segment_docs, documents_digest, strength, calibration, source,
+                         literal_fit)
     ids = np.array(doc_ids, dtype=str)
-    index = in_memory(manifest, postings, ids, embeddings, direction, token_map)
+    index = in_memory(manifest, postings, ids, embeddings, direction, token_map,
+                      literal_fit.idf if literal_fit else None)
     _warn_empty(index.manifest)
     if path is None:
         return index
@@ -199,7 +213,8 @@ def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: E
     whole: pass a sequence, and the same one to `build_index`.
 
     Compared before encoding: the model (weights hash, method, max length, dtype), the bag
-    recipe (bag size, weighting, the λ *asked for*, variant merging), the postings layout and
+    recipe (bag size, weighting, the λ *asked for*, variant merging, the literal weights'
+    settings), the postings layout and
     a digest of the documents (ids and texts, in order; not the path they came from).
     """
     check_pc1_request(pc1_strength)
@@ -220,13 +235,14 @@ def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: E
 def _manifest(encoder: Encoder, doc_count: int, pc1_request: PC1Request, merge_variants: bool,
               impacts: ImpactType, segment_docs: int, digest: str | None,
               strength: float = float("nan"), calibration: Calibration | None = None,
-              source: str = "") -> IndexManifest:
+              source: str = "", literal_fit: LiteralFit | None = None) -> IndexManifest:
     """The manifest of a build with these inputs. What only the build finds out (λ resolved
     from a request, the quantization scale, the counts) takes no part in comparisons: it is NaN
     here until known, and `in_memory` fills the postings' own counts and layout."""
     return IndexManifest(
         doc_count=doc_count, vocab_size=encoder.model.vocab_size, model=model_record(encoder),
-        bags=bag_record(encoder, pc1_request, merge_variants, strength, calibration),
+        bags=bag_record(encoder, pc1_request, merge_variants, strength, calibration,
+                        literal_fit),
         layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=float("nan")),
         documents_digest=digest, source=source)
 
@@ -239,8 +255,12 @@ def model_record(encoder: Encoder) -> ModelRecord:
 
 
 def bag_record(encoder: Encoder, pc1_request: PC1Request, merge_variants: bool,
-               strength: float, calibration: Calibration | None) -> BagRecord:
+               strength: float, calibration: Calibration | None,
+               literal_fit: LiteralFit | None = None) -> BagRecord:
+    literal = encoder.literal
     return BagRecord(bag_size=encoder.recipe.bag_size, weighting=encoder.weighting,
+                     literal=literal and literal.record(),
+                     literal_fit=literal_fit and literal_fit.record(),
                      merge_variants=bool(merge_variants),
                      pc1_request=None if pc1_request is None else (
                          "auto" if pc1_request == "auto" else float(pc1_request)),

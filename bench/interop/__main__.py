@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-interop-", dir=scratch_folder(args)) as tmp:
         root = Path(tmp)
         index = build_from_embeddings(root / "index", collection.doc_ids,
-                                      encoded.doc_embeddings, encoder)
+                                      encoded.doc_embeddings, encoder,
+                                      [text for _, text in collection.docs])
         record["index"] = {"documents": len(index), "bytes": index.bytes_on_disk,
                            "postings": index.manifest.postings,
                            "bag_size": index.manifest.bags.bag_size}

@@ -59,7 +59,8 @@ def parse_args(argv: Sequence[str] | None = None,
                              "(default: the package's)")
     parser.add_argument("--pc1-strength", type=float, default=None)
     parser.add_argument("--weighting", choices=WEIGHTINGS, default=None)
-    parser.add_argument("--token-weighting", choices=("idf", "count"), default="idf")
+    parser.add_argument("--token-weighting", choices=("idf", "count"), default=None,
+                        help="query-token weighting (default: the index's, per query mode)")
     parser.add_argument("--keep-identical-ids", action="store_true",
                         help="do not drop hits whose doc id equals the query id")
     parser.add_argument("--refresh-cache", action="store_true",

@@ -1,7 +1,8 @@
 """The floor of /work/shared/ASSETS.md: naive-settings figures measured once on Cranfield,
 which the benchmark must reproduce (same naive settings) and beat (its tuned settings).
 
-Naive means: no PC1 adjustment, raw query-token counts (no idf), no variant merging; min-shifted
+Naive means: no PC1 adjustment, raw query-token counts (no idf), no variant merging, no literal
+weights; min-shifted
 logits for MiniLM with bags of 128 tokens, softmax probabilities for SmolLM2 with 256.
 """
 
@@ -11,9 +12,9 @@ from bench.quality.systems import SparseConfig
 
 FLOOR_CONFIGS = {
     "minilm": SparseConfig(bag_size=128, pc1_strength=0.0, weighting="shifted",
-                           merge_variants=False, token_weighting="count"),
+                           merge_variants=False, token_weighting="count", literal=False),
     "smollm2": SparseConfig(bag_size=256, pc1_strength=0.0, weighting="softmax",
-                            merge_variants=False, token_weighting="count"),
+                            merge_variants=False, token_weighting="count", literal=False),
 }
 # nDCG@10 on Cranfield from ASSETS.md ("one quick run, naive settings").
 FLOOR_NDCG = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bench.quality.metrics import MEASURES, PRIMARY
 from bench.quality.sweeps import RUNS
+from bench.quality.systems import literal_label, query_weighting
 from bench.toolkit.tables import megabytes, number, table
 
 SYSTEM_NOTES = {
@@ -62,7 +63,8 @@ def settings(system: dict) -> str:
     text = f"bag={config['bag_size']} λ={config['pc1_strength']:g} {config['weighting']}"
     if config.get("merge_variants") is not None:
         text += " merged" if config["merge_variants"] else " unmerged"
-    return text + f" q:{config['token_weighting']}"
+    mode = system.get("kind", "sparse/model").removeprefix("sparse/")
+    return text + literal_label(config) + f" q:{query_weighting(config, mode)}"
 
 
 def _measures(metrics: dict) -> list[str]:
@@ -82,6 +84,30 @@ def summary_table(results: dict) -> str:
             rows.append([model, system_label(name), settings(system),
                          *_measures(system["metrics"]), ratio])
     return "\n".join(table(["model", "system", "settings", *MEASURES, "nDCG / dense"], rows))
+
+
+def peers_table(results: dict) -> str:
+    """The peers (Lucene BM25, SPLADE-tiny) beside the benchmark's bm25s row, on the same
+    queries; a peer that could not run says why instead of its numbers."""
+    rows = []
+    runs = [("bm25s (the benchmark's (4))", results["bm25"])] if "bm25" in results else []
+    runs += [(peer["label"], peer) for peer in results.get("peers", {}).values()]
+    for label, run in runs:
+        if "skipped" in run:
+            rows.append([label, f"skipped: {run['skipped']}", *["-"] * 7])
+            continue
+        encoding = run.get("query_encoding")
+        documents = run.get("document_encoding")
+        rows.append([label, *_measures(run["metrics"]),
+                     number(encoding["p50_ms"], 2) if encoding else "in search",
+                     number(run["search_latency"]["top100"]["p50_ms"], 2),
+                     megabytes(run["bytes"]["search_total"]),
+                     number(documents["seconds"], 1) + (" (cached)" if documents["from_cache"]
+                                                        else "") if documents else "-",
+                     number(run["index_seconds"], 2)])
+    return "\n".join(table(["system", *MEASURES, "query encoding p50 ms",
+                            "search top-100 p50 ms", "index MB", "document encoding s",
+                            "index build s"], rows))
 
 
 def _with_ratio(ndcg: float, ratio: float | None) -> str:
@@ -252,13 +278,12 @@ def sweep_section(model: str, record: dict) -> str:
     out += _lever_tables(sweep["one_at_a_time"])
     out += ["", "**Effect of each lever** (range of nDCG@10 over its values, others at the "
             "defaults / at the best for that mode):", ""]
-    base_q = sweep["base"]["token_weighting"]
-    best_q = {mode: sweep["best"][mode]["config"]["token_weighting"] for mode in sweep["best"]}
+    base_q = {mode: query_weighting(sweep["base"], mode) for mode in ("model", "tokens")}
+    best_q = {mode: query_weighting(sweep["best"][mode]["config"], mode)
+              for mode in sweep["best"]}
     for lever in sweep["one_at_a_time"]:
-        parts = [_effect(f"defaults, model:{base_q}", sweep["one_at_a_time"][lever],
-                         f"model:{base_q}"),
-                 _effect(f"defaults, tokens:{base_q}", sweep["one_at_a_time"][lever],
-                         f"tokens:{base_q}")]
+        parts = [_effect(f"defaults, {mode}:{base_q[mode]}", sweep["one_at_a_time"][lever],
+                         f"{mode}:{base_q[mode]}") for mode in base_q]
         parts += [_effect(f"best, {mode}:{best_q[mode]}", sweep["around_best"][mode][lever],
                           f"{mode}:{best_q[mode]}") for mode in best_q]
         out.append(f"- `{lever}`: " + "; ".join(parts))
@@ -299,11 +324,13 @@ def suggested_defaults(results: dict) -> str:
             c = best["config"]
             rows.append([model, mode, str(c["bag_size"]), f"{c['pc1_strength']:g}",
                          number(c["pc1_strength"] / norm, 2), c["weighting"],
-                         str(c.get("merge_variants")), c["token_weighting"],
+                         str(c.get("merge_variants")), literal_label(c).strip() or "-",
+                         query_weighting(c, mode),
                          number(best["ndcg"], 3),
                          number(sweep["cross_validation"][mode]["held_out_ndcg"], 3)])
     return "\n".join(table(["model", "mode", "bag size", "λ (PC1 strength)", "λ / mean norm",
-                            "weighting", "merge", "token weighting", "nDCG@10", "CV nDCG@10"],
+                            "weighting", "merge", "literal", "token weighting", "nDCG@10",
+                            "CV nDCG@10"],
                            rows))
 
 
@@ -355,6 +382,11 @@ def render(results: dict) -> str:
             "## Summary", "", summary_table(results), "",
             "\\* tuned = best settings of the sweep below, chosen on these same queries "
             "(optimistic); the 2-fold CV column below is the honest estimate.", "",
+            "## Peers: Lucene BM25 and SPLADE-tiny, same queries", "", peers_table(results), "",
+            "Latency: one query at a time on one thread, p50 of one pass after a warm-up pass; "
+            "Lucene's search includes its query analysis, SPLADE's query encoding is the "
+            "model's forward pass and its search is tokretrieve's kernel (`SparseIndex.search`)."
+            " Index MB: the bytes needed to search (Lucene: the index folder).", "",
             "## Sparse / dense nDCG@10 (paper: 0.8, target ≥ 0.9)", "", ratio_table(results),
             "", "## Hybrids: linear fusion, weight chosen in sample and by 2-fold CV", "",
             hybrid_table(results), "",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.quality import plots, sizes, sweeps
+from bench.quality import peers, plots, sizes, sweeps
 from bench.quality.cache import EncodedCollection, encode_collection, model_slug
 from bench.quality.datasets import Collection, load_collection
 from bench.quality.floor import FLOOR_CONFIGS, FLOOR_NDCG
@@ -90,6 +90,9 @@ def run_dataset(spec: str, options: Options) -> tuple[Path, dict]:
                        **_bm25_costs(bm25, collection, options)}
     results["models"] = {}
     write_trec_run(bm25_ranking, _run_path(folder, None, "bm25"), "bm25")
+    # the peers (Lucene BM25, SPLADE-tiny); a peer that cannot run here records why
+    results["peers"] = {name: record for name, (record, _) in
+                        peers.run_peers(collection, options).items()}
     write_record(folder, results, render, partial=True)
     for model in options.models:
         print(f"[bench] {collection.name} / {model}", flush=True)

@@ -44,6 +44,7 @@ from tokretrieve import (
     TokenQueryEncoder,
     index_from_embeddings,
 )
+from tokretrieve.encoding.literal import LiteralWeights
 from tokretrieve.search.bm25 import BM25Searcher
 from tokretrieve.search.query_encoders import DEFAULT_ALIGNED_TOKENS, UnionQueryEncoder
 
@@ -54,35 +55,55 @@ MODES = ("model", "tokens")
 @dataclass(frozen=True)
 class SparseConfig:
     """The levers of a sparse index: bag size (tokens kept per document), PC1 strength,
-    weighting, variant merging, and the weighting of query tokens (both query modes). None
-    means "the package's default for this model", which `SparseSystem.resolved` turns into the
-    concrete value."""
+    weighting, variant merging, literal weights (`literal`: their alpha, or False for none;
+    `literal_stopwords`; tokretrieve.encoding.literal, BM25's k1 and b at their standard
+    values), and the weighting of query tokens (both query modes). None means "the package's
+    default for this model" (for `token_weighting`: the index's default for the query mode),
+    which `SparseSystem.resolved` turns into the concrete value."""
 
     bag_size: int | None = None
     pc1_strength: float | None = None
     weighting: str | None = None
     merge_variants: bool | None = None
-    token_weighting: str = "idf"
+    token_weighting: str | None = None
+    literal: float | bool | None = None
+    literal_stopwords: bool | None = None
 
     def label(self) -> str:
         merge = "" if self.merge_variants is None else (
             " merged" if self.merge_variants else " unmerged")
         strength = "default" if self.pc1_strength is None else f"{self.pc1_strength:g}"
-        return (f"bag={self.bag_size} λ={strength} {self.weighting}{merge} "
-                f"q:{self.token_weighting}")
+        return (f"bag={self.bag_size} λ={strength} {self.weighting}{merge}"
+                f"{literal_label(self.as_dict())} q:{self.token_weighting or 'default'}")
 
     def index_key(self) -> tuple:
         """What the document side depends on (token weighting only touches queries)."""
-        return (self.bag_size, self.pc1_strength, self.weighting, self.merge_variants)
+        return (self.bag_size, self.pc1_strength, self.weighting, self.merge_variants,
+                self.literal, self.literal_stopwords)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def query_weighting(self, mode: str) -> str:
+        """The query-token weighting of `mode` queries: the config's, or the index's default
+        (tokretrieve's default_token_weighting: count for a query's own tokens against bags
+        with literal weights, idf otherwise)."""
+        return query_weighting(self.as_dict(), mode)
+
     def recipe(self) -> dict:
         """The bag-recipe changes for `Encoder.with_bags` (unset levers left to the model)."""
-        return {key: value for key, value in (("bag_size", self.bag_size),
-                                              ("weighting", self.weighting))
-                if value is not None}
+        changes = {key: value for key, value in (("bag_size", self.bag_size),
+                                                 ("weighting", self.weighting))
+                   if value is not None}
+        if self.literal is False:
+            changes["literal"] = False
+        elif self.literal is not None or self.literal_stopwords is not None:
+            standard = LiteralWeights()
+            changes["literal"] = LiteralWeights(
+                alpha=standard.alpha if self.literal in (None, True) else float(self.literal),
+                stopwords=(standard.stopwords if self.literal_stopwords is None
+                           else self.literal_stopwords))
+        return changes
 
     def index_options(self) -> dict:
         """Keyword arguments for `index_from_embeddings` (unset levers left out)."""
@@ -91,11 +112,32 @@ class SparseConfig:
                 if value is not None}
 
 
+def query_weighting(config: dict, mode: str) -> str:
+    """SparseConfig.query_weighting of a config as results.json stores it."""
+    if config.get("token_weighting"):
+        return config["token_weighting"]
+    return "count" if config.get("literal") and mode in ("tokens", "union") else "idf"
+
+
+def literal_label(config: dict) -> str:
+    """The literal lever of a config, for labels: '' when unset, ' literal off', or
+    ' literal alpha=0.2 stop'."""
+    literal = config.get("literal")
+    if literal is None:
+        return ""
+    if literal is False:
+        return " literal off"
+    stop = "" if config.get("literal_stopwords") is None else (
+        " stop" if config["literal_stopwords"] else " nostop")
+    return f" literal alpha={literal:g}{stop}"
+
+
 def build_sparse_index(encoder: Encoder, collection: Collection, doc_embeddings: np.ndarray,
                        config: SparseConfig, path: Path | None = None) -> SparseIndex:
     """The package's index build from stored embeddings: in memory (`path=None`) for the
     systems and sweeps, on disk for measuring bytes. The documents' texts go along only for a
-    model without a default λ, whose strength is then calibrated on them."""
+    model without a default λ, whose strength is then calibrated on them, and for the literal
+    weights' tokens."""
     return index_from_embeddings(collection.doc_ids, doc_embeddings,
                                  encoder.with_bags(**config.recipe()), path,
                                  texts=[text for _, text in collection.docs],
@@ -122,11 +164,14 @@ class SparseSystem:
         self.warnings = sorted({str(w.message) for w in caught})
         self.config = self.resolved(config.token_weighting)
 
-    def resolved(self, token_weighting: str = "idf") -> SparseConfig:
+    def resolved(self, token_weighting: str | None = None) -> SparseConfig:
         """The concrete settings the index was built with, read back from its manifest."""
         bags = self.index.manifest.bags
+        literal = bags.literal
         return SparseConfig(int(bags.bag_size), float(f"{bags.pc1_strength:.4g}"),
-                            str(bags.weighting), bool(bags.merge_variants), token_weighting)
+                            str(bags.weighting), bool(bags.merge_variants), token_weighting,
+                            literal=float(literal["alpha"]) if literal else False,
+                            literal_stopwords=bool(literal["stopwords"]) if literal else None)
 
     @property
     def postings(self) -> int:

@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-", dir=scratch_root) as scratch:
         root = Path(scratch)
         index = build_from_embeddings(root / "base", collection.doc_ids,
-                                      encoded.doc_embeddings, encoder)
+                                      encoded.doc_embeddings, encoder,
+                                      [text for _, text in collection.docs])
         record["index"] = {"documents": len(index), "bytes": index.bytes_on_disk,
                            "bag_size": index.manifest.bags.bag_size,
                            "weighting": index.manifest.bags.weighting}

@@ -106,13 +106,17 @@ def record_fields(args: argparse.Namespace, spec: str, collection: Collection, e
 
 
 def build_from_embeddings(path: Path, doc_ids: Sequence[str], embeddings: np.ndarray,
-                          encoder: Encoder) -> SparseIndex:
+                          encoder: Encoder, texts: Sequence[str] | None = None) -> SparseIndex:
     """The package's build from stored embeddings, written to `path` (PC1 and λ fitted on
-    these documents)."""
+    these documents). With the documents' `texts` the bags are the package's defaults (the
+    offline models' literal weights need the texts); without them, aligned bags alone
+    (`literal=False`): what bench.live builds, whose adds bring bags made from embeddings."""
+    if texts is None:
+        encoder = encoder.with_bags(literal=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # documents with empty bags (Cranfield has two)
         return index_from_embeddings([str(d) for d in doc_ids], np.asarray(embeddings),
-                                     encoder, path=path)
+                                     encoder, path=path, texts=texts)
 
 
 def copy_index(source: Path, target: Path) -> Path:

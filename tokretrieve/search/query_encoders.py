@@ -13,8 +13,10 @@ text that is empty or yields no usable token:
 - PrecomputedQueryEncoder: rows computed beforehand (cached embeddings turned into bags, say),
   looked up by query text: what benchmarks use so that no sweep point calls the model.
 
-Query token weights are multiplied by the tokens' idf over the document bags by default
-(`token_weighting="idf"`), so tokens every bag shares count for little; "count" keeps them raw.
+Query token weights are multiplied by the tokens' idf over the document bags (`token_weighting=
+"idf"`), so tokens every bag shares count for little, or kept raw ("count"). None, the default,
+is the index's own: "count" for tokenized (and union) queries against bags with literal weights,
+whose idf is already on the document side (tokretrieve.encoding.literal), "idf" otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.encoding.encoder import Encoder, check_texts
+from tokretrieve.encoding.literal import LiteralFit, LiteralWeights
 from tokretrieve.encoding.models import load_tokenizer
 from tokretrieve.encoding.projection import PC1Adjustment
 from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
@@ -73,10 +76,19 @@ def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder
         raise IndexFormatError(f"{where} embeds with method '{record.method}', the encoder "
                                f"with '{encoder.method.name}'")
     bags = index.manifest.bags
+    literal, fit = False, None  # an index without literal weights: none, whatever the model's
+    if bags.literal is not None:
+        if bags.literal_fit is None or index.literal_idf is None:
+            raise IndexFormatError(f"{where} has literal weights but not their corpus "
+                                   "statistics (literal_fit, literal_idf.npy): rebuild it")
+        literal = LiteralWeights(**bags.literal)
+        fit = LiteralFit(np.asarray(index.literal_idf, dtype=np.float32),
+                         float(bags.literal_fit["mean_length"]),
+                         float(bags.literal_fit["aligned_scale"]))
     return encoder.with_bags(
         bag_size=bags.bag_size, weighting=bags.weighting,
         adjustment=PC1Adjustment(np.asarray(index.pc1_direction), float(bags.pc1_strength)),
-        token_map=index.token_map)
+        token_map=index.token_map, literal=literal, literal_fit=fit)
 
 
 def index_tokenizer(index: SparseIndex):
@@ -96,8 +108,20 @@ def index_tokenizer(index: SparseIndex):
                                "index is damaged, rebuild it") from None
 
 
-def token_weights(index: SparseIndex, token_weighting: TokenWeighting) -> np.ndarray | None:
-    """Per-token query multipliers: the index's idf, or None for raw weights."""
+def default_token_weighting(index: SparseIndex, mode: str = "tokens") -> TokenWeighting:
+    """The query-token weighting an index's bags were made for: "count" for a query's own
+    tokens (tokens and union modes) against bags with literal weights, which carry the idf
+    already, as BM25's documents do; "idf" otherwise."""
+    literal = index.manifest.bags.literal is not None
+    return "count" if literal and mode in ("tokens", "union") else "idf"
+
+
+def token_weights(index: SparseIndex, token_weighting: TokenWeighting | None,
+                  mode: str = "tokens") -> np.ndarray | None:
+    """Per-token query multipliers: the index's idf, or None for raw weights; None asks for
+    the index's default for queries of `mode` (default_token_weighting)."""
+    if token_weighting is None:
+        token_weighting = default_token_weighting(index, mode)
     if token_weighting == "idf":
         return index.idf.astype(np.float32)
     if token_weighting == "count":
@@ -128,11 +152,12 @@ class ModelQueryEncoder:
 
     @classmethod
     def for_index(cls, index: SparseIndex, encoder: Encoder | None = None,
-                  token_weighting: TokenWeighting = "idf",
+                  token_weighting: TokenWeighting | None = None,
                   bag_size: int | None = None) -> ModelQueryEncoder:
         """For `index`: its model (loaded when not given) with its recipe; `bag_size` keeps
-        fewer query tokens than the documents' (lighter queries)."""
-        multipliers = token_weights(index, token_weighting)
+        fewer query tokens than the documents' (lighter queries); `token_weighting` None is
+        the index's default for model queries (idf)."""
+        multipliers = token_weights(index, token_weighting, "model")
         return cls(index_encoder(index, encoder), multipliers, bag_size)
 
     def encode(self, texts: Sequence[str]) -> sp.csr_matrix:
@@ -144,7 +169,8 @@ class ModelQueryEncoder:
 
 
 class TokenQueryEncoder:
-    """The query's own tokens (no model call), each weighing its count (x idf by default)."""
+    """The query's own tokens (no model call), each weighing its count (x idf, unless the
+    index's bags carry literal weights: default_token_weighting)."""
 
     def __init__(self, tokenizer, vocab_size: int, token_map: np.ndarray | None = None,
                  multipliers: np.ndarray | None = None):
@@ -155,9 +181,11 @@ class TokenQueryEncoder:
         self._special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
 
     @classmethod
-    def for_index(cls, index: SparseIndex, token_weighting: TokenWeighting = "idf",
+    def for_index(cls, index: SparseIndex, token_weighting: TokenWeighting | None = None,
                   tokenizer=None) -> TokenQueryEncoder:
-        multipliers = token_weights(index, token_weighting)
+        """For `index`: its saved tokenizer (or `tokenizer`), its variant map, and its query
+        weighting (`token_weighting` None: the index's default)."""
+        multipliers = token_weights(index, token_weighting, "tokens")
         return cls(tokenizer or index_tokenizer(index), index.vocab_size, index.token_map,
                    multipliers)
 
@@ -204,11 +232,12 @@ class UnionQueryEncoder:
     @classmethod
     def for_index(cls, index: SparseIndex, encoder: Encoder | None = None,
                   aligned_tokens: int = DEFAULT_ALIGNED_TOKENS,
-                  token_weighting: TokenWeighting = "idf"
+                  token_weighting: TokenWeighting | None = None
                   ) -> UnionQueryEncoder:
         fitted = index_encoder(index, encoder)
         literal = TokenQueryEncoder(fitted.tokenizer, index.vocab_size, index.token_map)
-        return cls(literal, fitted, aligned_tokens, token_weights(index, token_weighting))
+        return cls(literal, fitted, aligned_tokens, token_weights(index, token_weighting,
+                                                                  "union"))
 
     def encode(self, texts: Sequence[str]) -> sp.csr_matrix:
         texts = check_texts(texts)

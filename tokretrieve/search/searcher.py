@@ -134,7 +134,8 @@ class SparseSearcher(Searcher):
 
     @classmethod
     def from_index(cls, index: str | Path | SparseIndex, mode: QueryMode = "model",
-                   encoder: Encoder | None = None, token_weighting: TokenWeighting = "idf",
+                   encoder: Encoder | None = None,
+                   token_weighting: TokenWeighting | None = None,
                    query_bag_size: int | None = None,
                    aligned_tokens: int = DEFAULT_ALIGNED_TOKENS) -> SparseSearcher:
         """A searcher over an index (a folder or an opened SparseIndex).

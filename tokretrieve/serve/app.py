@@ -304,10 +304,10 @@ def _check_count(value: int, name: str, limit: int) -> None:
 
 
 def _query_tokens(snapshot: Snapshot, queries: list[str]) -> list[list[dict[str, Any]]]:
-    """Each tokens-mode query as it was scored: its own tokens, weighing count x idf (0 for a
-    token no document holds), heaviest first. A tokenized query has no model to ask for its
-    key tokens (/explain), yet a reader wants to see what was searched; tokenizing again costs
-    next to nothing beside the search."""
+    """Each tokens-mode query as it was scored: its own tokens, weighing count x idf (count
+    alone on bags with literal weights; 0 for a token no document holds), heaviest first. A
+    tokenized query has no model to ask for its key tokens (/explain), yet a reader wants to
+    see what was searched; tokenizing again costs next to nothing beside the search."""
     searcher = snapshot.searcher("tokens")
     encoded = searcher.query_encoder.encode(queries).tocsr()
     out = []
