@@ -17,6 +17,7 @@ from bench.quality.datasets import load_collection
 from bench.quality.metrics import evaluate
 from bench.quality.runs import finalize
 from bench.quality.systems import BM25System, DenseSystem, SparseConfig, SparseSystem
+from tokretrieve.encoding.literal import LiteralWeights
 
 DEPTH = 3
 
@@ -106,3 +107,10 @@ def test_dense_ranking_is_cosine_order(collection, encoded):
         assert [doc for doc, _ in ranking[qid]] == expected
         np.testing.assert_allclose([s for _, s in ranking[qid]],
                                    np.sort(cosine)[::-1][:DEPTH + 1], rtol=1e-5)
+
+
+def test_a_literal_alpha_of_one_is_an_alpha_not_the_standard_settings():
+    """1.0 == True in Python: the sweep's alpha 1.0 once became the standard alpha (0.5)."""
+    assert SparseConfig(literal=1.0).recipe()["literal"].alpha == 1.0
+    assert SparseConfig(literal=True).recipe()["literal"].alpha == LiteralWeights().alpha
+    assert SparseConfig(literal=False).recipe()["literal"] is False

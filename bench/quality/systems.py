@@ -100,7 +100,9 @@ class SparseConfig:
         elif self.literal is not None or self.literal_stopwords is not None:
             standard = LiteralWeights()
             changes["literal"] = LiteralWeights(
-                alpha=standard.alpha if self.literal in (None, True) else float(self.literal),
+                # `is`, not `in (None, True)`: 1.0 == True, and alpha 1.0 is a sweep value
+                alpha=(standard.alpha if self.literal is None or self.literal is True
+                       else float(self.literal)),
                 stopwords=(standard.stopwords if self.literal_stopwords is None
                            else self.literal_stopwords))
         return changes

@@ -52,8 +52,9 @@ ALIASES: dict[str, ModelAlias] = {
         default_pc1_relative=-0.2,
         # Literal weights, alpha 0.5 with stop words dropped (BM25's k1 1.2, b 0.75): on
         # Cranfield, tokenized queries 0.353 nDCG@10 (BM25 0.352; aligned bags alone 0.087),
-        # model queries 0.340 (0.333 without); alpha chosen on the mean of both modes, 2-fold
-        # CV 0.353 / 0.328 (bench/results/quality/literal/lib_literal_minilm.json).
+        # model queries 0.340 (0.333 without); alpha chosen on the mean of both modes; the
+        # sweep's 2-fold CV over every lever: 0.354 / 0.340
+        # (bench/results/quality/cranfield/20261201-145504).
         default_literal=LiteralWeights(alpha=0.5, stopwords=True),
     ),
     "smollm2": ModelAlias(
@@ -65,8 +66,9 @@ ALIASES: dict[str, ModelAlias] = {
         default_pc1_relative=-0.8,
         gguf=True,
         # Literal weights, alpha 0.1 (the grid's lowest), stop words dropped: on Cranfield
-        # tokenized queries 0.340 nDCG@10 (0.042 without), model queries 0.161 (0.127); 2-fold
-        # CV 0.338 / 0.153 (bench/results/quality/literal/lib_literal_smollm2.json).
+        # tokenized queries 0.340 nDCG@10 (0.046 without), model queries 0.161 (0.127); the
+        # sweep's 2-fold CV over every lever: 0.345 / 0.168
+        # (bench/results/quality/cranfield/20261201-145504).
         default_literal=LiteralWeights(alpha=0.1, stopwords=True),
     ),
 }

@@ -37,10 +37,12 @@ from tokretrieve.index.manifest import IMPORTED_METHOD
 from tokretrieve.index.sparse import SparseIndex
 
 TokenWeighting = Literal["idf", "count"]
-# M of the union query: the best of 4, 16, 64 on Cranfield for both offline models, in sample and
-# under 2-fold cross-validation (MiniLM 0.312 nDCG@10 at 64 against 0.259 at 16;
-# bench/results/quality/cranfield/20261201-131209). 64 is the grid's edge.
-DEFAULT_ALIGNED_TOKENS = 64
+# M of the union query over the default bags (literal weights, count-weighted query tokens): the
+# best of 4, 16, 64 on Cranfield for MiniLM (0.363 nDCG@10 at 16, 0.362 at 4, 0.353 at 64) and
+# within 0.0003 of the best for SmolLM2 (0.329 at 16 and at 4); 2-fold CV over M and the
+# weighting: 0.355 / 0.317 (bench/results/quality/cranfield/20261201-145504). On aligned bags
+# alone 64 was best (0.312 against 0.259 at 16; .../20261201-131209).
+DEFAULT_ALIGNED_TOKENS = 16
 TOKEN_WEIGHTINGS = ("idf", "count")
 
 
