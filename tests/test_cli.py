@@ -459,3 +459,21 @@ def test_hybrid_search_prints_the_fused_ranking(beir_folder, tiny_llama_dir, tmp
     assert "1 weights for 2 --parts" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["search", "--index", str(output), "--mode", "hybrid", "--parts", "dense", "x"])
+
+
+def test_literal_weights_are_chosen_on_the_command_line(beir_folder, tiny_llama_dir, tmp_path,
+                                                        capsys):
+    """--literal on / --literal-alpha store literal weights (the tiny model has none by
+    default); bad combinations stop before any model loads."""
+    assert build(beir_folder, tiny_llama_dir, tmp_path / "plain") == 0
+    assert SparseIndex.load(tmp_path / "plain").manifest.bags.literal is None
+    assert build(beir_folder, tiny_llama_dir, tmp_path / "lit", "--literal-alpha", "0.25") == 0
+    literal = SparseIndex.load(tmp_path / "lit").manifest.bags.literal
+    assert literal["alpha"] == 0.25
+    capsys.readouterr()
+    assert build(beir_folder, tiny_llama_dir, tmp_path / "bad", "--literal", "off",
+                 "--literal-alpha", "1") == 2
+    assert "--literal-alpha needs literal weights" in capsys.readouterr().err
+    assert build(beir_folder, tmp_path / "no-such-model", tmp_path / "bad",
+                 "--literal-alpha", "-1") == 2
+    assert "literal alpha must be a finite number >= 0" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from tokretrieve.encoding.encoder import (
     DTYPES,
     Encoder,
 )
+from tokretrieve.encoding.literal import LiteralWeights
 from tokretrieve.encoding.models import ALIASES, DEFAULT_MODEL
 from tokretrieve.encoding.projection import WEIGHTINGS
 from tokretrieve.encoding.sharded import check_cluster
@@ -287,6 +288,12 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="how token weights derive from logits (default: the model's)")
     parser.add_argument("--merge-variants", action="store_true",
                         help="fold case and word-boundary variants of a token into one")
+    parser.add_argument("--literal", choices=("default", "on", "off"), default="default",
+                        help="add each document's own tokens, BM25-weighted, to its bag "
+                             "(default: the model's measured choice; on for minilm and smollm2)")
+    parser.add_argument("--literal-alpha", type=float, default=None,
+                        help="the aligned tokens' share beside the literal ones (implies "
+                             "--literal on; default: the model's, else 0.5)")
     parser.add_argument("--impacts", choices=list(IMPACT_TYPES), default="uint8",
                         help="stored weight precision: uint8 levels (default, 1 byte per weight "
                              "instead of 4) or exact float32")
@@ -360,12 +367,23 @@ def _run_file(value: str) -> str:
     return value
 
 
+def _literal(args: argparse.Namespace) -> LiteralWeights | bool | None:
+    """The --literal / --literal-alpha choice as Encoder.load's `literal` (checked before any
+    model loads)."""
+    if args.literal_alpha is not None:
+        if args.literal == "off":
+            raise TokretrieveError("--literal-alpha needs literal weights: drop --literal off")
+        return LiteralWeights(alpha=args.literal_alpha)
+    return {"default": None, "on": True, "off": False}[args.literal]
+
+
 def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | None = None,
            shards: int | None = None) -> tuple[SparseIndex, Encoder]:
     """Build the index, or reuse the one at `output` when everything that shaped it (model
     weights, method, max length, dtype, bag recipe, layout, documents) is the same; when
     something differs, say what before rebuilding. `cluster` and `shards` encode on Dask."""
     check_count(args.bag_size, "--bag-size")  # fail before minutes of model loading, not after
+    _literal(args)
     if (cluster is None) != (shards is None):
         raise TokretrieveError("--cluster and --shards go together: e.g. --cluster "
                                "tcp://host:8786 --shards 8, or --cluster local --shards 2")
@@ -378,7 +396,8 @@ def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | N
     print(f"read {len(docs)} documents from {corpus}")
     encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length,
                            batch_size=args.batch_size, dtype=args.dtype,
-                           bag_size=args.bag_size, weighting=args.weighting)
+                           bag_size=args.bag_size, weighting=args.weighting,
+                           literal=_literal(args))
     options = {"pc1_strength": args.pc1_strength, "merge_variants": args.merge_variants,
                "impacts": args.impacts}
     existing, differences = reusable_index(output, docs, encoder, **options)
