@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from bench.toolkit.clock import ONE_PASS, latency, timed
 from bench.toolkit.threads import pinned
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
-from tokretrieve.index.storage import folder_bytes
+from tokretrieve.index.storage import file_digest, folder_bytes
 
 if TYPE_CHECKING:
     from bench.quality.runner import Options
@@ -95,7 +94,7 @@ class SpladeEncoder:
     @property
     def content_hash(self) -> str:
         """sha256 of the weights: what a cache of this model's bags must match."""
-        return _sha256(self.folder / "model.safetensors")
+        return file_digest(self.folder / "model.safetensors")
 
     def encode(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Bags of `texts`, in order; batches go by length (less padding), truncated at the
@@ -305,14 +304,6 @@ def _read_bags(path: Path, key: dict) -> tuple[sp.csr_matrix, dict] | None:
                                           str(data["encoded_at"]), True)
     except (OSError, KeyError, ValueError):
         return None  # unreadable or from an older layout: encode afresh
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
