@@ -57,3 +57,26 @@ def test_relative_folder_is_recorded_by_its_absolute_path(tiny_llama_dir, tmp_pa
     index = SparseIndex.load(path)
     assert index.manifest.model.name == str(folder)
     assert index_encoder(index).model.content_hash == index.manifest.model.content_hash
+
+
+def test_a_special_token_past_the_embedding_matrix_is_no_error(tiny_llama_dir, tmp_path):
+    """EmbeddingGemma's tokenizer holds a special token one past the last row of its
+    262,144-row embedding matrix; excluding every special id without a range check raised
+    IndexError. Here: the tiny model's tokenizer with one added special token past its rows."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rows = len(tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<past-the-rows>"]})
+    assert tokenizer.convert_tokens_to_ids("<past-the-rows>") == rows
+    tokenizer.save_pretrained(folder)
+    encoder = Encoder.load(str(folder), method="prompteol", device="cpu")
+    assert encoder.model.vocab_size == rows
+    tokens = encoder.key_tokens("wing flutter at supersonic speed", top_k=5)
+    assert len(tokens) == 5 and "<past-the-rows>" not in [t for t, _ in tokens]
+    bags = encoder.encode_document(["wing flutter", "heat shell"])
+    assert bags.shape == (2, rows) and bags.indices.max() < rows

@@ -107,7 +107,11 @@ class Encoder:
         if max_length <= overhead:
             raise TokretrieveError(f"max_length {max_length} leaves no room for text: the "
                                    f"'{method.name}' prompt and special tokens take {overhead}")
-        self._special_ids = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
+        # Only the special ids the projection has a row for: a tokenizer may hold added special
+        # tokens past the last row of the embedding matrix (EmbeddingGemma's id 262144 of 262,144
+        # rows), which no bag can contain anyway.
+        self._special_ids = np.array(sorted(i for i in set(tokenizer.all_special_ids)
+                                            if 0 <= i < model.vocab_size), dtype=np.int64)
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, method: str | None = None,
