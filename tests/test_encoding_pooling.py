@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -166,13 +168,69 @@ def test_very_long_input_does_not_crash(tiny_encoder):
 
 def test_method_registry_and_defaults():
     """Unknown methods are refused naming the valid ones; defaults follow the model name."""
-    assert set(METHODS) == {"prompteol", "sgpt", "mean", "last"}
-    with pytest.raises(TokretrieveError, match=r"unknown embedding method 'cls'.*prompteol"):
-        get_method("cls")
+    assert set(METHODS) == {"prompteol", "sgpt", "mean", "last", "cls", "weighted_mean"}
+    with pytest.raises(TokretrieveError, match=r"unknown embedding method 'max'.*prompteol"):
+        get_method("max")
     assert default_method_for("minilm") == "mean"
     assert default_method_for("smollm2") == "prompteol"
     assert default_method_for("Muennighoff/SGPT-125M-weightedmean-nli-bitfit") == "sgpt"
     assert default_method_for("/models/some-causal-lm") == "prompteol"
+    # a bidirectional encoder is never given PromptEOL's last-token state
+    assert default_method_for("/models/some-encoder", is_causal=False) == "mean"
+
+
+def sentence_transformers_folder(source: Path, target: Path, mode: str) -> Path:
+    """A copy of a model folder in the sentence-transformers layout: modules.json naming a
+    Transformer, a Pooling module in `1_Pooling/` set to `mode`, and a Normalize module."""
+    import json
+    import shutil
+
+    shutil.copytree(source, target)
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize"}]
+    (target / "modules.json").write_text(json.dumps(modules))
+    (target / "1_Pooling").mkdir()
+    modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens",
+             "weightedmean_tokens", "lasttoken")
+    config = {"word_embedding_dimension": 32,
+              **{f"pooling_mode_{m}": m == mode for m in modes}}
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize(("mode", "method"), [("cls_token", "cls"), ("mean_tokens", "mean"),
+                                              ("lasttoken", "last"),
+                                              ("weightedmean_tokens", "weighted_mean")])
+def test_a_sentence_transformers_folder_pools_as_its_pooling_module_says(
+        tiny_bert_dir, bert_reference, tmp_path, mode, method):
+    """The method comes from the folder's Pooling config, and pools as a plain transformers
+    forward pooled by hand does ([CLS] state, mean, last real token, position-weighted mean)."""
+    folder = sentence_transformers_folder(tiny_bert_dir, tmp_path / "st", mode)
+    encoder = Encoder.load(str(folder), device="cpu")
+    assert encoder.method.name == method
+    model, tokenizer = bert_reference
+    texts = ["wing flutter at supersonic speed", "heat"]
+    got = encoder.embed(texts)
+    for row, text in enumerate(texts):
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            hidden = model(input_ids=ids).last_hidden_state[0].double()
+        positions = torch.arange(1, hidden.shape[0] + 1, dtype=torch.float64)[:, None]
+        expected = {"cls": hidden[0], "mean": hidden.mean(dim=0), "last": hidden[-1],
+                    "weighted_mean": (hidden * positions).sum(dim=0) / positions.sum()}[method]
+        np.testing.assert_allclose(got[row], expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_pooling_no_method_reproduces_is_refused(tiny_bert_dir, tmp_path):
+    folder = sentence_transformers_folder(tiny_bert_dir, tmp_path / "st", "max_tokens")
+    with pytest.raises(TokretrieveError, match=r"pooling_mode_max_tokens has no tokretrieve "
+                                               r"method.*give --method"):
+        Encoder.load(str(folder), device="cpu")
+    assert Encoder.load(str(folder), method="mean", device="cpu").method.name == "mean"
 
 
 def test_weighted_mean_pool_by_hand():

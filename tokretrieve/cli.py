@@ -277,7 +277,8 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"alias ({', '.join(ALIASES)}), local folder, .gguf file or hub id "
                              f"(default {DEFAULT_MODEL})")
-    parser.add_argument("--method", help="prompteol, sgpt, mean or last (default: the model's)")
+    parser.add_argument("--method", help="prompteol, sgpt, mean, last, cls or weighted_mean "
+                                         "(default: the model's)")
     parser.add_argument("--bag-size", type=int, default=DEFAULT_BAG_SIZE,
                         help=f"key tokens kept per document (default {DEFAULT_BAG_SIZE})")
     parser.add_argument("--pc1-strength", type=_strength, default=None,

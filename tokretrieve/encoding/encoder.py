@@ -40,7 +40,7 @@ from tokretrieve.encoding.projection import (
     check_weighting,
 )
 from tokretrieve.encoding.vocabulary import merge_variants
-from tokretrieve.errors import TokretrieveError, check_count
+from tokretrieve.errors import ModelLoadError, TokretrieveError, check_count
 
 DEFAULT_MAX_LENGTH = 256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -130,7 +130,10 @@ class Encoder:
             raise TokretrieveError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
         recipe = _check_recipe(BagRecipe(bag_size, weighting, literal=literal))  # before loading
         loaded = load_model(model, device=device, dtype=DTYPES[dtype])
-        return cls(loaded, get_method(method or loaded.default_method), max_length, batch_size,
+        method = method or loaded.default_method
+        if method is None:
+            raise ModelLoadError(loaded.method_problem)
+        return cls(loaded, get_method(method), max_length, batch_size,
                    recipe)
 
     def with_bags(self, **changes) -> Encoder:

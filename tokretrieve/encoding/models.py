@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -87,12 +88,15 @@ class LoadedModel:
     projection_weight: torch.Tensor
     projection_bias: torch.Tensor | None
     is_causal: bool
-    default_method: str
+    # None: the model's own configuration names a method this code lacks (`method_problem`
+    # says which); `--method` must then choose one.
+    default_method: str | None
     default_weighting: str
     # None: no measured default; an index build then calibrates λ on the corpus ("auto").
     default_pc1_relative: float | None
     # None: aligned bags only (models without a measurement get none).
     default_literal: LiteralWeights | None = None
+    method_problem: str = ""
     _content_hash: str | None = field(default=None, repr=False)
 
     @property
@@ -147,18 +151,55 @@ def alias_path(alias: str) -> Path:
     return path
 
 
-def default_method_for(name: str) -> str:
-    """The embedding method a model was trained with, guessed from its name where not an alias.
+def default_method_for(name: str, source: str | None = None, is_causal: bool = True) -> str:
+    """The embedding method a model was trained with, where `--method` does not say.
 
-    SGPT checkpoints are named for their pooling ("weightedmean"); BERT-style sentence embedders
-    use mean pooling; plain causal LMs get PromptEOL, the paper's setting for generative LLMs.
+    An alias has its measured method; a sentence-transformers folder says its pooling in its
+    Pooling module's config (modules.json names the module's folder); SGPT checkpoints are
+    named for their pooling ("weightedmean"); other encoders (bidirectional: BERT-style) mean
+    pooling; plain causal LMs PromptEOL, the paper's setting for generative LLMs.
     """
     if name in ALIASES:
         return ALIASES[name].default_method
+    pooling = sentence_transformers_pooling(Path(source)) if source else None
+    if pooling is not None:
+        return pooling
     lowered = name.lower()
     if "sgpt" in lowered or "weightedmean" in lowered:
         return "sgpt"
-    return "prompteol"
+    return "prompteol" if is_causal else "mean"
+
+
+# sentence-transformers' Pooling modes and the methods (tokretrieve.encoding.pooling) that pool
+# the same way; its other modes (max, mean_sqrt_len) have no method here.
+_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                  "pooling_mode_lasttoken": "last",
+                  "pooling_mode_weightedmean_tokens": "weighted_mean"}
+
+
+def sentence_transformers_pooling(folder: Path) -> str | None:
+    """The method of a sentence-transformers model folder's Pooling module (None for a folder
+    that has none); a pooling no method reproduces is refused, naming it."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        pooling = next((m for m in modules if str(m.get("type", "")).endswith(".Pooling")),
+                       None)
+        if pooling is None:
+            return None
+        config = json.loads((folder / pooling["path"] / "config.json").read_text(
+            encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ModelLoadError(f"{modules_file} names a Pooling module that cannot be read "
+                             f"({error}): give --method") from None
+    modes = sorted(key for key, on in config.items() if key.startswith("pooling_mode") and on)
+    if len(modes) != 1 or modes[0] not in _POOLING_MODES:
+        raise ModelLoadError(f"{folder}: sentence-transformers pooling {', '.join(modes) or 'none'}"
+                             f" has no tokretrieve method (mean, cls, last, weighted mean): "
+                             "give --method")
+    return _POOLING_MODES[modes[0]]
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
@@ -178,6 +219,11 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
             f"({' '.join(str(error).split())})"
         ) from error
     model.to(device).eval()
+    default_method, method_problem = None, ""
+    try:
+        default_method = default_method_for(name, source, is_causal)
+    except ModelLoadError as error:  # refused only if no --method chooses one
+        method_problem = str(error)
     if is_causal:
         backbone = model.base_model
         head = model.get_output_embeddings()
@@ -193,7 +239,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         projection_weight=weight.detach(),
         projection_bias=None if bias is None else bias.detach(),
         is_causal=is_causal,
-        default_method=default_method_for(name),
+        default_method=default_method,
+        method_problem=method_problem,
         # Unmeasured models get the weighting that won for their family on Cranfield: log1p_relu
         # for the causal LM (SmolLM2), softmax for the encoder (MiniLM).
         default_weighting=(ALIASES[name].default_weighting if name in ALIASES

@@ -15,7 +15,7 @@ import torch
 
 from tokretrieve.errors import TokretrieveError
 
-Pooling = Literal["mean", "weighted_mean", "last"]
+Pooling = Literal["mean", "weighted_mean", "last", "cls"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class EmbeddingMethod:
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pool (batch, length, hidden) states under a right-padded (batch, length) mask."""
         mask = mask.to(hidden.dtype)
+        if self.pooling == "cls":  # the first position's state (BERT's [CLS])
+            return hidden[:, 0]
         if self.pooling == "last":
             last = mask.sum(dim=1).long() - 1
             return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
@@ -57,6 +59,9 @@ METHODS: dict[str, EmbeddingMethod] = {
     "sgpt": EmbeddingMethod("sgpt", "weighted_mean", ("{", "}"), ("[", "]")),
     "mean": EmbeddingMethod("mean", "mean"),
     "last": EmbeddingMethod("last", "last"),
+    # sentence-transformers' CLS and weighted-mean pooling, without any prompt
+    "cls": EmbeddingMethod("cls", "cls"),
+    "weighted_mean": EmbeddingMethod("weighted_mean", "weighted_mean"),
 }
 
 
