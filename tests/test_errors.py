@@ -339,8 +339,8 @@ def test_unwritable_cache_for_a_gguf_copy_names_the_setting(tmp_path, monkeypatc
 
 def test_unknown_method_and_bad_sizes(tiny_llama_dir):
     """An unknown embedding method or a non-positive max_length is refused at load."""
-    with pytest.raises(TokretrieveError, match="unknown embedding method 'cls'"):
-        Encoder.load(str(tiny_llama_dir), method="cls")
+    with pytest.raises(TokretrieveError, match="unknown embedding method 'max'"):
+        Encoder.load(str(tiny_llama_dir), method="max")
     with pytest.raises(TokretrieveError, match="must be positive"):
         Encoder.load(str(tiny_llama_dir), max_length=0)
 
