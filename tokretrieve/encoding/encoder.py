@@ -28,7 +28,6 @@ from tokretrieve.encoding.literal import (
     LiteralFit,
     LiteralWeights,
     mixed_bags,
-    stopword_ids,
     token_counts,
 )
 from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -166,7 +165,7 @@ class Encoder:
         literal = self.literal
         if literal is None or not literal.stopwords:
             return None
-        return stopword_ids(self.tokenizer, self.model.vocab_size)
+        return self.model.stopword_ids()
 
     def token_counts(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Texts' own token counts as literal weights count them (texts x vocabulary), stop

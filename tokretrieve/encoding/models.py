@@ -20,9 +20,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from tokretrieve.encoding.literal import LiteralWeights
+from tokretrieve.encoding.literal import LiteralWeights, stopword_ids
 from tokretrieve.errors import ModelLoadError
 
 
@@ -98,6 +99,7 @@ class LoadedModel:
     default_literal: LiteralWeights | None = None
     method_problem: str = ""
     _content_hash: str | None = field(default=None, repr=False)
+    _stopword_ids: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def hidden_size(self) -> int:
@@ -110,6 +112,14 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return self.projection_weight.device
+
+    def stopword_ids(self) -> np.ndarray:
+        """The vocabulary's English stop-word tokens (tokretrieve.encoding.literal), found
+        once per model: finding them reads the whole vocabulary, and every literal bag needs
+        them."""
+        if self._stopword_ids is None:
+            self._stopword_ids = stopword_ids(self.tokenizer, self.vocab_size)
+        return self._stopword_ids
 
     @property
     def content_hash(self) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.encoding.encoder import Encoder, check_texts
-from tokretrieve.encoding.literal import LiteralFit, LiteralWeights
+from tokretrieve.encoding.literal import LiteralFit, LiteralWeights, token_counts
 from tokretrieve.encoding.models import load_tokenizer
 from tokretrieve.encoding.projection import PC1Adjustment
 from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
@@ -180,7 +180,6 @@ class TokenQueryEncoder:
         self.vocab_size = vocab_size
         self.token_map = token_map
         self.multipliers = multipliers
-        self._special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
 
     @classmethod
     def for_index(cls, index: SparseIndex, token_weighting: TokenWeighting | None = None,
@@ -192,27 +191,11 @@ class TokenQueryEncoder:
                    multipliers)
 
     def encode(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """A leading space gives the first word the same word-initial form (e.g. 'Ġheat') as
-        the rest, as it has inside documents; special tokens and ids beyond the vocabulary of
-        the index are dropped."""
-        texts = check_texts(texts)
-        rows = []
-        for text in texts:
-            ids = np.zeros(0, dtype=np.int64)
-            if text.strip():
-                ids = np.array(self.tokenizer(" " + text.strip(),
-                                              add_special_tokens=False)["input_ids"],
-                               dtype=np.int64)
-                ids = ids[(ids < self.vocab_size) & ~np.isin(ids, self._special)]
-                if self.token_map is not None:
-                    ids = self.token_map[ids].astype(np.int64)
-            rows.append(ids)
-        lengths = [len(ids) for ids in rows]
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        bags = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                             shape=(len(texts), self.vocab_size))
-        bags.sum_duplicates()  # repeated tokens: their count
+        """Each query's token counts, counted as literal weights count a document's
+        (tokretrieve.encoding.literal.token_counts): a leading space gives the first word the
+        same word-initial form (e.g. 'Ġheat') as the rest, as it has inside documents; special
+        tokens and ids beyond the vocabulary of the index are dropped."""
+        bags = token_counts(self.tokenizer, check_texts(texts), self.vocab_size, self.token_map)
         return _weighted(bags, self.multipliers)
 
 
