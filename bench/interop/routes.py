@@ -21,15 +21,12 @@ from typing import Any
 
 from bench.toolkit.clock import timed
 from tokretrieve.index.sparse import SparseIndex
+from tokretrieve.index.storage import folder_bytes
 from tokretrieve.interop.agreement import Agreement, compare
 from tokretrieve.interop.jsonl import export_jsonl, read_vectors
 from tokretrieve.interop.queries import ExportedQueries
 
 Results = dict[str, list[tuple[str, float]]]
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
 def per_query_ms(seconds: float, queries: ExportedQueries) -> float:
