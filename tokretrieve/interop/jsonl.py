@@ -28,7 +28,7 @@ from tokretrieve.errors import CorpusError, TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.interop.bags import document_bags, integer_impacts
 from tokretrieve.interop.keys import KEY_STYLES, KeyStyle, TokenKeys
-from tokretrieve.interop.output import staged_folder, write_metadata
+from tokretrieve.interop.output import export_facts, staged_folder, write_metadata
 from tokretrieve.interop.queries import ExportedQueries
 from tokretrieve.search.query_encoders import index_tokenizer
 
@@ -75,18 +75,13 @@ def export_jsonl(index: SparseIndex, output: str | Path, target: Target = "jsonv
         query_fields = {}
         if exported is not None:
             _write_queries(folder, exported, quoted, field)
-            query_fields = {"queries": {
-                "file": "queries.jsonl", "topics": "queries.tsv", "mode": exported.mode,
-                "count": len(exported.qids),
-                "scales": dict(zip(exported.qids, exported.scales.tolist(), strict=True))}}
-        return write_metadata(
-            folder, target, index=str(index.path or ""),
-            generation=index.manifest.contents.generation if index.manifest.contents else 0,
-            model=index.manifest.model.name, vocab_size=index.vocab_size,
-            documents=documents, scale=scale, keys=token_keys.style,
+            query_fields = {"queries": {"file": "queries.jsonl", "topics": "queries.tsv",
+                                        **exported.facts()}}
+        return write_metadata(folder, export_facts(
+            index, target, documents, scale, keys=token_keys.style,
             mapped_keys=token_keys.mapped,
             weights="integer impact levels: tokretrieve's weight = level x scale",
-            **query_fields)
+            **query_fields))
 
 
 def _write_documents(index: SparseIndex, folder: Path, quoted: list[str], field: str,
@@ -121,14 +116,23 @@ def _write_queries(folder: Path, exported: ExportedQueries, quoted: list[str],
         for q, qid in enumerate(exported.qids):
             tokens, weights = exported.row(q)
             vectors.write(_line(qid, field, quoted, tokens, weights))
-            text = " ".join(exported.texts[q].split())  # one line, no tab: TSV-safe
-            topics.write(f"{qid}\t{text}\n")
+            topics.write(topic_line(qid, exported.texts[q]))
+
+
+def topic_line(qid: str, text: str) -> str:
+    """A `queries.tsv` line: the id, a tab, the text on one line with no tab (TSV-safe)."""
+    return f"{qid}\t{' '.join(text.split())}\n"
+
+
+def vector_text(quoted: Sequence[str], tokens, levels) -> str:
+    """The inside of a JSON object of integer levels keyed by the tokens' quoted keys: written
+    by hand, as json.dumps per document would cost more than the export's reading."""
+    return ", ".join(f"{quoted[t]}: {int(w)}" for t, w in zip(tokens, levels, strict=True))
 
 
 def _line(record_id: str, field: str, quoted: list[str], tokens, weights) -> str:
-    vector = ", ".join(f"{quoted[t]}: {int(w)}" for t, w in zip(tokens, weights, strict=True))
     return f'{{"id": {json.dumps(record_id, ensure_ascii=False)}, "{field}": "", ' \
-           f'"vector": {{{vector}}}}}\n'
+           f'"vector": {{{vector_text(quoted, tokens, weights)}}}}}\n'
 
 
 def vector_files(path: str | Path) -> list[Path]:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from tokretrieve.errors import TokretrieveError, check_count
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.interop.bags import document_bags, integer_impacts
-from tokretrieve.interop.output import EXPORT_FORMAT, EXPORT_VERSION
+from tokretrieve.interop.output import export_facts
 from tokretrieve.interop.queries import ExportedQueries
 
 INSTALL = "pip install 'tokretrieve[milvus]' (or `make install-milvus` in a checkout)"
@@ -88,14 +88,9 @@ def export_milvus(index: SparseIndex, uri: str, collection: str = "tokretrieve",
             with suppress(Exception):
                 client.drop_collection(staging)
             raise
-        facts = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "target": "milvus",
-                 "index": str(index.path or ""),
-                 "generation": (index.manifest.contents.generation
-                                if index.manifest.contents else 0),
-                 "model": index.manifest.model.name, "vocab_size": index.vocab_size,
-                 "documents": documents, "empty_documents": empty, "scale": scale,
-                 "weights": "bag values are integer impact levels keyed by token id: "
-                            "tokretrieve's weight = level x scale"}
+        facts = export_facts(index, "milvus", documents, scale, empty_documents=empty,
+                             weights="bag values are integer impact levels keyed by token "
+                                     "id: tokretrieve's weight = level x scale")
         client.alter_collection_properties(staging, properties={PROPERTY: json.dumps(facts)})
         if client.has_collection(collection):
             client.drop_collection(collection)

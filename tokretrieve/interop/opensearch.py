@@ -39,9 +39,9 @@ from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.interop.bags import document_bags, integer_impacts
-from tokretrieve.interop.jsonl import index_keys
+from tokretrieve.interop.jsonl import index_keys, topic_line, vector_text
 from tokretrieve.interop.keys import KeyStyle
-from tokretrieve.interop.output import staged_folder, write_metadata
+from tokretrieve.interop.output import export_facts, staged_folder, write_metadata
 from tokretrieve.interop.queries import ExportedQueries
 
 ID_FIELD, BAG_FIELD = "doc_id", "bag"
@@ -98,25 +98,21 @@ def export_opensearch(index: SparseIndex, output: str | Path, *, keys: KeyStyle 
         if exported is not None:
             largest = _write_queries(folder, exported, token_keys.keys, index_name)
             query_fields = {"queries": {
-                "file": "queries.ndjson", "topics": "queries.tsv", "mode": exported.mode,
-                "count": len(exported.qids), "size": QUERY_SIZE, "largest": largest,
+                "file": "queries.ndjson", "topics": "queries.tsv", **exported.facts(),
+                "size": QUERY_SIZE, "largest": largest,
                 "clause_limit": ("fits the default indices.query.bool.max_clause_count "
                                  f"({DEFAULT_MAX_CLAUSES})" if largest <= DEFAULT_MAX_CLAUSES
                                  else f"raise indices.query.bool.max_clause_count to "
-                                      f"{largest} or more"),
-                "scales": dict(zip(exported.qids, exported.scales.tolist(), strict=True))}}
-        return write_metadata(
-            folder, "opensearch", index=str(index.path or ""),
-            generation=index.manifest.contents.generation if index.manifest.contents else 0,
-            model=index.manifest.model.name, vocab_size=index.vocab_size,
-            documents=documents, scale=scale, keys=token_keys.style,
+                                      f"{largest} or more")}}
+        return write_metadata(folder, export_facts(
+            index, "opensearch", documents, scale, keys=token_keys.style,
             mapped_keys=token_keys.mapped, index_name=index_name, mapping="mapping.json",
             query_template="query-template.json", bulk_files=parts,
             weights="rank_features values are integer impact levels: tokretrieve's weight = "
                     "level x scale",
             tested="written to the OpenSearch/Elasticsearch documentation's rules; not run "
                    "against a live server",
-            **query_fields)
+            **query_fields))
 
 
 def _check_index_name(name: str) -> None:
@@ -153,8 +149,7 @@ def _write_bulk(index: SparseIndex, folder: Path, quoted: list[str], index_name:
                 for row, doc_id in enumerate(block.doc_ids):
                     lo, hi = levels.indptr[row], levels.indptr[row + 1]
                     quoted_id = json.dumps(doc_id, ensure_ascii=False)
-                    bag = ", ".join(f"{quoted[t]}: {int(w)}" for t, w in
-                                    zip(levels.indices[lo:hi], levels.data[lo:hi], strict=True))
+                    bag = vector_text(quoted, levels.indices[lo:hi], levels.data[lo:hi])
                     pair = (f'{{"index": {{"_index": {target}, "_id": {quoted_id}}}}}\n'
                             f'{{"{ID_FIELD}": {quoted_id}, "{BAG_FIELD}": {{{bag}}}}}\n'
                             ).encode()
@@ -186,8 +181,7 @@ def _write_queries(folder: Path, exported: ExportedQueries, keys: Sequence[str],
             largest = max(largest, len(tokens))
             body = json.dumps(search_body(tokens, levels, keys), ensure_ascii=False)
             bodies.write(f"{header}\n{body}\n")
-            text = " ".join(exported.texts[q].split())  # one line, no tab: TSV-safe
-            topics.write(f"{qid}\t{text}\n")
+            topics.write(topic_line(qid, exported.texts[q]))
     return largest
 
 

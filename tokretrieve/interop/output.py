@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tokretrieve.errors import TokretrieveError
+from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.index.storage import fsync_dir, fsync_tree, read_json, write_json_durably
 
 EXPORT_FORMAT = "tokretrieve.export"
@@ -53,12 +54,23 @@ def replace_folder(staging: Path, destination: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def write_metadata(folder: Path, target: str, **fields: object) -> dict:
-    """Write `export.json`: the format, the target engine and what the files mean."""
-    data = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "target": target,
-            **fields}
-    write_json_durably(folder / METADATA, data)
-    return data
+def export_facts(index: SparseIndex, target: str, documents: int, scale: float,
+                 **fields: object) -> dict:
+    """What every export records of itself (`export.json`, Milvus's collection property):
+    the format, the target engine, the index and generation the bags came from, its model and
+    vocabulary, how many documents went out, the scale of their levels, and the route's own
+    `fields`."""
+    contents = index.manifest.contents
+    return {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "target": target,
+            "index": str(index.path or ""), "generation": contents.generation if contents else 0,
+            "model": index.manifest.model.name, "vocab_size": index.vocab_size,
+            "documents": documents, "scale": scale, **fields}
+
+
+def write_metadata(folder: Path, facts: dict) -> dict:
+    """Write an export folder's `export.json` (`export_facts`); returns it."""
+    write_json_durably(folder / METADATA, facts)
+    return facts
 
 
 def read_metadata(folder: str | Path) -> dict:

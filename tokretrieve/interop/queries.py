@@ -52,6 +52,11 @@ class ExportedQueries:
         ranking an engine given the integer queries must return."""
         return dequantized(self.levels, self.scales)
 
+    def facts(self) -> dict:
+        """What an export records of its queries: their mode, count and each one's scale."""
+        return {"mode": self.mode, "count": len(self.qids),
+                "scales": dict(zip(self.qids, self.scales.tolist(), strict=True))}
+
     def row(self, q: int) -> tuple[np.ndarray, np.ndarray]:
         """Query q's token ids and integer weights."""
         start, end = self.levels.indptr[q], self.levels.indptr[q + 1]
