@@ -42,7 +42,7 @@ from bench.toolkit.cached import (
     record_fields,
     scratch_folder,
 )
-from bench.toolkit.cli import parse_list, positive_int
+from bench.toolkit.cli import one_of, parse_list, positive_int
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 from tokretrieve.interop.queries import ExportedQueries
 
@@ -71,18 +71,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def choice(allowed: Sequence[str]):
-    def parse(text: str) -> str:
-        if text not in allowed:
-            raise ValueError(text)
-        return text
-    return parse
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    routes = parse_list(args.routes, choice(ROUTES), "--routes")
-    modes = parse_list(args.modes, choice(MODES), "--modes")
+    routes = parse_list(args.routes, one_of(ROUTES), "--routes")
+    modes = parse_list(args.modes, one_of(MODES), "--modes")
     opened = open_collection(args)
     if opened is None:
         return 1

@@ -32,7 +32,7 @@ from bench.toolkit.cached import (
     record_fields,
     scratch_folder,
 )
-from bench.toolkit.cli import parse_list, positive_int
+from bench.toolkit.cli import one_of, parse_list, positive_int
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 from tokretrieve import SparseIndex
 from tokretrieve.serve import Limits
@@ -47,12 +47,6 @@ def non_negative(text: str) -> float:
     if not value >= 0:
         raise ValueError(text)
     return value
-
-
-def mode(text: str) -> str:
-    if text not in MODES:
-        raise ValueError(text)
-    return text
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -91,7 +85,8 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     if seconds <= 0:
         raise SystemExit("error: --seconds must be positive")
     return {"clients": clients, "windows": windows, "seconds": seconds,
-            "modes": parse_list(args.modes, mode, "--modes"), "write_rate": args.write_rate,
+            "modes": parse_list(args.modes, one_of(MODES), "--modes"),
+            "write_rate": args.write_rate,
             "k": args.k, "seed": args.seed, "quick": args.quick,
             "default_window_s": Limits.batch_window_s}
 

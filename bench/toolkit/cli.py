@@ -8,7 +8,7 @@ the same errors, which name the option and the bad item.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -34,3 +34,13 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise ValueError(text)
     return value
+
+
+def one_of(allowed: Sequence[str]) -> Callable[[str], str]:
+    """An argument type accepting only the `allowed` words (a ValueError otherwise, as for
+    `positive_int`): the query modes or routes of a list option, say."""
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(text)
+        return text
+    return parse
