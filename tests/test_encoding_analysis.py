@@ -121,8 +121,11 @@ def test_own_tokens_are_the_text_alone_truncated_like_the_input(tiny_encoder, mo
     words = ["heat", "transfer", "in", "a", "turbulent", "boundary", "layer"]
     expected = tokenizer.convert_tokens_to_ids(words)
     assert own_token_ids(encoder, [" ".join(words)]) == [expected]
-    # A short max_length keeps only as many of the text's ids as the encoder feeds.
-    short = tiny_encoder(model, method, max_length=len(encoder.input_ids([""])[0]) + 3)
+    # A short max_length keeps only as many of the text's ids as the encoder feeds (the
+    # prompt's own length measured around a one-token text: around an empty one, its two
+    # quotes would meet and tokenize as one).
+    overhead = len(encoder.input_ids(["heat"])[0]) - 1
+    short = tiny_encoder(model, method, max_length=overhead + 3)
     assert own_token_ids(short, [" ".join(words)]) == [expected[:3]]
 
 
@@ -303,3 +306,62 @@ def test_report_says_why_a_backbone_of_another_hidden_size_is_not_compared(tiny_
     assert analysis.backbone.change is None
     assert "hidden size 64" in analysis.backbone.note and "32" in analysis.backbone.note
     assert "not comparable" in render_markdown(analysis)
+
+
+# ---------------------------------------------------------------------------- the paper's metrics
+def test_paper_metrics_on_hand_built_logits():
+    """Hit@K, LAR and GAR by the authors' definitions, on an identity projection: each text's
+    logits are its embedding, so its decoded ranking is known. Text 0 (own {0, 1}) ranks 0, 3,
+    1...: hit@2 yes, LAR = |{0} ∩ {0,1}| / 2 = 0.5. Text 1 (own {2}) ranks 3, 2: hit@2 yes,
+    LAR 0 (top-1 is 3). Text 2 (own {4}) ranks 0, 1: no hit. GAR = |{0}| / |{0,1,2,4}|."""
+    from tokretrieve.encoding.alignment import paper_metrics
+
+    embeddings = np.array([[5, 3, 0, 4, 0], [0, 0, 4, 5, 0], [5, 4, 0, 0, 1]], dtype=np.float32)
+    projector = KeyTokenProjector(torch.eye(5), None, np.zeros(0, dtype=np.int64))
+    metrics = paper_metrics(embeddings, projector, [[0, 1, 1], [2], [4]], k=2)
+    assert (metrics.hit, metrics.lar, metrics.gar, metrics.texts) == pytest.approx(
+        (2 / 3, (0.5 + 0 + 0) / 3, 1 / 4, 3))
+    # excluding token 0 (as bags exclude special tokens) changes every list: text 0 ranks
+    # 3, 1 (LAR 0.5 through token 1), text 2 ranks 1, 4 (a hit, LAR 0); GAR |{1}| / 4
+    excluded = KeyTokenProjector(torch.eye(5), None, np.array([0]))
+    got = paper_metrics(embeddings, excluded, [[0, 1, 1], [2], [4]], k=2)
+    assert (got.hit, got.lar, got.gar) == pytest.approx((1.0, 0.5 / 3, 1 / 4))
+
+
+def test_table_marks_literal_variant_and_other(tiny_encoder):
+    """A token of the text is literal; the same word in another case, boundary form or plural
+    is a variant; anything else is other."""
+    from tokretrieve.encoding.analysis import mark_token
+
+    tokenizer = tiny_encoder("llama", "prompteol").tokenizer
+    ids = tokenizer("wing heat", add_special_tokens=False)["input_ids"]
+    as_id = tokenizer.convert_tokens_to_ids
+    assert mark_token(tokenizer, ids[0], ids) == "literal"
+    assert [mark_token(tokenizer, as_id(t), ids) for t in ("Wing", "\u0120wing", "Heat",
+                                                            "flow")] == [
+        "variant", "variant", "variant", "other"]
+
+
+def test_report_over_several_models(tiny_encoder, tmp_path):
+    """One report over two models: its table row per model holds the metrics the paper's
+    definitions give on the same sample, its Table 2 rows mark every token, and two models
+    with one vocabulary are compared."""
+    from tokretrieve.encoding.alignment import literal_token_ids, paper_metrics, prepare_sample
+    from tokretrieve.encoding.analysis import write_models_report
+    from tokretrieve.encoding.projection import PC1Adjustment
+
+    encoders = {"a": tiny_encoder("llama", "prompteol"), "b": tiny_encoder("llama", "mean")}
+    report = write_models_report(["a", "b"], encoders.__getitem__, CORPUS, tmp_path,
+                                 sample=5, progress=False)
+    text = report.read_text(encoding="utf-8")
+    prepared = prepare_sample(encoders["a"], CORPUS, sample=5)
+    expected = paper_metrics(prepared.embeddings, encoders["a"].projector(
+        PC1Adjustment(prepared.direction, 0.0), exclude_special=False),
+        literal_token_ids(encoders["a"], prepared.texts))
+    assert f"{expected.hit:.3f} / {expected.lar:.3f} / {expected.gar:.3f}" in text
+    name = encoders["a"].model.name  # both are the tiny Llama, with two recipes
+    # a row each, and a Table 2 row per distinct λ (one where the calibrated λ is 0)
+    assert 2 + 2 <= text.count(f"| {name} | ") <= 2 + 4
+    assert f"| {name} | 0 | " in text
+    assert "## Models sharing a vocabulary" in text and f"| {name} / {name} |" in text
+    assert (tmp_path / "a-alignment.png").is_file() and (tmp_path / "b-spectrum.png").is_file()

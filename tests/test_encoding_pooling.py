@@ -10,8 +10,8 @@ import torch
 from refimpl import PROMPTEOL, SGPT_DOC, SGPT_QUERY, hidden_states, pool, random_texts
 
 from tokretrieve import Encoder
-from tokretrieve.encoding.models import default_method_for
-from tokretrieve.encoding.pooling import METHODS, get_method
+from tokretrieve.encoding.pooling import pool as pool_states
+from tokretrieve.encoding.recipes import METHODS, family_recipe, get_method
 from tokretrieve.errors import TokretrieveError
 
 TEXTS = random_texts(7, seed=11, low=1, high=20)  # very different lengths: batches pad a lot
@@ -166,17 +166,27 @@ def test_very_long_input_does_not_crash(tiny_encoder):
     assert len(encoder.input_ids([huge])[0]) == 64
 
 
-def test_method_registry_and_defaults():
-    """Unknown methods are refused naming the valid ones; defaults follow the model name."""
-    assert set(METHODS) == {"prompteol", "sgpt", "mean", "last", "cls", "weighted_mean"}
+def test_method_registry_and_family_defaults():
+    """Unknown methods are refused naming the valid ones; a checkpoint's family follows its
+    configuration (architecture, model type), and its name only where a family shares its
+    architecture with plain models."""
+    from types import SimpleNamespace
+
+    assert {"prompteol", "sgpt", "mean", "last", "cls", "weighted_mean"} <= set(METHODS)
     with pytest.raises(TokretrieveError, match=r"unknown embedding method 'max'.*prompteol"):
         get_method("max")
-    assert default_method_for("minilm") == "mean"
-    assert default_method_for("smollm2") == "prompteol"
-    assert default_method_for("Muennighoff/SGPT-125M-weightedmean-nli-bitfit") == "sgpt"
-    assert default_method_for("/models/some-causal-lm") == "prompteol"
+    causal = SimpleNamespace(model_type="llama", architectures=["LlamaForCausalLM"])
+    encoder = SimpleNamespace(model_type="bert", architectures=["BertModel"])
+    neo = SimpleNamespace(model_type="gpt_neo", architectures=["GPTNeoModel"])
+    assert family_recipe("/models/some-causal-lm", causal).name == "prompteol"
     # a bidirectional encoder is never given PromptEOL's last-token state
-    assert default_method_for("/models/some-encoder", is_causal=False) == "mean"
+    assert family_recipe("/models/some-encoder", encoder).name == "mean"
+    nli = family_recipe("Muennighoff/SGPT-125M-weightedmean-nli-bitfit", neo)
+    assert (nli.name, nli.wrap(True), nli.head) == ("sgpt-nli", ("", ""),
+                                                     "EleutherAI/gpt-neo-125m")
+    specb = family_recipe("Muennighoff/SGPT-1.3B-weightedmean-msmarco-specb-bitfit", neo)
+    assert (specb.wrap(True), specb.wrap(False)) == (("[", "]"), ("{", "}"))
+    assert specb.head == "EleutherAI/gpt-neo-1.3B"
 
 
 def sentence_transformers_folder(source: Path, target: Path, mode: str) -> Path:
@@ -211,7 +221,7 @@ def test_a_sentence_transformers_folder_pools_as_its_pooling_module_says(
     forward pooled by hand does ([CLS] state, mean, last real token, position-weighted mean)."""
     folder = sentence_transformers_folder(tiny_bert_dir, tmp_path / "st", mode)
     encoder = Encoder.load(str(folder), device="cpu")
-    assert encoder.method.name == method
+    assert encoder.method.pooling == method
     model, tokenizer = bert_reference
     texts = ["wing flutter at supersonic speed", "heat"]
     got = encoder.embed(texts)
@@ -228,22 +238,29 @@ def test_a_sentence_transformers_folder_pools_as_its_pooling_module_says(
 def test_a_pooling_no_method_reproduces_is_refused(tiny_bert_dir, tmp_path):
     folder = sentence_transformers_folder(tiny_bert_dir, tmp_path / "st", "max_tokens")
     with pytest.raises(TokretrieveError, match=r"pooling_mode_max_tokens has no tokretrieve "
-                                               r"method.*give --method"):
+                                               r"pooling.*give --method or --pooling"):
         Encoder.load(str(folder), device="cpu")
     assert Encoder.load(str(folder), method="mean", device="cpu").method.name == "mean"
 
 
-def test_weighted_mean_pool_by_hand():
-    """EmbeddingMethod.pool on a hand-made right-padded batch: weights 1..n over real tokens."""
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pooling_by_hand(side):
+    """The pooling rules on a hand-made padded batch, padded on either side: weights 1..n over
+    the marked tokens, the first and last marked token."""
     hidden = torch.tensor([[[1.0], [2.0], [4.0]], [[3.0], [5.0], [100.0]]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    weighted = get_method("sgpt").pool(hidden, mask)
+    if side == "left":  # the second row's real tokens moved right, its pad first
+        hidden = torch.tensor([[[1.0], [2.0], [4.0]], [[100.0], [3.0], [5.0]]])
+        mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
     # (1*1 + 2*2 + 3*4) / 6 = 17/6 ; (1*3 + 2*5) / 3 = 13/3
-    torch.testing.assert_close(weighted[:, 0], torch.tensor([17 / 6, 13 / 3]))
-    torch.testing.assert_close(get_method("mean").pool(hidden, mask)[:, 0],
+    torch.testing.assert_close(pool_states("weighted_mean", hidden, mask)[:, 0],
+                               torch.tensor([17 / 6, 13 / 3]))
+    torch.testing.assert_close(pool_states("mean", hidden, mask)[:, 0],
                                torch.tensor([7 / 3, 4.0]))
-    torch.testing.assert_close(get_method("last").pool(hidden, mask)[:, 0],
+    torch.testing.assert_close(pool_states("last", hidden, mask)[:, 0],
                                torch.tensor([4.0, 5.0]))
+    torch.testing.assert_close(pool_states("cls", hidden, mask)[:, 0],
+                               torch.tensor([1.0, 3.0]))
 
 
 def test_max_length_beyond_the_model_positions(tiny_bert_dir):

@@ -309,11 +309,11 @@ def test_typo_of_an_alias_is_refused_without_asking_the_hub(monkeypatch):
 
     asked = []
 
-    def hub(source, dtype):
+    def hub(name, source):
         asked.append(source)
-        raise OSError("no network")
+        raise models._load_error(name, OSError("no network"))
 
-    monkeypatch.setattr(models, "_load_transformers", hub)
+    monkeypatch.setattr(models, "_config", hub)
     for typo, meant in [("minlm", "minilm"), ("MiniLM", "minilm"), ("smollm", "smollm2")]:
         with pytest.raises(ModelLoadError, match=rf"unknown model '{typo}': did you mean "
                                                  rf"'{meant}'\? Aliases: minilm, smollm2"):

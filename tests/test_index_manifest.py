@@ -210,7 +210,7 @@ def test_index_refuses_another_model(old_index, other_llama_dir, tiny_encoder, e
     index = SparseIndex.load(old_index)
     other = Encoder.load(str(other_llama_dir), method="prompteol", device="cpu")
     sgpt = tiny_encoder("llama", "sgpt")
-    for wrong, message in ((other, "was built with model"), (sgpt, r"method 'prompteol'.*'sgpt'")):
+    for wrong, message in ((other, "was built with model"), (sgpt, r"recipe 'prompteol'.*'sgpt'")):
         with pytest.raises(IndexFormatError, match=message):
             index_encoder(index, wrong)
         with pytest.raises(IndexFormatError, match=message):

@@ -250,7 +250,8 @@ def _manifest(encoder: Encoder, doc_count: int, pc1_request: PC1Request, merge_v
 def model_record(encoder: Encoder) -> ModelRecord:
     model = encoder.model
     return ModelRecord(name=model.name, content_hash=model.content_hash,
-                       method=encoder.method.name, max_length=encoder.max_length,
+                       method=encoder.method.name, recipe=encoder.method.record(),
+                       max_length=encoder.max_length,
                        hidden_size=model.hidden_size, dtype=encoder.dtype, source=model.source)
 
 

@@ -11,6 +11,7 @@ read-only, permission denied): the line names the path and the cause.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import math
 import os
@@ -34,6 +35,13 @@ from tokretrieve.encoding.encoder import (
 from tokretrieve.encoding.literal import LiteralWeights
 from tokretrieve.encoding.models import ALIASES, DEFAULT_MODEL
 from tokretrieve.encoding.projection import WEIGHTINGS
+from tokretrieve.encoding.recipes import (
+    ATTENTIONS,
+    METHODS,
+    PADDING_SIDES,
+    POOLINGS,
+    describe_families,
+)
 from tokretrieve.encoding.sharded import check_cluster
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
 from tokretrieve.index.live import compact_index, delete_documents
@@ -168,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         "calibrate", help="choose the PC1 strength for a corpus (no relevance data needed)")
     calibrate.add_argument("corpus", help="BEIR folder, JSONL/TSV file, or irds:<id>")
     calibrate.add_argument("--model", default=DEFAULT_MODEL)
-    calibrate.add_argument("--method", help="embedding method (default: the model's)")
+    _add_recipe_options(calibrate)
     calibrate.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
     calibrate.add_argument("--sample", type=int, default=300, help="texts sampled (default 300)")
     _add_encoding_errors(calibrate)
@@ -177,14 +185,19 @@ def _parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser(
         "analyze", help="report key-token alignment, the PC1 spectrum and the calibrated λ")
     analyze.add_argument("--corpus", required=True, help="BEIR folder, JSONL/TSV, or irds:<id>")
-    analyze.add_argument("--model", default=DEFAULT_MODEL)
-    analyze.add_argument("--method", help="embedding method (default: the model's)")
+    analyze.add_argument("--model", action="append",
+                         help=f"model to analyse (default {DEFAULT_MODEL}); repeat it for one "
+                              "report over several models")
+    _add_recipe_options(analyze)
     analyze.add_argument("--backbone", help="the generative LLM the embedder was trained from")
     analyze.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
     analyze.add_argument("--sample", type=int, default=300, help="texts sampled (default 300)")
     analyze.add_argument("--output", required=True, help="folder for report.md and its plots")
     _add_encoding_errors(analyze)
     analyze.set_defaults(run=_run_analyze)
+
+    recipes = commands.add_parser("recipes", help="list the model families and how each is run")
+    recipes.set_defaults(run=_run_recipes)
 
     info = commands.add_parser("info", help="describe an index")
     info.add_argument("--index", required=True)
@@ -273,12 +286,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The model recipe (tokretrieve.encoding.recipes): a named one, and any field changed."""
+    recipe = parser.add_argument_group("model recipe (default: the model family's; see "
+                                       "`tokretrieve recipes`)")
+    recipe.add_argument("--method", help=f"a named recipe: {', '.join(METHODS)}")
+    recipe.add_argument("--pooling", choices=POOLINGS)
+    recipe.add_argument("--query-prompt", help="template around queries, with one {text} "
+                                               "(no {text}: a prefix)")
+    recipe.add_argument("--document-prompt", help="template around documents, with one {text}")
+    recipe.add_argument("--pool-prompt", choices=("on", "off"),
+                        help="whether the prompt's tokens count in the pooling")
+    recipe.add_argument("--append-eos", choices=("on", "off"),
+                        help="append the EOS token after the text")
+    recipe.add_argument("--padding-side", choices=PADDING_SIDES)
+    recipe.add_argument("--attention", choices=ATTENTIONS)
+    recipe.add_argument("--head", help="vocabulary projection: auto, own (LM/MLM head), tied "
+                                       "(input embeddings) or a backbone checkpoint whose LM "
+                                       "head decodes the embedder")
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict:
+    """The recipe fields the command line changes (None: left as the recipe has them)."""
+    switch = {"on": True, "off": False, None: None}
+    return {"pooling": args.pooling, "query_prompt": args.query_prompt,
+            "document_prompt": args.document_prompt, "pool_prompt": switch[args.pool_prompt],
+            "append_eos": switch[args.append_eos], "padding_side": args.padding_side,
+            "attention": args.attention, "head": args.head}
+
+
+def _load_encoder(args: argparse.Namespace, **options) -> Encoder:
+    """The command's encoder: its --model run by its recipe options."""
+    return Encoder.load(args.model, method=args.method, max_length=args.max_length,
+                        overrides=_recipe_overrides(args), **options)
+
+
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"alias ({', '.join(ALIASES)}), local folder, .gguf file or hub id "
                              f"(default {DEFAULT_MODEL})")
-    parser.add_argument("--method", help="prompteol, sgpt, mean, last, cls or weighted_mean "
-                                         "(default: the model's)")
+    _add_recipe_options(parser)
     parser.add_argument("--bag-size", type=int, default=DEFAULT_BAG_SIZE,
                         help=f"key tokens kept per document (default {DEFAULT_BAG_SIZE})")
     parser.add_argument("--pc1-strength", type=_strength, default=None,
@@ -395,10 +442,9 @@ def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | N
     started = time.perf_counter()
     docs = read_documents(corpus, encoding_errors=args.encoding_errors)
     print(f"read {len(docs)} documents from {corpus}")
-    encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length,
-                           batch_size=args.batch_size, dtype=args.dtype,
-                           bag_size=args.bag_size, weighting=args.weighting,
-                           literal=_literal(args))
+    encoder = _load_encoder(args, batch_size=args.batch_size, dtype=args.dtype,
+                            bag_size=args.bag_size, weighting=args.weighting,
+                            literal=_literal(args))
     options = {"pc1_strength": args.pc1_strength, "merge_variants": args.merge_variants,
                "impacts": args.impacts}
     existing, differences = reusable_index(output, docs, encoder, **options)
@@ -553,7 +599,7 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 def _run_calibrate(args: argparse.Namespace) -> int:
     texts = [text for _, text in read_documents(args.corpus, encoding_errors=args.encoding_errors)]
-    encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length)
+    encoder = _load_encoder(args)
     calibration = calibrate_pc1_strength(encoder, texts, sample=args.sample, progress=True)
     print(f"{'λ':>10}  {calibration.criterion}")
     for strength, hit_rate in calibration.curve:
@@ -565,14 +611,36 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
-    from tokretrieve.encoding.analysis import write_analysis_report  # matplotlib: only when asked
+    # matplotlib: only when asked
+    from tokretrieve.encoding.analysis import write_analysis_report, write_models_report
 
+    models = args.model or [DEFAULT_MODEL]
+    if len(models) > 1 and args.backbone:
+        raise TokretrieveError("--backbone compares one embedder with its backbone: give one "
+                               "--model with it")
     texts = [text for _, text in read_documents(args.corpus, encoding_errors=args.encoding_errors)]
-    encoder = Encoder.load(args.model, method=args.method, max_length=args.max_length)
-    backbone = (Encoder.load(args.backbone, method=encoder.method.name,
-                             max_length=args.max_length) if args.backbone else None)
+    if len(models) > 1:
+        report = write_models_report(
+            models, lambda name: _load_encoder(argparse.Namespace(**{**vars(args),
+                                                                     "model": name})),
+            texts, args.output, sample=args.sample)
+        print(f"wrote {report}")
+        return 0
+    args.model = models[0]
+    encoder = _load_encoder(args)
+    # The backbone embeds the same texts the same way (prompts, pooling), through its own head.
+    backbone = (Encoder.load(args.backbone, method=dataclasses.replace(
+        encoder.method, head="auto", attention=None), max_length=args.max_length)
+        if args.backbone else None)
     report = write_analysis_report(encoder, texts, args.output, backbone, sample=args.sample)
     print(f"wrote {report}")
+    return 0
+
+
+def _run_recipes(args: argparse.Namespace) -> int:
+    """The recipe table, first match wins (tokretrieve.encoding.recipes.FAMILIES)."""
+    for family, fields, note in describe_families():
+        print(f"{family}\n  {fields}\n  {note}" if note else f"{family}\n  {fields}")
     return 0
 
 
@@ -589,6 +657,8 @@ def _run_info(args: argparse.Namespace) -> int:
                      f"({manifest.postings / max(manifest.doc_count, 1):.1f} per document)"),
         ("model", f"{model.name} ({model.method}, max_length {model.max_length}, "
                   f"{model.dtype})"),
+        ("recipe", ", ".join(f"{key}={value!r}" for key, value in (model.recipe or {}).items()
+                             if key != "name") or "(not recorded)"),
         ("model sha256", model.content_hash),
         ("bags", f"bag_size={bags.bag_size}, weighting={bags.weighting}, "
                  f"pc1_strength={bags.pc1_strength:.6g}, merge_variants={bags.merge_variants}"),

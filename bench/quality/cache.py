@@ -3,8 +3,9 @@
 Model forward passes are nearly all of the benchmark's cost (SmolLM2 needs minutes for Cranfield
 on two cores), while every sparse variant, the dense baseline and every sweep point derive from
 the same document and query embeddings. So each (collection, model, max length) is encoded once;
-the cache records the model's content hash and the ids it covers, and is re-encoded when either
-no longer matches. The forward-pass timings measured at encoding time travel with it.
+the cache records the model's content hash, its whole recipe and the ids it covers, and is
+re-encoded when any of them no longer matches. The forward-pass timings measured at encoding
+time travel with it.
 
 The cached query embeddings reach the package's query path as an ordinary precomputed query
 encoder (bench.quality.systems): their bags are made once per index by
@@ -15,6 +16,7 @@ measurements run it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,7 @@ def encode_collection(encoder: Encoder, collection: Collection, model: str, cach
              query_ids=np.array(collection.query_ids, dtype=str),
              content_hash=np.array(encoder.model.content_hash),
              max_length=np.array(encoder.max_length),
-             method=np.array(encoder.method.name),
+             method=np.array(json.dumps(encoder.method.record(), sort_keys=True)),
              doc_seconds=np.array(doc_seconds), query_seconds=np.array(query_seconds),
              encoded_at=np.array(encoded_at))
     staging.replace(path)  # a killed run never leaves a half-written cache behind
@@ -90,7 +92,7 @@ def _read_cache(path: Path, encoder: Encoder, collection: Collection) -> Encoded
             matches = (
                 str(data["content_hash"]) == encoder.model.content_hash
                 and int(data["max_length"]) == encoder.max_length
-                and str(data["method"]) == encoder.method.name
+                and str(data["method"]) == json.dumps(encoder.method.record(), sort_keys=True)
                 and data["doc_ids"].tolist() == collection.doc_ids
                 and data["query_ids"].tolist() == collection.query_ids
             )

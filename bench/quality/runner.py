@@ -117,7 +117,7 @@ def run_model(model: str, collection: Collection, bm25_ranking: Ranking, folder:
     def factory(config: SparseConfig) -> SparseSystem:
         return SparseSystem(encoder, collection, encoded, config)
 
-    dense = DenseSystem(collection, encoded)
+    dense = DenseSystem(collection, encoded, encoder.sentence_embedding)
     dense_ranking = _finalize(dense.search_all(options.depth), options)
     dense_metrics = evaluate(collection.qrels, dense_ranking)
     stats = _embedding_stats(encoded.doc_embeddings)

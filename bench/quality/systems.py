@@ -21,7 +21,7 @@ returns `depth + 1` hits so the identical-id rule (bench.quality.runs.finalize) 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -235,11 +235,16 @@ class DenseSystem:
     """tokretrieve.DenseIndex (faiss.IndexFlatIP on L2-normalised vectors) over the same
     embeddings the sparse bags come from, queried with the cached query embeddings."""
 
-    def __init__(self, collection: Collection, encoded: EncodedCollection):
+    def __init__(self, collection: Collection, encoded: EncodedCollection,
+                 sentence_embedding: Callable[[np.ndarray], np.ndarray] | None = None):
+        """`sentence_embedding` turns pooled embeddings into the model's own sentence
+        embedding (Encoder.sentence_embedding) where it has Dense or Normalize modules."""
         self.collection = collection
-        self.index = DenseIndex(np.array(collection.doc_ids, dtype=str), encoded.doc_embeddings)
+        apply = sentence_embedding or np.asarray
+        self.index = DenseIndex(np.array(collection.doc_ids, dtype=str),
+                                apply(encoded.doc_embeddings))
         self.searcher = DenseSearcher(self.index, PrecomputedQueryEncoder(
-            [text for _, text in collection.queries], encoded.query_embeddings))
+            [text for _, text in collection.queries], apply(encoded.query_embeddings)))
 
     def search_all(self, depth: int) -> Ranking:
         results = self.searcher.batch_search([text for _, text in self.collection.queries],

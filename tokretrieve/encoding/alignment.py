@@ -76,23 +76,8 @@ def own_token_ids(encoder: Encoder, texts: Sequence[str]) -> list[list[int]]:
     """The token ids of each text alone, as the encoder feeds them (same truncation), without
     the method's prompt and the special tokens: the prompt's words ('sentence', 'means', 'word')
     are in every input and are no text's own tokens."""
-    lead, trail = _wrapper_lengths(encoder)
     special = set(encoder.tokenizer.all_special_ids)
-    return [[t for t in ids[lead:len(ids) - trail] if t not in special]
-            for ids in encoder.input_ids(list(texts))]
-
-
-def _wrapper_lengths(encoder: Encoder) -> tuple[int, int]:
-    """How many ids Encoder.input_ids puts before and after a text's own ids, found by wrapping
-    a one-word text and an empty one (the encoder's own truncation then stays its own): the
-    word's ids sit where cutting them out leaves the empty text's input."""
-    plain = encoder.tokenizer("a", add_special_tokens=False)["input_ids"]
-    wrapped, empty = encoder.input_ids(["a"])[0], encoder.input_ids([""])[0]
-    for start in range(len(wrapped) - len(plain) + 1):
-        end = start + len(plain)
-        if wrapped[start:end] == plain and wrapped[:start] + wrapped[end:] == empty:
-            return start, len(wrapped) - end
-    raise TokretrieveError("cannot locate a text's own ids inside the encoder's input")
+    return [[t for t in ids if t not in special] for ids in encoder.text_ids(list(texts))]
 
 
 def uninformative_tokens(tokenizer, token_map: np.ndarray, own_ids: Sequence[Sequence[int]],
@@ -452,3 +437,58 @@ def calibrate_pc1_strength(encoder: Encoder, texts: Sequence[str],
     prepared = prepare_sample(encoder, texts, embeddings, sample, seed, progress=progress)
     return calibrate_from_embeddings(prepared.embeddings, encoder.projector(), prepared.own_mask,
                                      prepared.direction, grid, k, prepared.mean_norm, progress)
+
+
+# ---------------------------------------------------------------------------- the paper's metrics
+@dataclass(frozen=True)
+class PaperMetrics:
+    """Hit@K, LAR and GAR as the authors define them (Text_aligns_tokens, aligned_token.py):
+    T_i = the text's literal token set (with the special tokens its tokenizer adds), T̂ = its
+    top decoded tokens, no special token filtered out.
+
+    - hit: mean_i 1[T̂^K_i ∩ T_i ≠ ∅];
+    - lar: mean_i |T̂^{|T_i|}_i ∩ T_i| / |T_i| (local alignment);
+    - gar: |union_i (T̂^{|T_i|}_i ∩ T_i)| / |union_i T_i| (global: how much of the sample's
+      vocabulary its texts' embeddings reach). The authors cut the top list at K; here it
+      runs to |T_i| for every text, the definition itself.
+    """
+
+    k: int
+    hit: float
+    lar: float
+    gar: float
+    texts: int
+
+
+def paper_metrics(embeddings: np.ndarray, projector: KeyTokenProjector,
+                  literal_ids: Sequence[Sequence[int]], k: int = DEFAULT_CALIBRATION_K,
+                  chunk: int = 64) -> PaperMetrics:
+    """PaperMetrics of embeddings sent through `projector` (its adjustment included); build
+    the projector without excluded ids to follow the authors, who filter nothing."""
+    embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    if len(embeddings) != len(literal_ids):
+        raise TokretrieveError(f"{len(embeddings)} embeddings but {len(literal_ids)} texts")
+    own = [set(int(t) for t in ids) for ids in literal_ids]
+    deepest = max([k, *map(len, own)]) if own else k
+    hits, local, reached = [], [], set()
+    with torch.inference_mode():
+        for start in range(0, len(embeddings), chunk):
+            logits = projector.logits(embeddings[start:start + chunk])
+            top = torch.topk(logits, min(deepest, logits.shape[1]), dim=1).indices.tolist()
+            for ranked, text_own in zip(top, own[start:start + chunk], strict=True):
+                hits.append(bool(text_own & set(ranked[:k])))
+                found = text_own & set(ranked[:len(text_own)])
+                local.append(len(found) / len(text_own) if text_own else 0.0)
+                reached |= found
+    vocabulary = set().union(*own) if own else set()
+    return PaperMetrics(k=k, hit=float(np.mean(hits)) if hits else 0.0,
+                        lar=float(np.mean(local)) if local else 0.0,
+                        gar=len(reached) / len(vocabulary) if vocabulary else 0.0,
+                        texts=len(own))
+
+
+def literal_token_ids(encoder: Encoder, texts: Sequence[str]) -> list[list[int]]:
+    """The authors' T_i: each text tokenized alone with its tokenizer's special tokens (no
+    prompt), cut at the encoder's max length."""
+    return encoder.tokenizer(list(texts), truncation=True, max_length=encoder.max_length,
+                             verbose=False)["input_ids"]

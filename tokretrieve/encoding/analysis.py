@@ -8,8 +8,10 @@ re-laid out (several models in one page) without encoding anything again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +26,18 @@ from tokretrieve.encoding.alignment import (
     DEFAULT_MAX_DF,
     DEFAULT_SAMPLE,
     AlignmentMetrics,
+    AlignmentSample,
     Calibration,
     ComponentChange,
+    PaperMetrics,
     Spectrum,
     alignment_curve,
     calibration_from_curve,
     component_change,
+    literal_token_ids,
     own_token_ids,
     own_token_mask,
+    paper_metrics,
     prepare_sample,
     projected_alignment,
     spectrum,
@@ -39,7 +45,7 @@ from tokretrieve.encoding.alignment import (
 )
 from tokretrieve.encoding.encoder import Encoder, token_text
 from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
-from tokretrieve.encoding.vocabulary import variant_map
+from tokretrieve.encoding.vocabulary import normalise_token, variant_map
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -73,6 +79,21 @@ class BackboneComparison:
 
 
 @dataclass
+class PaperAlignment:
+    """The paper's measurements of one model (its Table 2 and alignment rates), at λ = 0 and at
+    the calibrated λ: the example sentence's top tokens marked literal / variant / other, Hit@10,
+    LAR and GAR on the sample, and each sampled text's top-10 ids (to compare two models that
+    share a vocabulary token for token, `vocabulary` being its fingerprint)."""
+
+    recipe: dict
+    head: str
+    example: dict[float, list[tuple[str, str]]]
+    metrics: dict[float, PaperMetrics]
+    top_ids: dict[float, np.ndarray]
+    vocabulary: str
+
+
+@dataclass
 class Analysis:
     """Everything report.md shows, for one model on one corpus sample."""
 
@@ -90,6 +111,7 @@ class Analysis:
     seconds: float
     backbone: BackboneComparison | None = None
     figures: dict[str, str] = field(default_factory=dict)
+    paper: PaperAlignment | None = None
 
     def metrics_at(self, strength: float) -> AlignmentMetrics:
         return next(m for s, m in self.curve if s == strength)
@@ -121,13 +143,62 @@ def analyze(encoder: Encoder, texts: Sequence[str], backbone: Encoder | None = N
     if backbone is not None:
         comparison = compare_backbone(encoder, backbone, prepared.texts, prepared.embeddings,
                                       max_df, progress)
+    paper = paper_alignment(encoder, prepared, (0.0, calibration.strength))
     return Analysis(
         model=encoder.model.name, method=encoder.method.name, max_length=encoder.max_length,
         hidden_size=encoder.model.hidden_size, texts=len(prepared.texts),
         spectrum=spectrum(prepared.embeddings), curve=curve, calibration=calibration,
         examples=shown, uninformative=len(prepared.uninformative), max_df=max_df,
-        seconds=time.perf_counter() - started, backbone=comparison,
+        seconds=time.perf_counter() - started, backbone=comparison, paper=paper,
     )
+
+
+# Table 2's example sentence (arXiv 2406.17378).
+EXAMPLE_SENTENCE = ("Revealed in March 2003, it was released across Game Boy Advance, "
+                    "PlayStation 2, GameCube, Xbox and Microsoft Windows in November 2003")
+MARKS = ("literal", "variant", "other")
+
+
+def paper_alignment(encoder: Encoder, prepared: AlignmentSample,
+                    strengths: Sequence[float]) -> PaperAlignment:
+    """The paper's measurements at each λ: nothing filtered from the decoded lists (the
+    authors filter nothing), T_i the text's tokens with its tokenizer's special tokens."""
+    literal = literal_token_ids(encoder, prepared.texts)
+    example_ids = literal_token_ids(encoder, [EXAMPLE_SENTENCE])[0]
+    example_embedding = torch.from_numpy(encoder.embed([EXAMPLE_SENTENCE]))
+    example, metrics, top_ids = {}, {}, {}
+    for strength in strengths:
+        projector = encoder.projector(PC1Adjustment(prepared.direction, strength),
+                                      exclude_special=False)
+        metrics[strength] = paper_metrics(prepared.embeddings, projector, literal)
+        with torch.inference_mode():
+            ranked = torch.topk(projector.logits(example_embedding)[0], EXAMPLE_TOKENS)
+            example[strength] = [(token_text(encoder.tokenizer, i),
+                                  mark_token(encoder.tokenizer, i, example_ids))
+                                 for i in ranked.indices.tolist()]
+            top_ids[strength] = np.concatenate([
+                torch.topk(projector.logits(torch.from_numpy(prepared.embeddings[i:i + 64])),
+                           EXAMPLE_TOKENS, dim=1).indices.numpy()
+                for i in range(0, len(prepared.embeddings), 64)])
+    vocabulary = hashlib.sha256(json.dumps(sorted(encoder.tokenizer.get_vocab().items()))
+                                .encode()).hexdigest()[:16]
+    return PaperAlignment(encoder.method.record(), encoder.model.head_description, example,
+                          metrics, top_ids, vocabulary)
+
+
+def mark_token(tokenizer, token_id: int, literal_ids: Sequence[int]) -> str:
+    """Table 2's marks: 'literal' (one of the text's own token ids), 'variant' (the same word
+    as one of them but for case, a word-boundary marker or a plural s), else 'other'."""
+    if token_id in set(literal_ids):
+        return "literal"
+    words = {_word(tokenizer, i) for i in literal_ids} - {""}
+    return "variant" if _word(tokenizer, token_id) in words else "other"
+
+
+def _word(tokenizer, token_id: int) -> str:
+    word = normalise_token(tokenizer.convert_ids_to_tokens(int(token_id)) or "")
+    word = "".join(ch for ch in word if ch.isalnum())
+    return word[:-1] if word.endswith("s") and len(word) > 3 else word
 
 
 def compare_backbone(encoder: Encoder, backbone: Encoder, texts: Sequence[str],
@@ -358,4 +429,98 @@ def write_analysis_report(encoder: Encoder, texts: Sequence[str], output_dir: st
     write_figures(analysis, output_dir)
     report = output_dir / "report.md"
     report.write_text(render_markdown(analysis), encoding="utf-8")
+    return report
+
+
+# ---------------------------------------------------------------------------- several models
+def render_models_report(analyses: Sequence[Analysis], title: str) -> str:
+    """One page over several models: the paper's alignment rates and Table 2 for each, the
+    comparison of models sharing a vocabulary, then each model's own report."""
+    lines = [f"# {title}", "",
+             "Hit@10, LAR and GAR with the paper's definitions (tokretrieve.encoding.alignment."
+             "PaperMetrics: literal tokens with the tokenizer's special tokens, nothing filtered "
+             "from the decoded list), at λ = 0 and at the calibrated λ (best hit@10 of the "
+             "informative own tokens on the sample; see each model's section).", "",
+             "| model | recipe | projection | PC1 energy | calibrated λ | Hit@10 / LAR / GAR, "
+             "λ = 0 | at calibrated λ |", "|---|---|---|---|---|---|---|"]
+    for a in analyses:
+        if a.paper is None:
+            continue
+        before, after = (a.paper.metrics[s] for s in (0.0, a.calibration.strength))
+        lines.append(f"| {a.model} | `{a.method}` ({a.paper.recipe['pooling']}) | "
+                     f"{a.paper.head} | {a.spectrum.energy_share[0]:.1%} | "
+                     f"{a.calibration.strength:.4g} "
+                     f"({a.calibration.strength / a.spectrum.mean_norm:g} x norm) | "
+                     f"{_rates(before)} | {_rates(after)} |")
+    lines += ["", "## Table 2: the example sentence's top-10 decoded tokens", "",
+              f"*{_escape(EXAMPLE_SENTENCE)}*", "",
+              "**Literal** token of the sentence, *variant* (case, word boundary, plural), "
+              "plain: other.", "",
+              "| model | λ | tokens | literal / variant / other |", "|---|---|---|---|"]
+    for a in analyses:
+        for strength, tokens in (a.paper.example.items() if a.paper else ()):
+            counts = " / ".join(str(sum(m == mark for _, m in tokens)) for mark in MARKS)
+            lines.append(f"| {a.model} | {strength:.4g} | {_marked(tokens)} | {counts} |")
+    lines += ["", *_shared_vocabulary_lines(analyses)]
+    for a in analyses:
+        lines += ["", render_markdown(a, level=2)]
+    return "\n".join(lines)
+
+
+def _rates(m: PaperMetrics) -> str:
+    return f"{m.hit:.3f} / {m.lar:.3f} / {m.gar:.3f}"
+
+
+def _marked(tokens: list[tuple[str, str]]) -> str:
+    style = {"literal": "**{}**", "variant": "*{}*", "other": "{}"}
+    return " ".join(style[mark].format(_code(token)) for token, mark in tokens)
+
+
+def _shared_vocabulary_lines(analyses: Sequence[Analysis]) -> list[str]:
+    """For each pair of models with one vocabulary (token for token) on the same sample: how
+    alike their top-10 decoded sets are, text by text (mean Jaccard)."""
+    lines = []
+    for i, a in enumerate(analyses):
+        for b in analyses[i + 1:]:
+            if (a.paper is None or b.paper is None or a.paper.vocabulary != b.paper.vocabulary
+                    or a.texts != b.texts):
+                continue
+            if not lines:
+                lines = ["## Models sharing a vocabulary", "",
+                         "Mean Jaccard similarity of the two models' top-10 decoded token sets "
+                         "on the same sampled texts (1 = the same tokens).", "",
+                         "| models | at λ = 0 | at their calibrated λ |", "|---|---|---|"]
+            same = _jaccard(a.paper.top_ids[0.0], b.paper.top_ids[0.0])
+            tuned = _jaccard(a.paper.top_ids[a.calibration.strength],
+                             b.paper.top_ids[b.calibration.strength])
+            lines.append(f"| {a.model} / {b.model} | {same:.3f} | {tuned:.3f} |")
+    return [*lines, ""] if lines else []
+
+
+def _jaccard(left: np.ndarray, right: np.ndarray) -> float:
+    scores = [len(set(x) & set(y)) / len(set(x) | set(y)) for x, y in zip(left.tolist(),
+                                                                         right.tolist(),
+                                                                         strict=True)]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def write_models_report(models: Sequence[str], load: Callable[[str], Encoder],
+                        texts: Sequence[str], output_dir: str | Path, *,
+                        sample: int | None = DEFAULT_SAMPLE, seed: int = 0,
+                        progress: bool = True) -> Path:
+    """Analyse each model (loaded by `load`, one at a time: two LLMs need not fit in memory
+    together) on the same seeded sample of `texts`; write one report.md over all of them, with
+    each model's figures, into `output_dir`."""
+    output_dir = Path(output_dir)
+    analyses = []
+    for name in models:
+        encoder = load(name)
+        analysis = analyze(encoder, texts, sample=sample, seed=seed, progress=progress)
+        del encoder
+        prefix = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in Path(name).name)
+        write_figures(analysis, output_dir, prefix=f"{prefix}-")
+        analyses.append(analysis)
+    report = output_dir / "report.md"
+    report.write_text(render_models_report(analyses, f"Paper analysis of {len(analyses)} "
+                                                     "models"), encoding="utf-8")
     return report

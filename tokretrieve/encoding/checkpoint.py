@@ -84,7 +84,7 @@ def _chunk_file(folder: Path, number: int) -> Path:
 def _build_key(encoder: Encoder, doc_ids: Sequence[str], texts: Sequence[str],
                chunk_size: int) -> dict:
     # The chunk size is part of the key: chunks of another size cover other documents.
-    return {"model": encoder.model.content_hash, "method": encoder.method.name,
+    return {"model": encoder.model.content_hash, "method": encoder.method.record(),
             "max_length": encoder.max_length, "chunk_size": chunk_size,
             "documents": documents_digest(zip(doc_ids, texts, strict=True))}
 

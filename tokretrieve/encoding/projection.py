@@ -89,12 +89,17 @@ class KeyTokenProjector:
     bias: torch.Tensor | None
     excluded_ids: np.ndarray
     adjustment: PC1Adjustment | None = None
+    # An MLM head's transform (BERT: dense, GELU, layer norm) applied to the adjusted
+    # embedding before the decoder matrix `weight`; None for LM heads and tied embeddings.
+    transform: torch.nn.Module | None = None
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of pooled embeddings only, never of every sequence position."""
         embeddings = embeddings.to(device=self.weight.device, dtype=self.weight.dtype)
         if self.adjustment is not None:
             embeddings = self.adjustment.apply(embeddings)
+        if self.transform is not None:
+            embeddings = self.transform(embeddings)
         logits = embeddings @ self.weight.T
         if self.bias is not None:
             logits = logits + self.bias

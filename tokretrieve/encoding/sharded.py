@@ -17,6 +17,7 @@ nothing is lost or counted twice.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -37,6 +38,7 @@ from tokretrieve.encoding.checkpoint import (
     stacked,
 )
 from tokretrieve.encoding.encoder import Encoder
+from tokretrieve.encoding.recipes import ModelRecipe
 from tokretrieve.errors import TokretrieveError, check_count
 
 # `cluster="local"` starts a LocalCluster on 127.0.0.1 for the build: a worker per shard, at
@@ -52,7 +54,7 @@ class EncoderSpec:
     """What a worker needs to load the client's encoder, small enough to travel with a task."""
 
     model: str
-    method: str
+    method: str  # the whole recipe's record as JSON: overrides travel too
     max_length: int
     batch_size: int
     dtype: str
@@ -63,13 +65,14 @@ class EncoderSpec:
 
     @classmethod
     def of(cls, encoder: Encoder) -> EncoderSpec:
-        return cls(model=encoder.model.name, method=encoder.method.name,
+        return cls(model=encoder.model.name, method=json.dumps(encoder.method.record()),
                    max_length=encoder.max_length, batch_size=encoder.batch_size,
                    dtype=encoder.dtype, device=encoder.model.device.type,
                    threads=torch.get_num_threads())
 
     def load(self) -> Encoder:
-        return Encoder.load(self.model, method=self.method, max_length=self.max_length,
+        return Encoder.load(self.model, method=ModelRecipe.from_record(json.loads(self.method)),
+                            max_length=self.max_length,
                             batch_size=self.batch_size, device=self.device, dtype=self.dtype)
 
 

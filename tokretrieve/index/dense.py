@@ -8,6 +8,7 @@ inner product (faiss.IndexFlatIP). Like the sparse index, it knows no model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import faiss
@@ -37,23 +38,29 @@ class DenseIndex:
         self.faiss_index.add(vectors)
 
     @classmethod
-    def from_sparse(cls, sparse: SparseIndex) -> DenseIndex:
-        """The dense side of a sparse index: the embeddings its bags were projected from
-        (deleted documents' rows zeroed, so that they are never returned)."""
+    def from_sparse(cls, sparse: SparseIndex,
+                    transform: Callable[[np.ndarray], np.ndarray] | None = None) -> DenseIndex:
+        """The dense side of a sparse index: the embeddings its bags were projected from, sent
+        through `transform` where the model's sentence embedding is more than its pooled
+        state (Encoder.sentence_embedding: Dense layers, Normalize); deleted documents' rows
+        zeroed, so that they are never returned."""
         embeddings = np.asarray(sparse.embeddings)
         if len(embeddings) != sparse.positions:
             raise TokretrieveError(f"{sparse.path or 'this index'} stores no embeddings for "
                                    "its documents (its bags came without them): it has no "
                                    "dense side to search")
+        if transform is not None:
+            embeddings = transform(embeddings)
         if len(sparse.deleted):
             embeddings = np.array(embeddings, dtype=np.float32)
             embeddings[sparse.deleted] = 0
         return cls(sparse.doc_ids, embeddings)
 
     @classmethod
-    def load(cls, path: str | Path) -> DenseIndex:
+    def load(cls, path: str | Path,
+             transform: Callable[[np.ndarray], np.ndarray] | None = None) -> DenseIndex:
         """Open the dense side of an index folder written by the build step."""
-        return cls.from_sparse(SparseIndex.load(path))
+        return cls.from_sparse(SparseIndex.load(path), transform)
 
     def __len__(self) -> int:
         return int(self.faiss_index.ntotal)

@@ -52,6 +52,10 @@ class ModelRecord:
     hidden_size: int
     dtype: str = "float32"
     source: str = field(default="", compare=False)  # where it was loaded from: not what it is
+    # The whole model recipe (tokretrieve.encoding.recipes: pooling, prompts, EOS, padding,
+    # attention, head), so queries are embedded exactly as the documents were; None in
+    # indexes written before recipes, whose `method` names one.
+    recipe: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

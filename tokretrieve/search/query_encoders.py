@@ -32,6 +32,7 @@ from tokretrieve.encoding.encoder import Encoder, check_texts
 from tokretrieve.encoding.literal import LiteralFit, LiteralWeights, token_counts
 from tokretrieve.encoding.models import load_tokenizer
 from tokretrieve.encoding.projection import PC1Adjustment
+from tokretrieve.encoding.recipes import ModelRecipe, get_method
 from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
 from tokretrieve.index.manifest import IMPORTED_METHOD
 from tokretrieve.index.sparse import SparseIndex
@@ -66,17 +67,22 @@ def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder
         raise TokretrieveError(f"{where} holds bags made elsewhere ({record.name}): it has no "
                                "model; search it with tokenized queries (--mode tokens) or "
                                "with query bags")
+    recipe = (ModelRecipe.from_record(record.recipe) if record.recipe is not None
+              else get_method(record.method))
     if encoder is None:
-        encoder = Encoder.load(record.name, method=record.method, max_length=record.max_length,
+        encoder = Encoder.load(record.name, method=recipe, max_length=record.max_length,
                                dtype=record.dtype)
     if encoder.model.content_hash != record.content_hash:
         raise IndexFormatError(
             f"{where} was built with model '{record.name}' (sha256 "
             f"{record.content_hash[:12]}), not '{encoder.model.name}' (sha256 "
             f"{encoder.model.content_hash[:12]}): search it with tokenized queries, or rebuild")
-    if encoder.method.name != record.method:
-        raise IndexFormatError(f"{where} embeds with method '{record.method}', the encoder "
-                               f"with '{encoder.method.name}'")
+    ours = encoder.method.record()
+    changed = [key for key, value in recipe.record().items() if key != "name"
+               and ours[key] != value]
+    if changed:
+        raise IndexFormatError(f"{where} embeds with recipe '{recipe.name}', the encoder with "
+                               f"'{encoder.method.name}' (they differ in {', '.join(changed)})")
     bags = index.manifest.bags
     literal, fit = False, None  # an index without literal weights: none, whatever the model's
     if bags.literal is not None:
@@ -239,7 +245,8 @@ class UnionQueryEncoder:
 
 
 class DenseQueryEncoder:
-    """The model's dense query embedding (query side of its method)."""
+    """The model's dense query embedding (query side of its recipe): its own sentence
+    embedding, Dense layers and Normalize included where it has them."""
 
     def __init__(self, encoder: Encoder):
         self.encoder = encoder
@@ -249,7 +256,7 @@ class DenseQueryEncoder:
         return cls(index_encoder(index, encoder))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encoder.embed(texts, is_query=True)
+        return self.encoder.sentence_embedding(self.encoder.embed(texts, is_query=True))
 
 
 class PrecomputedQueryEncoder:

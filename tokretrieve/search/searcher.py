@@ -203,7 +203,8 @@ class DenseSearcher(Searcher):
                    encoder: Encoder | None = None) -> DenseSearcher:
         """The dense side of an index folder, with its model (loaded when not given)."""
         sparse = index if isinstance(index, SparseIndex) else SparseIndex.load(index)
-        return cls(DenseIndex.from_sparse(sparse), DenseQueryEncoder.for_index(sparse, encoder))
+        queries = DenseQueryEncoder.for_index(sparse, encoder)
+        return cls(DenseIndex.from_sparse(sparse, queries.encoder.sentence_embedding), queries)
 
 
 def _present(encoded: sp.csr_matrix | np.ndarray) -> np.ndarray:
