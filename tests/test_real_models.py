@@ -179,3 +179,37 @@ def test_smollm2_alias_converts_and_loads_from_a_fresh_cache(smollm2, tmp_path, 
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_gguf)
     assert _dequantized_copy(alias_path("smollm2")) == copies[0]
+
+
+# ---------------------------------------------------------------------------------- splade-tiny
+@pytest.fixture(scope="module")
+def splade_tiny():
+    """SPLADE-tiny (a real 2-layer BertForMaskedLM with its MLM head), where installed."""
+    from tokretrieve import Encoder
+    from tokretrieve.encoding import offline
+
+    if offline.installed_path("splade-tiny") is None:
+        pytest.skip("splade-tiny is not installed: make install-splade")
+    return Encoder.load("splade-tiny", max_length=64, device="cpu")
+
+
+def test_splade_tiny_decodes_through_its_real_mlm_head(splade_tiny):
+    """The alias's projection is its MLM head, transform included: the logits of a pooled state
+    equal transformers' own BertForMaskedLM head on it, and the pangram's words (or their
+    inflections) are among its key tokens. SPLADE is trained to max-pool every position's
+    logits, so a mean-pooled state decodes less sharply than SPLADE's own bags."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    assert splade_tiny.model.head_description == "own MLM head"
+    reference = BertForMaskedLM.from_pretrained(splade_tiny.model.source).eval()
+    text = "The quick brown fox jumps over the lazy dog."
+    pooled = torch.from_numpy(splade_tiny.embed([text]))
+    with torch.no_grad():
+        expected = reference.cls(pooled)[0]
+    got = splade_tiny.projector(exclude_special=False).logits(pooled)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    words = content_words(splade_tiny.with_bags(bag_size=10).key_tokens(text, top_k=10))
+    assert len(words) == 10
+    assert len({"quick", "brown", "fox", "jumps", "jumped", "lazy", "dog", "dogs"}
+               & set(words)) >= 2, words

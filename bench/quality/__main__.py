@@ -54,6 +54,9 @@ def parse_args(argv: Sequence[str] | None = None,
                         help=f"smoke run: {QUICK_LIMIT_DOCS} docs unless --limit-docs, small "
                              "sweep grids, 10 timing queries, short throughput clocks")
     parser.add_argument("--no-sweep", action="store_true", help="skip the lever sweeps")
+    parser.add_argument("--small-grid", action="store_true",
+                        help="sweep --quick's small grids over the whole collection (for big "
+                             "vocabularies, where every point re-derives costly bags)")
     parser.add_argument("--bag-size", type=int, default=None,
                         help="sparse bag size (tokens kept per document) of the 'defaults' rows "
                              "(default: the package's)")
@@ -84,6 +87,7 @@ def options_from(args: argparse.Namespace, command: str) -> Options:
         cache_dir=args.cache_dir or args.output / "cache",
         max_length=args.max_length, batch_size=args.batch_size, depth=args.depth,
         limit_docs=limit_docs, limit_queries=args.limit_queries, quick=args.quick,
+        small_grid=args.small_grid,
         sweep=not args.no_sweep, base=base, identical_ids=args.keep_identical_ids,
         refresh_cache=args.refresh_cache,
         timing_queries=10 if args.quick else args.timing_queries, rrf_k=args.rrf_k,

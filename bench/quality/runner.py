@@ -48,6 +48,7 @@ class Options:
     limit_docs: int | None = None
     limit_queries: int | None = None
     quick: bool = False
+    small_grid: bool = False  # --quick's small sweep grids, without its document limit
     sweep: bool = True
     base: SparseConfig = field(default_factory=SparseConfig)
     identical_ids: bool = False
@@ -127,7 +128,7 @@ def run_model(model: str, collection: Collection, bm25_ranking: Ranking, folder:
     configs = {"defaults": {"model": base, "tokens": base}}
     sweep_record: dict = {}
     if options.sweep:
-        grid = sweeps.levers(stats["mean_norm"], quick=options.quick)
+        grid = sweeps.levers(stats["mean_norm"], quick=options.quick or options.small_grid)
         with tqdm(desc=f"sweep {model}", unit="point") as bar:
             evaluator.progress = bar
             sweep_record = _run_sweeps(evaluator, base, grid, dense_metrics[PRIMARY])

@@ -89,8 +89,10 @@ ALIASES: dict[str, ModelAlias] = {
     "embeddinggemma": ModelAlias(installed="embeddinggemma", relative_path="",
                                  default_method="embeddinggemma", default_weighting="softmax",
                                  default_pc1_relative=None),
+    # SPLADE-tiny's MLM logits of a mean-pooled state are mostly negative: shifted weights
+    # keep its top tokens where log1p_relu would leave empty bags.
     "splade-tiny": ModelAlias(installed="splade-tiny", relative_path="", default_method="mean",
-                              default_weighting="log1p_relu", default_pc1_relative=None),
+                              default_weighting="shifted", default_pc1_relative=None),
 }
 
 DEFAULT_MODEL = "minilm"
