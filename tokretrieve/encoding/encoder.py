@@ -102,10 +102,6 @@ class Encoder:
         tokenizer = model.tokenizer
         self._pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id)
                              if i is not None), 0)
-        self._wrap_ids = {
-            is_query: tuple(self._plain_ids(part) for part in method.wrap(is_query))
-            for is_query in (False, True)
-        }
         self._special_wrap = _special_wrap_ids(tokenizer)
         eos = tokenizer.eos_token_id
         if method.append_eos and eos is not None and self._special_wrap[1][-1:] != [eos]:
@@ -116,7 +112,8 @@ class Encoder:
                                    f"model '{model.name}' can take: use --max-length {positions} "
                                    "or less")
         overhead = len(self._special_wrap[0]) + len(self._special_wrap[1]) + max(
-            len(a) + len(b) for a, b in self._wrap_ids.values())
+            len(self._plain_ids(prefix)) + len(self._plain_ids(suffix))
+            for prefix, suffix in (method.wrap(False), method.wrap(True)))
         if max_length <= overhead:
             raise TokretrieveError(f"max_length {max_length} leaves no room for text: the "
                                    f"'{method.name}' prompt and special tokens take {overhead}")

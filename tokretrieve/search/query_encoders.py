@@ -57,9 +57,9 @@ def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder
     """The encoder that built `index`, carrying its bag recipe (bag size, weighting, PC1
     adjustment, variant map): encoding a text with it gives the bag the index would store.
 
-    Without `encoder`, the index's model is loaded by the name its manifest records; either way
-    the weights' hash and the embedding method must match the build's, or the bags would live
-    in another space and the scores would mean nothing.
+    Without `encoder`, the index's model is loaded by the name and the whole recipe its
+    manifest records; either way the weights' hash and every field of the recipe must match
+    the build's, or the bags would live in another space and the scores would mean nothing.
     """
     record = index.manifest.model
     where = index.path or "this index"
