@@ -180,8 +180,10 @@ def paper_alignment(encoder: Encoder, prepared: AlignmentSample,
                 torch.topk(projector.logits(torch.from_numpy(prepared.embeddings[i:i + 64])),
                            EXAMPLE_TOKENS, dim=1).indices.numpy()
                 for i in range(0, len(prepared.embeddings), 64)])
-    vocabulary = hashlib.sha256(json.dumps(sorted(encoder.tokenizer.get_vocab().items()))
-                                .encode()).hexdigest()[:16]
+    # The tokens of the projection's rows: tokenizers may add tokens past them (EmbeddingGemma's
+    # image token) and still spell every row as another model does.
+    rows = encoder.tokenizer.convert_ids_to_tokens(list(range(encoder.model.vocab_size)))
+    vocabulary = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
     return PaperAlignment(encoder.method.record(), encoder.model.head_description, example,
                           metrics, top_ids, vocabulary)
 
