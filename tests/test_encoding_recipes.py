@@ -6,6 +6,7 @@ transformers forward pass pooled by hand, or against sentence-transformers itsel
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -181,8 +182,6 @@ def test_embeddinggemma_sentence_embedding_is_sentence_transformers(gemma, gemma
 def test_embeddinggemma_prompts_come_from_its_files(gemma_dir, tmp_path):
     """Prompts the folder's config_sentence_transformers.json names replace the family's
     (they are its authors'), and the recipe keeps the family's name."""
-    import shutil
-
     from sentence_transformers import SentenceTransformer
 
     folder = shutil.copytree(gemma_dir, tmp_path / "embeddinggemma-qa")
@@ -492,6 +491,58 @@ def test_gritlm_run_causal_pools_the_text_only(mistral_dirs):
             text_only = hidden[-len(plain_ids(tok, text)):].mean(dim=0).numpy()
             np.testing.assert_allclose(got[row], text_only, rtol=1e-4, atol=1e-5)
             assert not np.allclose(got[row], hidden.mean(dim=0).numpy(), atol=1e-3)
+
+
+def test_llm2vec_layout(mistral_dirs, tmp_path):
+    """LLM2Vec (a Mistral run bidirectionally by its authors' code) is matched by its name and
+    refused as transformers' Mistral cannot switch its attention; run causal with a local
+    backbone head, it pools the query's text without its instruction."""
+    from transformers import MistralForCausalLM
+
+    folder = tmp_path / "LLM2Vec-tiny-mntp-supervised"
+    shutil.copytree(mistral_dirs[2], folder)
+    with pytest.raises(ModelLoadError, match="--attention causal"):
+        Encoder.load(str(folder), device="cpu")
+    encoder = Encoder.load(str(folder), device="cpu", overrides={
+        "attention": "causal", "head": str(mistral_dirs[1])})
+    assert (encoder.method.pooling, encoder.method.pool_prompt) == ("mean", False)
+    reference = MistralForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    text = TEXTS[0]
+    ids = encoder.input_ids([text], is_query=True)[0]
+    hidden = last_hidden(reference.model, ids)
+    own = len(plain_ids(encoder.tokenizer, text))
+    np.testing.assert_allclose(encoder.embed([text], is_query=True)[0],
+                               hidden[-own:].mean(dim=0).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_gte_qwen2_layout(tmp_path):
+    """gte-Qwen2 (a Qwen2ForCausalLM named gte-…-instruct): last token with EOS appended and
+    the e5-style instruction; its bidirectional attention is refused on transformers' Qwen2,
+    and run causal it is the EOS state of exactly those ids."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = tokenizer(bos=False)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         **special_ids(tok))
+    torch.manual_seed(8)
+    folder = save(Qwen2ForCausalLM(config), tok, tmp_path / "gte-Qwen2-tiny-instruct")
+    with pytest.raises(ModelLoadError, match="--attention causal"):
+        Encoder.load(str(folder), device="cpu")
+    encoder = Encoder.load(str(folder), device="cpu", batch_size=8,
+                           overrides={"attention": "causal"})
+    recipe = encoder.method
+    assert (recipe.pooling, recipe.append_eos, recipe.padding_side) == ("last", True, "left")
+    reference = Qwen2ForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    loaded = encoder.tokenizer  # the tokenizer class the folder loads as (Qwen2's)
+    got = encoder.embed(TEXTS, is_query=True)
+    for row, text in enumerate(TEXTS):
+        prompted = recipe.query_prompt.replace("{text}", text)
+        ids = [*plain_ids(loaded, prompted), loaded.eos_token_id]
+        assert encoder.input_ids([text], is_query=True)[0] == ids
+        np.testing.assert_allclose(got[row], last_hidden(reference.model, ids)[-1].numpy(),
+                                   rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- MLM and MPNet
