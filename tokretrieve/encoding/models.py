@@ -162,14 +162,18 @@ class LoadedModel:
 
     @property
     def content_hash(self) -> str:
-        """sha256 over the backbone's and projection's tensors, so an index can tell whether
-        a query-time model is the one that built it, whatever path it was loaded from."""
+        """sha256 over the backbone's and projection's tensors (an MLM head's transform too), so
+        an index can tell whether a query-time model is the one that built it, whatever path it
+        was loaded from."""
         if self._content_hash is None:
             digest = hashlib.sha256()
             tensors = dict(self.backbone.state_dict())
             tensors["__projection_weight__"] = self.projection_weight
             if self.projection_bias is not None:
                 tensors["__projection_bias__"] = self.projection_bias
+            if self.projection_transform is not None:  # an MLM head's dense and norm
+                for key, value in self.projection_transform.state_dict().items():
+                    tensors[f"__projection_transform__.{key}"] = value
             for key in sorted(tensors):
                 tensor = tensors[key].detach().to("cpu").contiguous()
                 digest.update(key.encode())
@@ -195,7 +199,7 @@ def alias_path(alias: str) -> Path:
         if folder is None:
             raise ModelLoadError(f"model alias '{alias}' is not installed: run "
                                  f"`python -m tokretrieve.encoding.offline install "
-                                 f"{entry.installed}` (or `make install-models`)")
+                                 f"{entry.installed}`")
         return folder / entry.relative_path
     spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
