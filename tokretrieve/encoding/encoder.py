@@ -235,7 +235,7 @@ class Encoder:
                                      strict=True):
             while len(ids) > budget and body.stop > body.start:
                 keep = body.stop - body.start - (len(ids) - budget)
-                cut = self._text_end(prefix, text, max(keep, 0))
+                cut = self._text_end(text, max(keep, 0))
                 text = text[:cut] if cut < len(text) else text[:-1]
                 ((ids, body),) = self._wrapped_ids(prefix, [text], suffix)
             inputs.append((head + ids[:budget] + tail,
@@ -258,7 +258,7 @@ class Encoder:
             found.append((ids, slice(own[0], own[-1] + 1) if own else slice(0, 0)))
         return found
 
-    def _text_end(self, prefix: str, text: str, tokens: int) -> int:
+    def _text_end(self, text: str, tokens: int) -> int:
         """Where the text ends once cut to its first `tokens` tokens (tokenized alone)."""
         if tokens == 0:
             return 0

@@ -26,7 +26,13 @@ import torch
 
 from tokretrieve.encoding import st_folder
 from tokretrieve.encoding.literal import LiteralWeights, stopword_ids
-from tokretrieve.encoding.recipes import HEADS, ModelRecipe, family_recipe, get_method
+from tokretrieve.encoding.recipes import (
+    HEADS,
+    ModelRecipe,
+    family_recipe,
+    get_method,
+    is_causal_config,
+)
 from tokretrieve.errors import ModelLoadError
 
 
@@ -307,8 +313,7 @@ def _set_attention(config, recipe: ModelRecipe, name: str) -> None:
     if hasattr(config, "use_bidirectional_attention"):
         config.use_bidirectional_attention = bidirectional
         return
-    causal = any(a.endswith(("ForCausalLM", "LMHeadModel"))
-                 for a in getattr(config, "architectures", None) or [])
+    causal = is_causal_config(config)
     if bidirectional and causal:
         raise ModelLoadError(
             f"recipe '{recipe.name}' runs '{name}' with bidirectional attention, which "
@@ -381,11 +386,9 @@ def _load_transformers(source: str, config, dtype: torch.dtype):
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a bar per weight file is noise next to ours
-    architectures = config.architectures or []
-    is_causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
-    if is_causal:
+    if is_causal_config(config):
         return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype), True, True
-    if any(a.endswith("ForMaskedLM") for a in architectures):
+    if any(a.endswith("ForMaskedLM") for a in config.architectures or []):
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()  # missing head weights are checked here
         try:
@@ -421,7 +424,7 @@ def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe:
     embeddings = model.get_input_embeddings().weight.detach()
     if recipe.head in ("auto", "own"):
         if has_head:
-            return _own_head(model, "own LM head" if is_causal else "own MLM head")
+            return _own_head(model, is_causal, "own LM head" if is_causal else "own MLM head")
         if recipe.head == "own":
             raise ModelLoadError(f"'{name}' has no LM head of its own: give --head tied (its "
                                  "input embeddings) or --head BACKBONE (the LM head of the "
@@ -431,8 +434,8 @@ def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe:
     try:
         source = _resolve(recipe.head)[1]
         backbone_config = _config(recipe.head, source)
-        backbone, _, backbone_head = _load_transformers(source, backbone_config,
-                                                        dtype)
+        backbone, backbone_causal, backbone_head = _load_transformers(source, backbone_config,
+                                                                      dtype)
     except ModelLoadError as error:
         raise ModelLoadError(f"the head of '{name}' comes from the backbone "
                              f"'{recipe.head}', which cannot be loaded: give --head with a "
@@ -442,7 +445,7 @@ def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe:
     if not backbone_head:
         raise ModelLoadError(f"--head {recipe.head}: that checkpoint has no LM head to decode "
                              f"'{name}' with")
-    head = _own_head(backbone.to(device).eval(), f"LM head of {recipe.head}")
+    head = _own_head(backbone.to(device).eval(), backbone_causal, f"LM head of {recipe.head}")
     rows, width = head.weight.shape
     if width != embeddings.shape[1] or rows != embeddings.shape[0]:
         raise ModelLoadError(
@@ -452,14 +455,14 @@ def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe:
     return head
 
 
-def _own_head(model: torch.nn.Module, description: str) -> _Head:
-    """A model's output layer as weight, bias and the transform an MLM head applies first
-    (BERT's `cls.predictions.transform`; RoBERTa/MPNet's dense, GELU and layer norm)."""
+def _own_head(model: torch.nn.Module, is_causal: bool, description: str) -> _Head:
+    """A model's output layer as weight, bias and, for an MLM (not `is_causal`), the transform
+    its head applies first (BERT's `cls.predictions.transform`; RoBERTa/MPNet's dense, GELU and
+    layer norm)."""
     output = model.get_output_embeddings()
     bias = getattr(output, "bias", None)
     transform = None
-    if not any(a.endswith(("ForCausalLM", "LMHeadModel"))
-               for a in model.config.architectures or []):
+    if not is_causal:
         head_name = _module_name(model, output).rsplit(".", 1)[0]
         head = model.get_submodule(head_name)
         if hasattr(head, "transform"):

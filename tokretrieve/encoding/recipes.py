@@ -236,13 +236,14 @@ FAMILIES: tuple[Family, ...] = (
            note="no MLM head shipped: tied input embeddings (the paper: --head "
                 "microsoft/mpnet-base)"),
     Family("all-MiniLM and other BERT-style encoders", "mean",
-           lambda n, c: not _is_causal_config(c), note="CLS/mean as their Pooling config says"),
+           lambda n, c: not is_causal_config(c), note="CLS/mean as their Pooling config says"),
     Family("plain generative LLMs (OPT, LLaMA, SmolLM2, Gemma 3...)", "prompteol",
-           lambda n, c: _is_causal_config(c), note="the paper's OPT_EOL / LLaMA_EOL setting"),
+           lambda n, c: is_causal_config(c), note="the paper's OPT_EOL / LLaMA_EOL setting"),
 )
 
 
-def _is_causal_config(config: Any) -> bool:
+def is_causal_config(config: Any) -> bool:
+    """Whether a checkpoint's config names a causal LM (an architecture with an LM head)."""
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in _architectures(config))
 
 
