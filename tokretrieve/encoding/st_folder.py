@@ -6,8 +6,8 @@ sentence-transformers checkpoints carry their authors' recipe in files beside th
 holds the query and document prompts. tokretrieve honours all of them: the pooling and prompts
 shape the embedding the vocabulary projection reads (the pooled hidden state, which the LM head
 understands), and the modules after Pooling make the model's *sentence embedding*, the one its
-dense retrieval uses. `SentenceHead` is those modules in numpy, so an index stores them beside its
-embeddings and a dense search needs no model.
+dense retrieval uses. `SentenceHead` is those modules in numpy: the dense side applies them to
+the pooled embeddings an index stores, documents and queries alike (Encoder.sentence_embedding).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ _NAMED_MODES = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_tok
 # Dense activations sentence-transformers writes by class name, in numpy.
 _ACTIVATIONS = {"torch.nn.modules.linear.Identity": lambda x: x,
                 "torch.nn.modules.activation.Tanh": np.tanh}
-HEAD_FILE = "sentence_head.json"
 
 
 def _modules(folder: Path) -> list[dict]:
@@ -122,31 +121,6 @@ class SentenceHead:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return vectors.astype(np.float32)
-
-    @property
-    def dimension(self) -> int | None:
-        return int(self.layers[-1].weight.shape[0]) if self.layers else None
-
-    def save(self, folder: Path) -> None:
-        """Into `folder` (an index's base entry): one .npy per array and a json list."""
-        folder.mkdir(parents=True, exist_ok=True)
-        layers = []
-        for number, layer in enumerate(self.layers):
-            np.save(folder / f"dense-{number}-weight.npy", layer.weight, allow_pickle=False)
-            if layer.bias is not None:
-                np.save(folder / f"dense-{number}-bias.npy", layer.bias, allow_pickle=False)
-            layers.append({"activation": layer.activation, "bias": layer.bias is not None})
-        (folder / HEAD_FILE).write_text(json.dumps({"layers": layers,
-                                                    "normalize": self.normalize}))
-
-    @classmethod
-    def load(cls, folder: Path) -> SentenceHead:
-        record = json.loads((folder / HEAD_FILE).read_text())
-        layers = tuple(DenseLayer(np.load(folder / f"dense-{n}-weight.npy"),
-                                  np.load(folder / f"dense-{n}-bias.npy") if entry["bias"]
-                                  else None, entry["activation"])
-                       for n, entry in enumerate(record["layers"]))
-        return cls(layers, bool(record["normalize"]))
 
 
 def sentence_head(folder: Path) -> SentenceHead | None:
