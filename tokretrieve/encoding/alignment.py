@@ -465,21 +465,36 @@ def paper_metrics(embeddings: np.ndarray, projector: KeyTokenProjector,
                   chunk: int = 64) -> PaperMetrics:
     """PaperMetrics of embeddings sent through `projector` (its adjustment included); build
     the projector without excluded ids to follow the authors, who filter nothing."""
-    embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     if len(embeddings) != len(literal_ids):
         raise TokretrieveError(f"{len(embeddings)} embeddings but {len(literal_ids)} texts")
-    own = [set(int(t) for t in ids) for ids in literal_ids]
-    deepest = max([k, *map(len, own)]) if own else k
-    hits, local, reached = [], [], set()
+    depth = max([k, *(len(set(ids)) for ids in literal_ids)])
+    return metrics_of_ranking(decoded_ids(embeddings, projector, depth, chunk), literal_ids, k)
+
+
+def decoded_ids(embeddings: np.ndarray, projector: KeyTokenProjector, depth: int,
+                chunk: int = 64) -> np.ndarray:
+    """Each embedding's top-`depth` decoded token ids (texts x depth), best first, a chunk of
+    texts at a time so that only chunk x vocab logits are held at once."""
+    embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    ranked = []
     with torch.inference_mode():
         for start in range(0, len(embeddings), chunk):
             logits = projector.logits(embeddings[start:start + chunk])
-            top = torch.topk(logits, min(deepest, logits.shape[1]), dim=1).indices.tolist()
-            for ranked, text_own in zip(top, own[start:start + chunk], strict=True):
-                hits.append(bool(text_own & set(ranked[:k])))
-                found = text_own & set(ranked[:len(text_own)])
-                local.append(len(found) / len(text_own) if text_own else 0.0)
-                reached |= found
+            ranked.append(torch.topk(logits, min(depth, logits.shape[1]), dim=1)
+                          .indices.numpy())
+    return np.concatenate(ranked) if ranked else np.zeros((0, depth), dtype=np.int64)
+
+
+def metrics_of_ranking(ranked: np.ndarray, literal_ids: Sequence[Sequence[int]],
+                       k: int = DEFAULT_CALIBRATION_K) -> PaperMetrics:
+    """PaperMetrics of decoded rankings (texts x depth, depth at least k and every |T_i|)."""
+    own = [set(int(t) for t in ids) for ids in literal_ids]
+    hits, local, reached = [], [], set()
+    for row, text_own in zip(ranked.tolist(), own, strict=True):
+        hits.append(bool(text_own & set(row[:k])))
+        found = text_own & set(row[:len(text_own)])
+        local.append(len(found) / len(text_own) if text_own else 0.0)
+        reached |= found
     vocabulary = set().union(*own) if own else set()
     return PaperMetrics(k=k, hit=float(np.mean(hits)) if hits else 0.0,
                         lar=float(np.mean(local)) if local else 0.0,

@@ -34,10 +34,11 @@ from tokretrieve.encoding.alignment import (
     alignment_curve,
     calibration_from_curve,
     component_change,
+    decoded_ids,
     literal_token_ids,
+    metrics_of_ranking,
     own_token_ids,
     own_token_mask,
-    paper_metrics,
     prepare_sample,
     projected_alignment,
     spectrum,
@@ -165,21 +166,20 @@ def paper_alignment(encoder: Encoder, prepared: AlignmentSample,
     authors filter nothing), T_i the text's tokens with its tokenizer's special tokens."""
     literal = literal_token_ids(encoder, prepared.texts)
     example_ids = literal_token_ids(encoder, [EXAMPLE_SENTENCE])[0]
-    example_embedding = torch.from_numpy(encoder.embed([EXAMPLE_SENTENCE]))
+    example_embedding = encoder.embed([EXAMPLE_SENTENCE])
+    # one projection of the sample per λ serves the metrics and the shared-vocabulary sets
+    depth = max([EXAMPLE_TOKENS, *(len(set(ids)) for ids in literal)])
     example, metrics, top_ids = {}, {}, {}
     for strength in strengths:
         projector = encoder.projector(PC1Adjustment(prepared.direction, strength),
                                       exclude_special=False)
-        metrics[strength] = paper_metrics(prepared.embeddings, projector, literal)
-        with torch.inference_mode():
-            ranked = torch.topk(projector.logits(example_embedding)[0], EXAMPLE_TOKENS)
-            example[strength] = [(token_text(encoder.tokenizer, i),
-                                  mark_token(encoder.tokenizer, i, example_ids))
-                                 for i in ranked.indices.tolist()]
-            top_ids[strength] = np.concatenate([
-                torch.topk(projector.logits(torch.from_numpy(prepared.embeddings[i:i + 64])),
-                           EXAMPLE_TOKENS, dim=1).indices.numpy()
-                for i in range(0, len(prepared.embeddings), 64)])
+        ranked = decoded_ids(prepared.embeddings, projector, depth)
+        metrics[strength] = metrics_of_ranking(ranked, literal)
+        top_ids[strength] = ranked[:, :EXAMPLE_TOKENS]
+        example[strength] = [(token_text(encoder.tokenizer, i),
+                              mark_token(encoder.tokenizer, i, example_ids))
+                             for i in decoded_ids(example_embedding, projector,
+                                                  EXAMPLE_TOKENS)[0].tolist()]
     # The tokens of the projection's rows: tokenizers may add tokens past them (EmbeddingGemma's
     # image token) and still spell every row as another model does.
     rows = encoder.tokenizer.convert_ids_to_tokens(list(range(encoder.model.vocab_size)))
