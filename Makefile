@@ -14,7 +14,8 @@ MODEL ?= mpnet
 DTYPE ?= bfloat16
 
 .PHONY: install install-browser install-lucene install-milvus install-splade install-models \
-	install-embeddinggemma demo serve test test-fast lint bench bench-speed bench-encode bench-live bench-serve bench-interop
+	install-embeddinggemma install-peers demo serve test test-fast lint bench bench-speed bench-encode \
+	bench-frontier bench-headroom bench-live bench-serve bench-interop
 
 install: $(STAMP)
 
@@ -92,6 +93,23 @@ bench-speed: install
 
 bench-encode: install
 	$(BIN)/python -m bench.encoding
+
+# The learned-sparse engines the speed frontier compares with on the same bags (bench/speed/
+# frontier.py): Seismic (pyseismic-lsr, Rust, approximate) and PISA (pyterrier-pisa, C++, exact
+# block-max WAND / MaxScore; it brings python-terrier and its statistics stack, ~60 MB).
+install-peers: install
+	$(BIN)/pip install -q -e ".[peers]"
+
+# The exact kernel against the memory's bandwidth, lighter queries' recall, Seismic and PISA, on
+# the index `make demo` builds and synthetic 100 k / 1 M corpora drawn from it.
+bench-frontier: install-peers
+	@test -f index/cranfield/manifest.json || $(MAKE) demo
+	$(BIN)/python -m bench.speed.frontier --index index/cranfield
+
+# What any exact pruning could skip on those bags (block-max bounds at 4-256 documents, MaxScore).
+bench-headroom: install
+	@test -f index/cranfield/manifest.json || $(MAKE) demo
+	$(BIN)/python -m bench.speed.headroom --index index/cranfield --sizes real,100000,1000000
 
 bench-live: install
 	$(BIN)/python -m bench.live
