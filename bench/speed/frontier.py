@@ -199,7 +199,7 @@ def pisa_runs(postings: Postings, batches: dict[str, QueryBatch],
                                                   levels.data[start:end])}
 
     started = time.perf_counter()
-    index = PisaIndex(str(folder / "pisa"), stemmer="none", overwrite=True)
+    index = PisaIndex(str(folder / f"pisa-{levels.shape[0]}"), stemmer="none")
     index.toks_indexer(scale=1.0).index(documents())
     out: dict[str, Any] = {"build_s": time.perf_counter() - started, "algorithms": {}}
     frames = {}
