@@ -259,7 +259,7 @@ def measure_corpus(bags: sp.csr_matrix, scale: float, batches: dict[str, QueryBa
 
 def render(record: dict[str, Any]) -> str:
     bandwidth = record["bandwidth"]
-    lines = ["# Speed frontier: the exact kernel, lighter queries, Seismic", "",
+    lines = ["# Speed frontier: the exact kernel, lighter queries, Seismic and PISA", "",
              f"`{record['command']}` at commit {record['machine']['git']['commit'][:12]}"
              f"{' (uncommitted changes)' if record['machine']['git'].get('dirty') else ''}, "
              f"{record['started']}; index {record['index']}.", "",
