@@ -51,11 +51,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.speed.kernel import QueryBatch, package_top_k
-from bench.speed.synth import distribution_from_bags, generate_bags
+from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
-from bench.toolkit.cli import parse_list, positive_int
 from bench.toolkit.clock import latency
-from bench.toolkit.results import command_line, new_record, run_folder, write_record
+from bench.toolkit.results import (
+    command_line,
+    finish_record,
+    new_record,
+    run_folder,
+    write_record,
+)
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
 from tokretrieve import SparseIndex
@@ -279,35 +284,40 @@ def render(record: dict[str, Any]) -> str:
     lines += table(["corpus", "docs", "queries", "tokens", "postings p50", "p50 ms", "p99 ms",
                     "floor ms", "p50 / floor", "recall@10"], rows)
     for name, corpus in record["corpora"].items():
-        if "seismic" not in corpus:
-            continue
-        seismic = corpus["seismic"]
-        lines += ["", f"## Seismic at {name} ({corpus['documents']:,} documents; built in "
-                      f"{seismic['build_s']:.0f} s)", ""]
-        rows = [[str(row["query_cut"] or "all"), number(row["heap_factor"], 2),
-                 *[f"{number(row[m]['p50_ms'], 3)} / {number(row[m]['p99_ms'], 3)}"
-                   for m in ("tokens", "model")],
-                 *[number(row[m]["recall"], 3) for m in ("tokens", "model")]]
-                for row in seismic["settings"]]
-        lines += table(["query_cut", "heap_factor", "tokens p50 / p99 ms",
-                        "model p50 / p99 ms", "tokens recall@10", "model recall@10"], rows)
-    for name, corpus in record["corpora"].items():
-        if "pisa" not in corpus:
-            continue
-        pisa = corpus["pisa"]
-        lines += ["", f"## PISA at {name} ({corpus['documents']:,} documents; built in "
-                      f"{pisa['build_s']:.0f} s), exact engines side by side", "",
-                  "Mean ms per query of one batch call on one thread (tokretrieve: the mean "
-                  "of its single-query latency), recall@10.", ""]
-        rows = [["tokretrieve (exhaustive)",
-                 *[f"{number(corpus['modes'][m]['mean_ms'], 3)} ({number(1.0, 3)})"
-                   for m in ("tokens", "model")]]]
-        rows += [[f"PISA {algorithm}",
-                  *[f"{number(stats[m]['mean_ms'], 3)} ({number(stats[m]['recall'], 3)})"
-                    for m in ("tokens", "model")]]
-                 for algorithm, stats in pisa["algorithms"].items()]
-        lines += table(["engine", "tokens: ms (recall@10)", "model: ms (recall@10)"], rows)
+        if "seismic" in corpus:
+            lines += seismic_section(name, corpus)
+        if "pisa" in corpus:
+            lines += pisa_section(name, corpus)
     return "\n".join(lines) + "\n"
+
+
+def seismic_section(name: str, corpus: dict[str, Any]) -> list[str]:
+    seismic = corpus["seismic"]
+    lines = ["", f"## Seismic at {name} ({corpus['documents']:,} documents; built in "
+                 f"{seismic['build_s']:.0f} s)", ""]
+    rows = [[str(row["query_cut"] or "all"), number(row["heap_factor"], 2),
+             *[f"{number(row[m]['p50_ms'], 3)} / {number(row[m]['p99_ms'], 3)}"
+               for m in ("tokens", "model")],
+             *[number(row[m]["recall"], 3) for m in ("tokens", "model")]]
+            for row in seismic["settings"]]
+    return lines + table(["query_cut", "heap_factor", "tokens p50 / p99 ms",
+                          "model p50 / p99 ms", "tokens recall@10", "model recall@10"], rows)
+
+
+def pisa_section(name: str, corpus: dict[str, Any]) -> list[str]:
+    pisa = corpus["pisa"]
+    lines = ["", f"## PISA at {name} ({corpus['documents']:,} documents; built in "
+                 f"{pisa['build_s']:.0f} s), exact engines side by side", "",
+             "Mean ms per query of one batch call on one thread (tokretrieve: the mean of its "
+             "single-query latency), recall@10.", ""]
+    rows = [["tokretrieve (exhaustive)",
+             *[f"{number(corpus['modes'][m]['mean_ms'], 3)} ({number(1.0, 3)})"
+               for m in ("tokens", "model")]]]
+    rows += [[f"PISA {algorithm}",
+              *[f"{number(stats[m]['mean_ms'], 3)} ({number(stats[m]['recall'], 3)})"
+                for m in ("tokens", "model")]]
+             for algorithm, stats in pisa["algorithms"].items()]
+    return lines + table(["engine", "tokens: ms (recall@10)", "model: ms (recall@10)"], rows)
 
 
 def real_bags(index: SparseIndex) -> tuple[sp.csr_matrix, float]:
@@ -333,12 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
 
-    def size(text: str) -> str:
-        return text if text == "real" else str(positive_int(text))
-
-    sizes = parse_list(args.sizes, size, "--sizes")
-    peer_sizes = set(parse_list(args.peer_sizes, size, "--peer-sizes")
-                     if args.peer_sizes else [])
+    sizes = corpus_sizes(args.sizes)
+    peer_sizes = set(corpus_sizes(args.peer_sizes))
     missing = [name for name in ("seismic", "pyterrier_pisa")
                if importlib.util.find_spec(name) is None]
     if peer_sizes and missing:
@@ -360,17 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["bandwidth"] = read_bandwidth()
         for name in sizes:
             print(f"{name} ...", flush=True)
-            corpus = bags if name == "real" else generate_bags(
-                distribution_from_bags(bags, seed=args.seed), int(name), seed=args.seed + 1)
-            record["corpora"][name] = measure_corpus(corpus, scale, batches,
+            record["corpora"][name] = measure_corpus(corpus_at(name, bags, args.seed), scale,
+                                                     batches,
                                                      record["bandwidth"]["bytes_per_s"],
                                                      name in peer_sizes, Path(scratch))
             write_record(out, record, render, partial=True)
-    write_record(out, record, render, partial=False)
-    print(render(record))
-    print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    finish_record(out, record, render, render)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

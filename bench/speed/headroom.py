@@ -42,10 +42,16 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bench.speed.synth import distribution_from_bags, generate_bags
+from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
-from bench.toolkit.cli import parse_list, positive_int
-from bench.toolkit.results import command_line, new_record, run_folder, write_record
+from bench.toolkit.cli import positive_int
+from bench.toolkit.results import (
+    command_line,
+    finish_record,
+    new_record,
+    run_folder,
+    write_record,
+)
 from bench.toolkit.tables import percent, table
 from tokretrieve import SparseIndex
 from tokretrieve.corpus import read_queries
@@ -196,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    sizes = parse_list(args.sizes, lambda s: s if s == "real" else positive_int(s), "--sizes")
+    sizes = corpus_sizes(args.sizes)
     index = SparseIndex.load(args.index)
     batches = query_batches(index, args.corpus)
     real = stored_levels(index)
@@ -208,18 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = run_folder(args.output, record)
     for size in sizes:
         print(f"headroom at {size} ...", flush=True)
-        levels = real if size == "real" else generate_bags(
-            distribution_from_bags(real.astype(np.float32), seed=args.seed), size,
-            seed=args.seed + 1)
-        levels.data = levels.data.astype(np.uint8)
-        record["corpora"][str(size)] = corpus_headroom(levels, batches, BLOCK_SIZES,
-                                                       args.every)
+        record["corpora"][size] = corpus_headroom(corpus_at(size, real, args.seed), batches,
+                                                  BLOCK_SIZES, args.every)
         write_record(out, record, render, partial=True)
-    write_record(out, record, render, partial=False)
-    print(render(record))
-    print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    finish_record(out, record, render, render)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

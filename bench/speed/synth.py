@@ -119,6 +119,28 @@ def generate_bags(distribution: TokenDistribution, n_docs: int, seed: int = 0) -
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
+def corpus_sizes(text: str) -> list[str]:
+    """A comma-separated list of corpus sizes: 'real' (the real bags) and/or positive
+    document counts; SystemExit naming the bad entry otherwise."""
+    sizes = [part.strip() for part in text.split(",") if part.strip()]
+    for size in sizes:
+        if size != "real" and not (size.isdigit() and int(size) > 0):
+            raise SystemExit(f"error: corpus size {size!r} is neither 'real' nor a positive "
+                             "document count")
+    return sizes
+
+
+def corpus_at(size: str, real: sp.csr_matrix, seed: int = 0) -> sp.csr_matrix:
+    """The real bags for size 'real', else that many synthetic documents drawn from the real
+    bags' distribution (weights of the real bags' dtype)."""
+    if size == "real":
+        return real
+    bags = generate_bags(distribution_from_bags(real.astype(np.float32), seed=seed), int(size),
+                         seed=seed + 1)
+    bags.data = bags.data.astype(real.dtype)
+    return bags
+
+
 def _fill_bags(cumulative, weight_indptr, weights, indptr, indices, data, seed,
                chunk_docs):  # pragma: no cover - compiled
     """Draw every document's distinct tokens (successive sampling on `cumulative`) and a real
