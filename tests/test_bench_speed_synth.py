@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 from speed_bags import HEAD, VOCAB, hand_built_bags
 
-from bench.speed.synth import distribution_from_bags, generate_bags
+from bench.speed.synth import corpus_at, corpus_sizes, distribution_from_bags, generate_bags
 from tokretrieve.index.postings import postings_from_bags
 
 
@@ -104,3 +104,17 @@ def test_generator_is_deterministic_and_handles_empty_bags(real_and_synthetic):
     assert not np.array_equal(other.indices[:200], synthetic.indices[:200])
     # The real bags have an empty document, so some synthetic bags are empty too.
     assert (np.diff(synthetic.indptr) == 0).any()
+
+
+def test_corpus_sizes_and_corpus_at():
+    """'real' is the real bags themselves; a count is a synthetic corpus of that many
+    documents with the real bags' weight dtype; anything else is refused by name."""
+    assert corpus_sizes("real, 100,") == ["real", "100"]
+    with pytest.raises(SystemExit, match="'1e3'"):
+        corpus_sizes("real,1e3")
+    real = hand_built_bags()
+    assert corpus_at("real", real) is real
+    levels = real.copy()
+    levels.data = np.minimum(levels.data * 100, 255).astype(np.uint8)
+    synthetic = corpus_at("50", levels, seed=2)
+    assert synthetic.shape == (50, real.shape[1]) and synthetic.data.dtype == np.uint8

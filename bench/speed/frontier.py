@@ -54,6 +54,7 @@ from bench.speed.kernel import QueryBatch, package_top_k
 from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
 from bench.toolkit.clock import latency
+from bench.toolkit.machine import index_record
 from bench.toolkit.results import (
     command_line,
     finish_record,
@@ -356,10 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = SparseIndex.load(args.index)
     bags, scale = real_bags(index)
     batches = query_batches(index, args.corpus, QUERY_BAG_SIZES)
-    manifest = index.manifest.to_json()
     record = new_record(command_line("python -m bench.speed.frontier", argv),
-                        index=str(args.index), index_model=manifest["model"],
-                        index_bags=manifest["projection"], query_bag_sizes=list(QUERY_BAG_SIZES),
+                        **index_record(index), query_bag_sizes=list(QUERY_BAG_SIZES),
                         corpora={})
     out = run_folder(args.output, record)
     with pinned(1), tempfile.TemporaryDirectory() as scratch:

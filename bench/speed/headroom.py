@@ -42,9 +42,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from bench.speed.frontier import query_batches
 from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
 from bench.toolkit.cli import positive_int
+from bench.toolkit.machine import index_record
 from bench.toolkit.results import (
     command_line,
     finish_record,
@@ -54,23 +56,10 @@ from bench.toolkit.results import (
 )
 from bench.toolkit.tables import percent, table
 from tokretrieve import SparseIndex
-from tokretrieve.corpus import read_queries
-from tokretrieve.index.sparse import clean_query_bags
-from tokretrieve.search import ModelQueryEncoder, TokenQueryEncoder
-from tokretrieve.search.query_encoders import index_encoder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "headroom"
 BLOCK_SIZES = (4, 16, 64, 256)
 K = 10
-
-
-def query_batches(index: SparseIndex, corpus: Path) -> dict[str, sp.csr_matrix]:
-    """Both query modes' bags for the index's queries, as its searchers make them."""
-    texts = [text for _, text in read_queries(corpus)]
-    encoder = index_encoder(index)
-    tokens = TokenQueryEncoder.for_index(index, tokenizer=encoder.tokenizer).encode(texts)
-    return {"tokens": clean_query_bags(tokens),
-            "model": clean_query_bags(ModelQueryEncoder.for_index(index, encoder).encode(texts))}
 
 
 def query_headroom(levels: sp.csc_matrix, maxima: np.ndarray, tokens: np.ndarray,
@@ -204,13 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = corpus_sizes(args.sizes)
     index = SparseIndex.load(args.index)
-    batches = query_batches(index, args.corpus)
+    batches = {mode: batch.to_bags(index.vocab_size)
+               for mode, batch in query_batches(index, args.corpus, ()).items()}
     real = stored_levels(index)
-    manifest = index.manifest.to_json()
     record = new_record(command_line("python -m bench.speed.headroom", argv),
-                        index=str(args.index), index_model=manifest["model"],
-                        index_bags=manifest["projection"], block_sizes=list(BLOCK_SIZES),
-                        corpora={})
+                        **index_record(index), block_sizes=list(BLOCK_SIZES), corpora={})
     out = run_folder(args.output, record)
     for size in sizes:
         print(f"headroom at {size} ...", flush=True)

@@ -57,6 +57,11 @@ class QueryBatch:
     def singles(self) -> list[QueryBatch]:
         return [self.query(q) for q in range(len(self))]
 
+    def to_bags(self, vocab_size: int) -> sp.csr_matrix:
+        """The batch as a queries x vocabulary CSR again."""
+        return sp.csr_matrix((self.weights, self.tokens, self.indptr),
+                             shape=(len(self), vocab_size))
+
     def mean_length(self) -> float:
         return float(np.diff(self.indptr).mean()) if len(self) else 0.0
 

@@ -118,7 +118,6 @@ def generate_bags(distribution: TokenDistribution, n_docs: int, seed: int = 0) -
     return bags
 
 
-@numba.njit(nogil=True, parallel=True, cache=True)
 def corpus_sizes(text: str) -> list[str]:
     """A comma-separated list of corpus sizes: 'real' (the real bags) and/or positive
     document counts; SystemExit naming the bad entry otherwise."""
@@ -141,6 +140,7 @@ def corpus_at(size: str, real: sp.csr_matrix, seed: int = 0) -> sp.csr_matrix:
     return bags
 
 
+@numba.njit(nogil=True, parallel=True, cache=True)
 def _fill_bags(cumulative, weight_indptr, weights, indptr, indices, data, seed,
                chunk_docs):  # pragma: no cover - compiled
     """Draw every document's distinct tokens (successive sampling on `cumulative`) and a real

@@ -21,7 +21,7 @@ from bench.toolkit.clock import load_average
 from bench.toolkit.threads import thread_settings
 
 if TYPE_CHECKING:
-    from tokretrieve import Encoder
+    from tokretrieve import Encoder, SparseIndex
 
 PACKAGES = ("tokretrieve", "torch", "transformers", "numpy", "scipy", "numba", "faiss-cpu",
             "bm25s", "ir_measures")
@@ -107,3 +107,11 @@ def model_record(model: str, encoder: Encoder) -> dict[str, Any]:
         "device": str(loaded.device),
         "dtype": encoder.dtype,
     }
+
+
+def index_record(index: SparseIndex) -> dict[str, Any]:
+    """Where an index-based measurement's bags came from: the folder, the manifest's model
+    record (name, weights hash, recipe, dtype) and its bag recipe."""
+    manifest = index.manifest.to_json()
+    return {"index": str(index.path), "index_model": manifest["model"],
+            "index_bags": manifest["projection"]}
