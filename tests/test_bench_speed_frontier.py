@@ -10,7 +10,14 @@ import scipy.sparse as sp
 from refimpl import postings_scores
 from speed_bags import VOCAB, hand_built_bags
 
-from bench.speed.frontier import measure_corpus, pisa_runs, postings_walked, recall, top_sets
+from bench.speed.frontier import (
+    measure_corpus,
+    pisa_runs,
+    postings_walked,
+    recall,
+    top_sets,
+    unit_peers,
+)
 from bench.speed.kernel import QueryBatch
 from tokretrieve.index.postings import postings_from_bags
 
@@ -73,3 +80,18 @@ def test_pisa_returns_the_exact_top_k_of_integer_queries(tmp_path):
     result = pisa_runs(postings, {"tokens": batch, "model": batch}, exact, tmp_path)
     for algorithm in ("block_max_wand", "maxscore"):
         assert result["algorithms"][algorithm]["tokens"]["recall"] == 1.0
+
+
+def test_bm25s_and_faiss_are_timed_on_every_query():
+    """BM25S gets the tokens queries over the same bags, FAISS the query vectors over the
+    documents' (or random) vectors: one latency sample set each, over every query."""
+    bags = hand_built_bags()
+    batch = integer_queries()
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    for documents in (rng.standard_normal((bags.shape[0], 16)).astype(np.float32), None):
+        result = unit_peers(bags, {"tokens": batch}, queries, documents, seed=1)
+        assert set(result) == {"BM25S numba", "FAISS flat"}
+        assert result["BM25S numba"]["n"] >= len(batch)
+        assert result["FAISS flat"]["n"] >= len(queries)
+        assert all(0 < stats["p50_ms"] <= stats["p99_ms"] for stats in result.values())

@@ -51,6 +51,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.speed.kernel import QueryBatch, package_top_k
+from bench.speed.peers import BM25Peer, DensePeer, unit_rows
 from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
 from bench.toolkit.clock import latency
@@ -128,9 +129,10 @@ def timed_mode(postings: Postings, batch: QueryBatch) -> dict[str, Any]:
 
 
 def query_batches(index: SparseIndex, corpus: Path, bag_sizes: Sequence[int]
-                  ) -> dict[str, QueryBatch]:
+                  ) -> tuple[dict[str, QueryBatch], np.ndarray]:
     """tokens (the index's default weighting), model (the documents' bag size) and model@N
-    for every lighter query bag size N, from one embedding of the queries."""
+    for every lighter query bag size N, from one embedding of the queries; and those unit
+    query embeddings (the dense side's queries)."""
     texts = [text for _, text in read_queries(corpus)]
     encoder = index_encoder(index)
     embeddings = encoder.embed(texts, is_query=True)
@@ -145,7 +147,7 @@ def query_batches(index: SparseIndex, corpus: Path, bag_sizes: Sequence[int]
         batch = QueryBatch.from_bags(bags)
         usable = [q for q in range(len(batch)) if batch.indptr[q + 1] > batch.indptr[q]]
         out[name] = QueryBatch.from_bags(sp.csr_matrix(bags)[usable])
-    return out
+    return out, unit_rows(encoder.sentence_embedding(embeddings))
 
 
 def seismic_runs(bags: sp.csr_matrix, batches: dict[str, QueryBatch],
@@ -237,8 +239,30 @@ def pisa_runs(postings: Postings, batches: dict[str, QueryBatch],
     return out
 
 
+def unit_peers(bags: sp.csr_matrix, batches: dict[str, QueryBatch], queries: np.ndarray,
+               documents: np.ndarray | None, seed: int) -> dict[str, Any]:
+    """BM25S (numba) over the same bags' tokens with the tokens-mode queries, and FAISS flat
+    over the documents' embeddings (random unit vectors of the same width for synthetic
+    documents: a flat index's speed depends on the count and width only) with the query
+    embeddings: single-query latency, one thread, for speed (their rankings answer other
+    questions than the bags' dot products)."""
+    bm25 = BM25Peer.build(bags.indptr, bags.indices, bags.shape[1])
+    terms = bm25.queries(batches["tokens"].to_bags(bags.shape[1]))
+    dense = (DensePeer.from_vectors(documents) if documents is not None
+             else DensePeer.random(bags.shape[0], queries.shape[1], seed))
+    out = {}
+    for name, function, items in (
+            ("BM25S numba", lambda q: bm25.search([q], K, 1), terms),
+            ("FAISS flat", lambda v: dense.search(v[None, :], K), list(queries))):
+        lat = latency(function, items)
+        out[name] = {key: lat[key] for key in ("p50_ms", "p99_ms", "mean_ms", "n")}
+    return out
+
+
 def measure_corpus(bags: sp.csr_matrix, scale: float, batches: dict[str, QueryBatch],
-                   bandwidth: float, with_peers: bool, scratch: Path) -> dict[str, Any]:
+                   bandwidth: float, with_peers: bool, scratch: Path,
+                   queries: np.ndarray | None = None, documents: np.ndarray | None = None,
+                   seed: int = 0) -> dict[str, Any]:
     """Everything of one corpus (see the module docstring)."""
     postings = postings_from_bags(bags, "uint8", scale=scale)
     out: dict[str, Any] = {"documents": int(bags.shape[0]), "postings": postings.n_postings,
@@ -256,6 +280,8 @@ def measure_corpus(bags: sp.csr_matrix, scale: float, batches: dict[str, QueryBa
         print(f"  {name}: p50 {timing['p50_ms']:.3f} ms, floor {floor_ms:.3f} ms, recall "
               f"{out['modes'][name]['recall']:.3f}", flush=True)
     if with_peers:
+        print("  BM25S and FAISS ...", flush=True)
+        out["unit_peers"] = unit_peers(bags, batches, queries, documents, seed)
         print("  pisa: building ...", flush=True)
         out["pisa"] = pisa_runs(postings, batches, exact, scratch)
         print("  seismic: building ...", flush=True)
@@ -318,7 +344,32 @@ def pisa_section(name: str, corpus: dict[str, Any]) -> list[str]:
               *[f"{number(stats[m]['mean_ms'], 3)} ({number(stats[m]['recall'], 3)})"
                 for m in ("tokens", "model")]]
              for algorithm, stats in pisa["algorithms"].items()]
-    return lines + table(["engine", "tokens: ms (recall@10)", "model: ms (recall@10)"], rows)
+    lines += table(["engine", "tokens: ms (recall@10)", "model: ms (recall@10)"], rows)
+    if "unit_peers" not in corpus:
+        return lines
+    lines += ["", f"## All engines at {name}, single-query latency (p50 / p99 / mean ms, one "
+                  "thread)", "",
+              "BM25S over the same bags' tokens with the tokens queries (BM25 scores, not the "
+              "bags' weights); FAISS flat over the model's document embeddings (random unit "
+              "vectors of its width for synthetic documents) with the query embeddings; "
+              "PISA's mean is per query of one batch call.", ""]
+
+    def cells(stats: dict[str, Any]) -> str:
+        return (f"{number(stats['p50_ms'], 3)} / {number(stats['p99_ms'], 3)} / "
+                f"{number(stats['mean_ms'], 3)}")
+
+    modes = corpus["modes"]
+    rows = [["tokretrieve, tokens queries", cells(modes["tokens"])],
+            ["tokretrieve, model queries", cells(modes["model"])],
+            *[[name_, cells(stats)] for name_, stats in corpus["unit_peers"].items()],
+            *[[f"PISA {algorithm}, {m} queries", f"- / - / {number(stats[m]['mean_ms'], 3)}"]
+              for algorithm, stats in pisa["algorithms"].items() for m in ("tokens", "model")]]
+    if "seismic" in corpus:
+        best = max(corpus["seismic"]["settings"], key=lambda row: row["model"]["recall"])
+        rows += [[f"Seismic, {m} queries, query_cut {best['query_cut'] or 'all'}",
+                  f"{number(best[m]['p50_ms'], 3)} / {number(best[m]['p99_ms'], 3)} / -"]
+                 for m in ("tokens", "model")]
+    return lines + table(["engine", "p50 / p99 / mean ms"], rows)
 
 
 def real_bags(index: SparseIndex) -> tuple[sp.csr_matrix, float]:
@@ -356,7 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "index/cranfield) or pass --index")
     index = SparseIndex.load(args.index)
     bags, scale = real_bags(index)
-    batches = query_batches(index, args.corpus, QUERY_BAG_SIZES)
+    batches, query_vectors = query_batches(index, args.corpus, QUERY_BAG_SIZES)
+    embeddings = np.asarray(index.embeddings)
+    documents = (unit_rows(index_encoder(index).sentence_embedding(embeddings))
+                 if len(embeddings) else None)
     record = new_record(command_line("python -m bench.speed.frontier", argv),
                         **index_record(index), query_bag_sizes=list(QUERY_BAG_SIZES),
                         corpora={})
@@ -365,10 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["bandwidth"] = read_bandwidth()
         for name in sizes:
             print(f"{name} ...", flush=True)
-            record["corpora"][name] = measure_corpus(corpus_at(name, bags, args.seed), scale,
-                                                     batches,
-                                                     record["bandwidth"]["bytes_per_s"],
-                                                     name in peer_sizes, Path(scratch))
+            record["corpora"][name] = measure_corpus(
+                corpus_at(name, bags, args.seed), scale, batches,
+                record["bandwidth"]["bytes_per_s"], name in peer_sizes, Path(scratch),
+                query_vectors, documents if name == "real" else None, args.seed)
             write_record(out, record, render, partial=True)
     finish_record(out, record, render, render)
     return 0

@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = corpus_sizes(args.sizes)
     index = SparseIndex.load(args.index)
     batches = {mode: batch.to_bags(index.vocab_size)
-               for mode, batch in query_batches(index, args.corpus, ()).items()}
+               for mode, batch in query_batches(index, args.corpus, ())[0].items()}
     real = stored_levels(index)
     record = new_record(command_line("python -m bench.speed.headroom", argv),
                         **index_record(index), block_sizes=list(BLOCK_SIZES), corpora={})
