@@ -50,7 +50,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from bench.speed.kernel import QueryBatch, package_top_k
+from bench.speed.kernel import QueryBatch, package_top_k, stored_levels
 from bench.speed.peers import BM25Peer, DensePeer, unit_rows
 from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
@@ -65,7 +65,7 @@ from bench.toolkit.results import (
 )
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
-from tokretrieve import SparseIndex
+from tokretrieve import Encoder, SparseIndex
 from tokretrieve.corpus import read_queries
 from tokretrieve.index.postings import Postings, postings_from_bags
 from tokretrieve.search import ModelQueryEncoder, TokenQueryEncoder
@@ -128,13 +128,12 @@ def timed_mode(postings: Postings, batch: QueryBatch) -> dict[str, Any]:
     return {key: lat[key] for key in ("p50_ms", "p99_ms", "mean_ms", "n", "passes")}
 
 
-def query_batches(index: SparseIndex, corpus: Path, bag_sizes: Sequence[int]
+def query_batches(index: SparseIndex, encoder: Encoder, corpus: Path, bag_sizes: Sequence[int]
                   ) -> tuple[dict[str, QueryBatch], np.ndarray]:
     """tokens (the index's default weighting), model (the documents' bag size) and model@N
     for every lighter query bag size N, from one embedding of the queries; and those unit
-    query embeddings (the dense side's queries)."""
+    query embeddings (the dense side's queries). `encoder`: the index's (index_encoder)."""
     texts = [text for _, text in read_queries(corpus)]
-    encoder = index_encoder(index)
     embeddings = encoder.embed(texts, is_query=True)
     batches = {"tokens": TokenQueryEncoder.for_index(index, tokenizer=encoder.tokenizer)
                .encode(texts),
@@ -193,8 +192,7 @@ def pisa_runs(postings: Postings, batches: dict[str, QueryBatch],
     import pandas as pd
     from pyterrier_pisa import PisaIndex
 
-    levels = postings.to_bags()
-    levels.data = np.rint(levels.data / np.float32(postings.scale))
+    levels = stored_levels(postings)
 
     def terms(tokens: np.ndarray, weights: np.ndarray) -> dict[str, float]:
         return {f"t{t}": float(w) for t, w in zip(tokens.tolist(), weights.tolist(),
@@ -273,10 +271,11 @@ def measure_corpus(bags: sp.csr_matrix, scale: float, batches: dict[str, QueryBa
         timing = timed_mode(postings, batch)  # p50, p99, mean
         floor_ms = float(np.median(walked)) * BYTES_PER_POSTING / bandwidth * 1e3
         reference = exact["tokens" if name == "tokens" else "model"]
+        found = exact[name] if name in exact else top_sets(postings, batch)
         out["modes"][name] = {**timing, "tokens_mean": batch.mean_length(),
                               "postings_p50": float(np.median(walked)),
                               "bandwidth_floor_ms": floor_ms,
-                              "recall": recall(top_sets(postings, batch), reference)}
+                              "recall": recall(found, reference)}
         print(f"  {name}: p50 {timing['p50_ms']:.3f} ms, floor {floor_ms:.3f} ms, recall "
               f"{out['modes'][name]['recall']:.3f}", flush=True)
     if with_peers:
@@ -407,10 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "index/cranfield) or pass --index")
     index = SparseIndex.load(args.index)
     bags, scale = real_bags(index)
-    batches, query_vectors = query_batches(index, args.corpus, QUERY_BAG_SIZES)
+    encoder = index_encoder(index)
+    batches, query_vectors = query_batches(index, encoder, args.corpus, QUERY_BAG_SIZES)
     embeddings = np.asarray(index.embeddings)
-    documents = (unit_rows(index_encoder(index).sentence_embedding(embeddings))
-                 if len(embeddings) else None)
+    documents = (unit_rows(encoder.sentence_embedding(embeddings)) if len(embeddings)
+                 else None)
     record = new_record(command_line("python -m bench.speed.frontier", argv),
                         **index_record(index), query_bag_sizes=list(QUERY_BAG_SIZES),
                         corpora={})

@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.speed.frontier import query_batches
+from bench.speed.kernel import stored_levels
 from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
 from bench.toolkit.cli import positive_int
@@ -56,6 +57,7 @@ from bench.toolkit.results import (
 )
 from bench.toolkit.tables import percent, table
 from tokretrieve import SparseIndex
+from tokretrieve.search.query_encoders import index_encoder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "headroom"
 BLOCK_SIZES = (4, 16, 64, 256)
@@ -140,13 +142,6 @@ def corpus_headroom(levels: sp.csr_matrix, batches: dict[str, sp.csr_matrix],
     return result
 
 
-def stored_levels(index: SparseIndex) -> sp.csr_matrix:
-    """The index's bags as uint8 levels (docs x vocab CSR)."""
-    bags = index.postings.to_bags()
-    bags.data = np.rint(bags.data / np.float32(index.manifest.layout.scale)).astype(np.uint8)
-    return bags
-
-
 def render(record: dict[str, Any]) -> str:
     lines = ["# Pruning headroom", "", f"`{record['command']}` at commit "
              f"{record['machine']['git']['commit'][:12]}, {record['started']}.", "",
@@ -193,9 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = corpus_sizes(args.sizes)
     index = SparseIndex.load(args.index)
-    batches = {mode: batch.to_bags(index.vocab_size)
-               for mode, batch in query_batches(index, args.corpus, ())[0].items()}
-    real = stored_levels(index)
+    batches = {mode: batch.to_bags(index.vocab_size) for mode, batch
+               in query_batches(index, index_encoder(index), args.corpus, ())[0].items()}
+    real = stored_levels(index.postings)
     record = new_record(command_line("python -m bench.speed.headroom", argv),
                         **index_record(index), block_sizes=list(BLOCK_SIZES), corpora={})
     out = run_folder(args.output, record)

@@ -66,6 +66,14 @@ class QueryBatch:
         return float(np.diff(self.indptr).mean()) if len(self) else 0.0
 
 
+def stored_levels(postings: Postings) -> sp.csr_matrix:
+    """The stored uint8 levels as doc-major bags (docs x vocab CSR, uint8): weight / scale,
+    exact because the scale is a power of two."""
+    levels = postings.to_bags()
+    levels.data = np.rint(levels.data / np.float32(postings.scale)).astype(np.uint8)
+    return levels
+
+
 # The package keeps one Scratch per index; the benchmark calls from one Python thread.
 _SCRATCH = Scratch()
 
