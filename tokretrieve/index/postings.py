@@ -24,6 +24,7 @@ on Cranfield it changed nDCG@10 by at most 0.0006 in either query mode for both 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,7 @@ import scipy.sparse as sp
 
 from tokretrieve.errors import IndexFormatError, TokretrieveError
 from tokretrieve.index.kernels import Scratch, batch_top_k
+from tokretrieve.index.storage import load_array
 
 ImpactType = Literal["uint8", "float32"]
 IMPACT_TYPES = ("uint8", "float32")
@@ -138,6 +140,17 @@ class Postings:
                                          accumulators, touched)
         return docs, sums, counts
 
+    @classmethod
+    def open(cls, folder: Path, n_docs: int, vocab_size: int, impacts: str, scale: float,
+             segment_docs: int, mmap: bool = True) -> Postings:
+        """The postings stored in `folder` (postings_indptr / _docs / _impacts.npy),
+        memory-mapped by default, checked (`check`) before the kernel may walk them."""
+        postings = cls(*(load_array(folder / f"postings_{name}.npy", mmap)
+                         for name in ("indptr", "docs", "impacts")),
+                       float(scale), n_docs, segment_docs)
+        postings.check(folder, vocab_size, impacts)
+        return postings
+
     def check(self, folder: Path, vocab_size: int, impacts: str) -> None:
         """Refuse arrays the kernel could not walk safely: wrong dtypes or shapes, offsets that
         decrease or overrun, document offsets past their block (the kernel would write outside
@@ -205,28 +218,129 @@ def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",
     check_layout(impacts, segment_docs)
     bags = sp.csr_matrix(bags)
     n_docs, vocab = bags.shape
-    data = np.asarray(bags.data, dtype=np.float32)
-    if impacts == "uint8":
-        if scale is None:
-            scale = quantization_scale(float(data.max()) if len(data) else 0.0)
-        levels = np.rint(np.minimum(data / np.float32(scale), 255)).astype(np.uint8)
-    else:
-        scale, levels = 1.0, data
-    bags = _drop_zero_levels(bags, levels)
+    if impacts == "uint8" and scale is None:
+        scale = quantization_scale(float(bags.data.max()) if bags.nnz else 0.0)
+    scale = 1.0 if impacts == "float32" else scale
     n_segments = max(-(-n_docs // segment_docs), 1)
     indptr = np.zeros((n_segments, vocab + 1), dtype=np.int64)
     docs = np.empty(bags.nnz, dtype=np.uint16)
-    values = np.empty(bags.nnz, dtype=levels.dtype)
+    values = np.empty(bags.nnz, dtype=np.dtype(impacts))
     filled = 0
     for segment in range(n_segments):
-        block = bags[segment * segment_docs:(segment + 1) * segment_docs].tocsc()
-        block.sort_indices()
-        end = filled + block.nnz
-        indptr[segment] = filled + block.indptr
-        docs[filled:end] = block.indices
-        values[filled:end] = block.data
+        starts, offsets, levels = block_postings(
+            bags[segment * segment_docs:(segment + 1) * segment_docs], impacts, scale)
+        end = filled + len(offsets)
+        indptr[segment] = filled + starts
+        docs[filled:end] = offsets
+        values[filled:end] = levels
         filled = end
-    return Postings(indptr, docs, values, scale, n_docs, segment_docs)
+    return Postings(indptr, docs[:filled], values[:filled], scale, n_docs, segment_docs)
+
+
+def block_postings(bags: sp.csr_matrix, impacts: ImpactType, scale: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One block's postings from its documents' bags (at most `segment_docs` rows): each
+    token's list start (int64, vocab + 1), the uint16 document offsets, and the impacts
+    (uint8 levels at `scale`, zero levels dropped; or float32 weights)."""
+    data = np.asarray(bags.data, dtype=np.float32)
+    if impacts == "uint8":
+        levels = np.rint(np.minimum(data / np.float32(scale), 255)).astype(np.uint8)
+    else:
+        levels = data
+    block = _drop_zero_levels(sp.csr_matrix(bags), levels).tocsc()
+    block.sort_indices()
+    return block.indptr.astype(np.int64), block.indices.astype(np.uint16), block.data
+
+
+class PostingsWriter:
+    """Postings written to a folder as they come, one block of `segment_docs` documents at a
+    time, in bounded memory: the bags of at most one block are held, each block's postings
+    go straight to the end of postings_docs.npy and postings_impacts.npy, and only the
+    (blocks x vocab + 1) list offsets stay in memory until `finish`. For collections whose
+    bags do not fit in memory at once (a uint8 index of 10 M documents of 512 tokens has
+    15 GB of postings). The arrays are the ones `postings_from_bags` gives for the same bags,
+    in the same .npy files an index segment holds (the headers, whose shapes are known only
+    at the end, have a fixed size and are written last).
+
+    uint8 impacts need their `scale` up front (a stream has no maximum to take it from).
+    The folder is created if missing; files of an earlier writer in it are overwritten.
+    """
+
+    HEADER_BYTES = 128  # a multiple of 64, as numpy aligns its own headers
+
+    def __init__(self, folder: str | Path, vocab_size: int, impacts: ImpactType = "uint8",
+                 segment_docs: int = MAX_SEGMENT_DOCS, scale: float | None = None):
+        check_layout(impacts, segment_docs)
+        if impacts == "uint8" and not (scale and scale > 0 and math.log2(scale).is_integer()):
+            raise TokretrieveError(f"uint8 impacts need a power-of-two scale, got {scale!r} "
+                                   "(quantization_scale gives one from the largest weight)")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.vocab_size, self.impacts, self.segment_docs = vocab_size, impacts, segment_docs
+        self.scale = 1.0 if impacts == "float32" else float(scale)
+        self.n_docs = 0
+        self._starts: list[np.ndarray] = []
+        self._pending: list[sp.csr_matrix] = []
+        self._pending_docs = 0
+        self._files = {name: (self.folder / f"postings_{name}.npy").open("wb")
+                       for name in ("docs", "impacts")}
+        self._written = {"docs": 0, "impacts": 0}
+        for handle in self._files.values():
+            handle.write(bytes(self.HEADER_BYTES))
+
+    def add(self, bags: sp.csr_matrix) -> None:
+        """Append the bags of the next documents (any number of rows, `vocab_size` columns)."""
+        bags = sp.csr_matrix(bags)
+        if bags.shape[1] != self.vocab_size:
+            raise TokretrieveError(f"bags of {bags.shape[1]} tokens for postings of "
+                                   f"{self.vocab_size}")
+        self._pending.append(bags)
+        self._pending_docs += bags.shape[0]
+        self.n_docs += bags.shape[0]
+        if self._pending_docs < self.segment_docs:
+            return
+        held = sp.vstack(self._pending, format="csr")
+        start = 0
+        while held.shape[0] - start >= self.segment_docs:
+            self._write_block(held[start:start + self.segment_docs])
+            start += self.segment_docs
+        self._pending, self._pending_docs = [held[start:]], held.shape[0] - start
+
+    def finish(self) -> Postings:
+        """Write the last (partial) block, the list offsets and the headers; fsync the files
+        and return the postings memory-mapped from them."""
+        if self._pending_docs or not self._starts:
+            empty = sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
+            self._write_block(sp.vstack([empty, *self._pending], format="csr"))
+        self._pending = []
+        dtypes = {"docs": np.dtype(np.uint16), "impacts": np.dtype(self.impacts)}
+        for name, handle in self._files.items():
+            handle.seek(0)
+            handle.write(_npy_header(dtypes[name], self._written[name], self.HEADER_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        np.save(self.folder / "postings_indptr.npy", np.vstack(self._starts),
+                allow_pickle=False)
+        return Postings.open(self.folder, self.n_docs, self.vocab_size, self.impacts,
+                             self.scale, self.segment_docs)
+
+    def _write_block(self, bags: sp.csr_matrix) -> None:
+        starts, offsets, levels = block_postings(bags, self.impacts, self.scale)
+        self._starts.append(self._written["docs"] + starts)
+        for name, values in (("docs", offsets), ("impacts", levels)):
+            self._files[name].write(np.ascontiguousarray(values).tobytes())
+            self._written[name] += len(values)
+
+
+def _npy_header(dtype: np.dtype, length: int, size: int) -> bytes:
+    """A .npy version 1.0 header of exactly `size` bytes for a 1-d array (space-padded, as
+    numpy pads its own)."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": (length,)})
+    body = size - 10  # magic (6), version (2), header length (2)
+    return (b"\x93NUMPY\x01\x00" + body.to_bytes(2, "little")
+            + text.ljust(body - 1).encode("latin1") + b"\n")
 
 
 def quantization_scale(top: float, levels: int = 255) -> float:

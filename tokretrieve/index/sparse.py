@@ -419,11 +419,8 @@ def _open(cls: type[SparseIndex], path: Path, manifest: IndexManifest, mmap: boo
 def _open_segment(folder: Path, record: SegmentRecord, manifest: IndexManifest,
                   mmap: bool) -> Segment:
     layout = manifest.layout
-    postings = Postings(load_array(folder / "postings_indptr.npy", mmap),
-                        load_array(folder / "postings_docs.npy", mmap),
-                        load_array(folder / "postings_impacts.npy", mmap),
-                        float(layout.scale), record.documents, int(layout.segment_docs))
-    postings.check(folder, manifest.vocab_size, layout.impacts)
+    postings = Postings.open(folder, record.documents, manifest.vocab_size, layout.impacts,
+                             float(layout.scale), int(layout.segment_docs), mmap)
     doc_ids = load_array(folder / "doc_ids.npy", mmap)
     if doc_ids.dtype.kind != "U" or doc_ids.shape != (record.documents,):
         raise IndexFormatError(f"{folder / 'doc_ids.npy'} is damaged ({doc_ids.dtype} "
