@@ -85,7 +85,7 @@ def test_growth_is_per_million_documents_with_log_log_slopes():
 
 
 def test_a_size_the_disk_cannot_hold_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="need about .* GB of postings"):
+    with pytest.raises(SystemExit, match=r"need about .* GB of postings"):
         disk_check(tmp_path, [10**15], bytes_per_doc=1000.0)
     arithmetic = disk_check(tmp_path, [10], bytes_per_doc=1000.0)
     assert arithmetic["largest_documents_disk_holds"] == int(

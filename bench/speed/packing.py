@@ -1,0 +1,368 @@
+"""`python -m bench.speed.packing`: what bit-packed postings would save, and what decoding them
+would cost the exact kernel.
+
+    python -m bench.speed.packing --index index/cranfield                 # one 65,536-doc block
+    python -m bench.speed.packing --index index/cranfield --docs 131072
+
+tokretrieve stores a posting as a uint16 document offset and a uint8 impact (3 bytes). The
+classic compression of such lists is frame-of-reference bit-packing: cut each token's list into
+chunks of 128 postings, store the document gaps (offset minus the previous one, minus 1) and the
+impacts with the fewest bits that hold the chunk's largest, and a 4-byte header of both widths.
+Nothing is lost: the scores are bit for bit those of the uint16 / uint8 arrays (checked on
+every query before timing). Two layouts, each with its own decoder:
+
+- horizontal: value i at bit i x width, the partial last chunk of a list only as long as it
+  is (the smallest); decoded by one generic loop (shift and mask of two 32-bit words);
+- vertical: four interleaved 32-bit lanes (value i in lane i mod 4), as SIMD-BP128 lays them
+  out, the last chunk padded to 128; decoded by one fully unrolled function per bit width
+  (generated: numba has no compile-time integer parameters, and straight-line code with
+  constant shifts is the fastest it compiles here).
+
+The scoring loop is the exhaustive kernel's dense way (tokretrieve.index.kernels: one
+float32 scatter-add per posting into a segment-sized accumulator); the packed loops decode
+each chunk into small buffers and scatter the same products. The corpus is synthetic
+(bench/speed/synth.py, drawn from the index's bags) at `--docs` documents, so that the gaps are
+those of full 65,536-document blocks; the queries are the index model's, both modes, as the
+frontier encodes them. One thread, one query per call (bench.toolkit.clock.latency). Writes
+bench/results/speed/packing/<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import bench.toolkit.environment  # noqa: F401  (first: offline, sleeping OpenMP waits)
+
+# isort: split
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+
+from bench.speed.frontier import postings_walked, query_batches
+from bench.speed.kernel import QueryBatch
+from bench.speed.synth import corpus_at
+from bench.toolkit import CRANFIELD
+from bench.toolkit.clock import latency
+from bench.toolkit.machine import index_record
+from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
+from bench.toolkit.tables import number, table
+from bench.toolkit.threads import pinned
+from tokretrieve import SparseIndex
+from tokretrieve.index.postings import Postings, postings_from_bags
+from tokretrieve.search.query_encoders import index_encoder
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "packing"
+CHUNK = 128
+LANES = 4
+MAX_WIDTH = 16  # a gap inside a 65,536-document block, or an impact level, fits in 16 bits
+PAD_WORDS = 2 * LANES  # read past a list's last word by the decoders' two-word loads
+LAYOUTS = ("horizontal", "vertical")
+
+
+@numba.njit(nogil=True, cache=True)
+def _width(values, start, end):
+    """Bits that hold the largest of values[start:end] (0 when all are 0)."""
+    top = 0
+    for i in range(start, end):
+        top = max(top, int(values[i]))
+    bits = 0
+    while top > 0:
+        bits += 1
+        top >>= 1
+    return bits
+
+
+@numba.njit(nogil=True, cache=True)
+def _put(words, at, value, width, position):
+    """OR `value` (width bits) into the bit stream starting at words[at], at bit `position`."""
+    if width == 0:
+        return
+    shifted = np.uint64(value) << np.uint64(position & 31)
+    word = at + (position >> 5)
+    words[word] |= np.uint32(shifted & np.uint64(0xFFFFFFFF))
+    words[word + 1] |= np.uint32(shifted >> np.uint64(32))
+
+
+@numba.njit(nogil=True, cache=True)
+def _put_vertical(words, at, value, width, i):
+    """Value i of a chunk into four interleaved lanes (lane i % 4, row i // 4)."""
+    if width == 0:
+        return
+    lane, row = i % LANES, i // LANES
+    position = row * width
+    shifted = np.uint64(value) << np.uint64(position & 31)
+    word = at + (position >> 5) * LANES + lane
+    words[word] |= np.uint32(shifted & np.uint64(0xFFFFFFFF))
+    words[word + LANES] |= np.uint32(shifted >> np.uint64(32))
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack(indptr, docs, impacts, vertical, word_ptr, words):
+    """Fill `words` (zeroed, sized by a first call with an empty `words`) and `word_ptr`
+    (each list's first word); returns the words used."""
+    filling = words.shape[0] > 0
+    gaps = np.empty(CHUNK, dtype=np.int64)
+    at = 0
+    for block in range(indptr.shape[0]):
+        for token in range(indptr.shape[1] - 1):
+            word_ptr[block, token] = at
+            previous = -1
+            for start in range(indptr[block, token], indptr[block, token + 1], CHUNK):
+                end = min(start + CHUNK, indptr[block, token + 1])
+                n = end - start
+                for i in range(n):
+                    gaps[i] = int(docs[start + i]) - previous - 1
+                    previous = int(docs[start + i])
+                gap_bits = _width(gaps, 0, n)
+                impact_bits = _width(impacts, start, end)
+                if filling:
+                    words[at] = np.uint32(gap_bits | (impact_bits << 8))
+                at += 1
+                if vertical:
+                    if filling:
+                        for i in range(n):
+                            _put_vertical(words, at, gaps[i], gap_bits, i)
+                            _put_vertical(words, at + LANES * gap_bits, impacts[start + i],
+                                          impact_bits, i)
+                    at += LANES * (gap_bits + impact_bits)
+                else:
+                    impacts_at = at + (n * gap_bits + 31) // 32
+                    if filling:
+                        for i in range(n):
+                            _put(words, at, gaps[i], gap_bits, i * gap_bits)
+                            _put(words, impacts_at, impacts[start + i], impact_bits,
+                                 i * impact_bits)
+                    at = impacts_at + (n * impact_bits + 31) // 32
+        word_ptr[block, indptr.shape[1] - 1] = at
+    return at
+
+
+def pack(postings: Postings, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """(word_ptr, words) of `postings` bit-packed in `layout` (see the module docstring)."""
+    indptr, docs = np.asarray(postings.indptr), np.asarray(postings.docs)
+    impacts = np.asarray(postings.impacts)
+    word_ptr = np.zeros_like(indptr)
+    used = _pack(indptr, docs, impacts, layout == "vertical", word_ptr,
+                 np.zeros(0, dtype=np.uint32))
+    words = np.zeros(used + PAD_WORDS, dtype=np.uint32)
+    _pack(indptr, docs, impacts, layout == "vertical", word_ptr, words)
+    return word_ptr, words
+
+
+@numba.njit(nogil=True, cache=True)
+def _unpack_horizontal(words, at, n, width, out):
+    mask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+    for i in range(n):
+        position = i * width
+        word = at + (position >> 5)
+        pair = np.uint64(words[word]) | (np.uint64(words[word + 1]) << np.uint64(32))
+        out[i] = np.uint32((pair >> np.uint64(position & 31)) & mask)
+    return at + (n * width + 31) // 32
+
+
+def _vertical_source(width: int) -> str:
+    """Python source of the unrolled decoder of one chunk of `width`-bit vertical values."""
+    lines = [f"def unpack_{width}(words, at, out):", "    a = np.uint64(at)"]
+    mask = (1 << width) - 1
+    for row in range(CHUNK // LANES):
+        position = row * width
+        word, shift = position >> 5, position & 31
+        for lane in range(LANES):
+            if width == 0:
+                lines.append(f"    out[{row * LANES + lane}] = np.uint32(0)")
+                continue
+            value = f"(words[a + np.uint64({word * LANES + lane})] >> np.uint32({shift}))"
+            if shift + width > 32:
+                value = (f"({value} | (words[a + np.uint64({(word + 1) * LANES + lane})] "
+                         f"<< np.uint32({32 - shift})))")
+            lines.append(f"    out[{row * LANES + lane}] = {value} & np.uint32({mask})")
+    lines.append(f"    return at + {LANES * width}")
+    return "\n".join(lines)
+
+
+def _vertical_decoders() -> Callable:
+    """One compiled decoder per width 0..16 and the dispatcher over them."""
+    namespace: dict[str, Any] = {"np": np}
+    for width in range(MAX_WIDTH + 1):
+        exec(_vertical_source(width), namespace)  # the source generated above, nothing else
+        namespace[f"unpack_{width}"] = numba.njit(nogil=True)(namespace[f"unpack_{width}"])
+    branches = [f"    {'if' if w == 0 else 'elif'} width == {w}: return unpack_{w}(words, at, "
+                "out)" for w in range(MAX_WIDTH + 1)]
+    exec("\n".join(["def unpack(words, at, n, width, out):", *branches, "    return at"]),
+         namespace)
+    return numba.njit(nogil=True)(namespace["unpack"])
+
+
+_unpack_vertical = _vertical_decoders()
+
+
+@numba.njit(nogil=True, cache=True)
+def score_raw(indptr, docs, impacts, segment_docs, tokens, weights, accumulator):
+    """The exhaustive kernel's dense scatter over every block (no top-k: the same for all)."""
+    for block in range(indptr.shape[0]):
+        base = block * segment_docs
+        for i in range(tokens.shape[0]):
+            token, weight = tokens[i], np.float32(weights[i])
+            for p in range(indptr[block, token], indptr[block, token + 1]):
+                accumulator[base + np.int64(docs[p])] += weight * np.float32(impacts[p])
+
+
+@numba.njit(nogil=True)
+def score_packed(unpack, indptr, word_ptr, words, segment_docs, tokens, weights, accumulator):
+    """`score_raw` on bit-packed lists: each chunk decoded by `unpack` (one layout's
+    decoder, compiled in: one specialisation per layout) into buffers, then scattered."""
+    gaps = np.empty(CHUNK, dtype=np.uint32)
+    levels = np.empty(CHUNK, dtype=np.uint32)
+    for block in range(indptr.shape[0]):
+        base = block * segment_docs
+        for i in range(tokens.shape[0]):
+            token, weight = tokens[i], np.float32(weights[i])
+            left = indptr[block, token + 1] - indptr[block, token]
+            at = word_ptr[block, token]
+            doc = np.int64(base - 1)
+            while left > 0:
+                n = min(left, CHUNK)
+                header = words[at]
+                gap_bits, impact_bits = header & 255, (header >> 8) & 255
+                at = unpack(words, at + 1, n, gap_bits, gaps)
+                at = unpack(words, at, n, impact_bits, levels)
+                for j in range(n):
+                    doc += np.int64(gaps[j]) + 1
+                    accumulator[doc] += weight * np.float32(levels[j])
+                left -= n
+
+
+def scorers(postings: Postings, layouts: Sequence[str] = LAYOUTS
+            ) -> dict[str, tuple[Callable, int]]:
+    """The raw arrays' and each packed layout's scoring call `f(batch, accumulator)`, with
+    the bytes each stores."""
+    indptr = np.asarray(postings.indptr)
+    out: dict[str, tuple[Callable, int]] = {"uint16 + uint8": (
+        lambda b, acc: score_raw(indptr, postings.docs, postings.impacts,
+                                 postings.segment_docs, b.tokens, b.weights, acc),
+        postings.docs.nbytes + postings.impacts.nbytes + indptr.nbytes)}
+    for layout in layouts:
+        word_ptr, words = pack(postings, layout)
+        unpack = _unpack_vertical if layout == "vertical" else _unpack_horizontal
+        out[layout] = (
+            lambda b, acc, u=unpack, w=word_ptr, ws=words:
+            score_packed(u, indptr, w, ws, postings.segment_docs, b.tokens, b.weights, acc),
+            words.nbytes + word_ptr.nbytes + indptr.nbytes)
+    return out
+
+
+def same_scores(postings: Postings, calls: dict[str, tuple[Callable, int]],
+                batch: QueryBatch) -> bool:
+    """Every layout's accumulator equals the raw one's, bit for bit, on every query."""
+    for single in batch.singles():
+        results = []
+        for call, _ in calls.values():
+            accumulator = np.zeros(postings.n_docs, dtype=np.float32)
+            call(single, accumulator)
+            results.append(accumulator)
+        if not all(np.array_equal(results[0], other) for other in results[1:]):
+            return False
+    return True
+
+
+def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int
+            ) -> dict[str, Any]:
+    calls = scorers(postings)
+    mean_length = postings.n_postings / max(postings.n_docs, 1)
+    out: dict[str, Any] = {"documents": postings.n_docs, "postings": postings.n_postings,
+                           "dense_bytes_per_doc": hidden_size * 4, "layouts": {}}
+    for name, (_, stored) in calls.items():
+        per_posting = stored / postings.n_postings
+        out["layouts"][name] = {"bytes": stored, "bytes_per_posting": per_posting,
+                                "vs_dense": per_posting * mean_length / (hidden_size * 4),
+                                "modes": {}}
+    accumulator = np.zeros(postings.n_docs, dtype=np.float32)  # not zeroed: same work for all
+    with pinned(1):
+        for mode, batch in batches.items():
+            if not same_scores(postings, calls, batch):
+                raise SystemExit(f"error: a packed layout scored the {mode} queries "
+                                 "differently from the uint16 / uint8 arrays")
+            walked = float(postings_walked(postings, batch).sum())
+            for name, (call, _) in calls.items():
+                timing = latency(lambda b, c=call: c(b, accumulator), batch.singles())
+                out["layouts"][name]["modes"][mode] = {
+                    "p50_ms": timing["p50_ms"], "p99_ms": timing["p99_ms"],
+                    "mean_ms": timing["mean_ms"],
+                    "ns_per_posting": timing["mean_ms"] * 1e6 * len(batch) / walked}
+                print(f"  {mode} {name}: p50 {timing['p50_ms']:.3f} ms", flush=True)
+    return out
+
+
+def render(record: dict[str, Any]) -> str:
+    result = record["result"]
+    raw = result["layouts"]["uint16 + uint8"]["modes"]
+    lines = ["# Bit-packed postings: bytes saved, decoding's cost", "",
+             f"`{record['command']}` at commit {record['machine']['git']['commit'][:12]}"
+             f"{' (uncommitted changes)' if record['machine']['git'].get('dirty') else ''}, "
+             f"{record['started']}; {result['documents']:,} synthetic documents drawn from "
+             f"{record['index']} ({result['postings'] / result['documents']:.0f} postings per "
+             f"document, dense float32 {result['dense_bytes_per_doc']} bytes per document). "
+             "One thread, one query per call; every layout's scores checked equal to the "
+             "uint16 / uint8 arrays' on every query first.", ""]
+    rows = []
+    for name, layout in result["layouts"].items():
+        cells = [name, f"{layout['bytes_per_posting']:.3f}", f"{layout['vs_dense']:.3f}"]
+        for mode in ("tokens", "model"):
+            m = layout["modes"][mode]
+            cells += [f"{number(m['p50_ms'], 3)} / {number(m['p99_ms'], 3)}",
+                      f"{m['ns_per_posting']:.3f}",
+                      f"{m['mean_ms'] / raw[mode]['mean_ms']:.2f}"]
+        rows.append(cells)
+    lines += table(["layout", "bytes / posting", "x dense float32", "tokens p50 / p99 ms",
+                    "tokens ns / posting", "tokens x raw (mean)", "model p50 / p99 ms",
+                    "model ns / posting", "model x raw (mean)"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def summary(record: dict[str, Any]) -> str:
+    layouts = record["result"]["layouts"]
+    raw = layouts["uint16 + uint8"]["modes"]
+    return "\n".join(
+        f"{name}: {layout['vs_dense']:.3f}x dense bytes, "
+        + ", ".join(f"{mode} {layout['modes'][mode]['mean_ms'] / raw[mode]['mean_ms']:.2f}x "
+                    "raw time" for mode in ("tokens", "model"))
+        for name, layout in layouts.items())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.packing",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--index", type=Path, default=Path("index/cranfield"),
+                        help="a built index: the source of the synthetic bags, its model "
+                             "encodes the queries (default index/cranfield, `make demo`)")
+    parser.add_argument("--corpus", type=Path, default=CRANFIELD,
+                        help="BEIR folder whose queries.jsonl is searched")
+    parser.add_argument("--docs", type=int, default=65_536,
+                        help="synthetic documents (default one full 65,536-document block)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    if args.docs < 1:
+        raise SystemExit(f"error: --docs must be positive, got {args.docs}")
+    if not (args.index / "manifest.json").is_file():
+        raise SystemExit(f"error: no index at {args.index}: build one (`make demo` builds "
+                         "index/cranfield) or pass --index")
+    index = SparseIndex.load(args.index)
+    batches, _ = query_batches(index, index_encoder(index), args.corpus, ())
+    postings = postings_from_bags(corpus_at(str(args.docs), index.postings.to_bags(),
+                                            args.seed),
+                                  "uint8", scale=float(index.manifest.layout.scale))
+    record = new_record(command_line("python -m bench.speed.packing", argv),
+                        **index_record(index))
+    out = run_folder(args.output, record)
+    record["result"] = measure(postings, batches, index.manifest.model.hidden_size)
+    write_record(out, record, render, partial=True)
+    finish_record(out, record, render, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

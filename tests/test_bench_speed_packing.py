@@ -1,0 +1,56 @@
+"""Bit-packed postings (bench.speed.packing): the words of a hand-worked list in both layouts,
+and the horizontal layout's scores equal, bit for bit, to an independent integer product on
+lists long enough for many chunks. (The vertical decoders, 17 unrolled functions, take most of
+a minute to compile; the benchmark checks their scores against the raw arrays' on every query
+before it times anything, and stops if one differs.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from speed_bags import VOCAB, hand_built_bags
+
+from bench.speed.kernel import QueryBatch
+from bench.speed.packing import pack, same_scores, scorers
+from tokretrieve.index.postings import postings_from_bags
+
+
+def test_a_hand_worked_list_packs_to_known_words():
+    # one document block, one token held by documents 0, 1 and 5 with levels 3, 1, 2
+    bags = sp.csr_matrix(np.array([[3.0], [1.0], [0], [0], [0], [2.0]], dtype=np.float32))
+    postings = postings_from_bags(bags, "uint8", scale=1.0)
+    word_ptr, words = pack(postings, "horizontal")
+    # gaps 0, 0, 3 and levels 3, 1, 2: two bits each; header = 2 | 2 << 8
+    assert words[:3].tolist() == [2 | 2 << 8, 0 | 0 << 2 | 3 << 4, 3 | 1 << 2 | 2 << 4]
+    assert word_ptr.tolist() == [[0, 3]]
+    _, vertical = pack(postings, "vertical")
+    # four lanes of 32 two-bit values (the chunk padded to 128): two words per lane for the
+    # gaps, interleaved (row 0 of lanes 0-3, then their second words), then the levels
+    assert vertical[:1 + 8 + 4].tolist() == [2 | 2 << 8, 0, 0, 3, 0, 0, 0, 0, 0, 3, 1, 2, 0]
+
+
+def integer_queries(n: int = 15, seed: int = 4) -> tuple[QueryBatch, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((n, VOCAB), dtype=np.float32)
+    rows[0, :] = 1  # every list
+    for q in range(1, n):
+        tokens = rng.choice(VOCAB, size=rng.integers(1, 10), replace=False)
+        rows[q, tokens] = rng.integers(1, 6, size=len(tokens))
+    return QueryBatch.from_bags(sp.csr_matrix(rows)), rows
+
+
+def test_packed_scores_are_the_integer_products():
+    bags = sp.vstack([hand_built_bags(seed) for seed in range(5)], format="csr")  # 2,000 docs
+    for segment_docs in (65_536, 300):  # lists of up to ~1,800 postings; then seven blocks
+        postings = postings_from_bags(bags, "uint8", segment_docs, scale=2.0 ** -6)
+        levels = np.rint(postings.to_bags().toarray() / postings.scale)
+        batch, rows = integer_queries()
+        calls = scorers(postings, ["horizontal"])
+        assert same_scores(postings, calls, batch)
+        for q, single in enumerate(batch.singles()):
+            for call, _ in calls.values():
+                accumulator = np.zeros(postings.n_docs, dtype=np.float32)
+                call(single, accumulator)
+                assert np.array_equal(accumulator, (levels @ rows[q]).astype(np.float32))
+        sizes = {name: stored for name, (_, stored) in calls.items()}
+        assert sizes["horizontal"] < sizes["uint16 + uint8"]
