@@ -24,9 +24,22 @@ def test_a_hand_worked_list_packs_to_known_words():
     assert words[:3].tolist() == [2 | 2 << 8, 0 | 0 << 2 | 3 << 4, 3 | 1 << 2 | 2 << 4]
     assert word_ptr.tolist() == [[0, 3]]
     _, vertical = pack(postings, "vertical")
-    # four lanes of 32 two-bit values (the chunk padded to 128): two words per lane for the
-    # gaps, interleaved (row 0 of lanes 0-3, then their second words), then the levels
-    assert vertical[:1 + 8 + 4].tolist() == [2 | 2 << 8, 0, 0, 3, 0, 0, 0, 0, 0, 3, 1, 2, 0]
+    assert vertical[:3].tolist() == words[:3].tolist()  # a partial chunk stays horizontal
+
+
+def test_a_full_chunk_packs_into_four_lanes():
+    # 128 consecutive documents (gaps 0: zero bits) with levels 1, 2, 3, 1, 2, 3, ...
+    levels = np.arange(128) % 3 + 1
+    postings = postings_from_bags(sp.csr_matrix(levels[:, None].astype(np.float32)),
+                                  "uint8", scale=1.0)
+    _, words = pack(postings, "vertical")
+    # value i in lane i % 4, row i // 4; a lane's 32 two-bit rows fill two words, the
+    # first words of lanes 0-3 come first, then their second words
+    expected = [0] * 8
+    for i, level in enumerate(levels):
+        lane, row = i % 4, i // 4
+        expected[(row // 16) * 4 + lane] |= int(level) << (2 * (row % 16))
+    assert words[:9].tolist() == [0 | 2 << 8, *expected]
 
 
 def integer_queries(n: int = 15, seed: int = 4) -> tuple[QueryBatch, np.ndarray]:

@@ -13,10 +13,10 @@ every query before timing). Two layouts, each with its own decoder:
 
 - horizontal: value i at bit i x width, the partial last chunk of a list only as long as it
   is (the smallest); decoded by one generic loop (shift and mask of two 32-bit words);
-- vertical: four interleaved 32-bit lanes (value i in lane i mod 4), as SIMD-BP128 lays them
-  out, the last chunk padded to 128; decoded by one fully unrolled function per bit width
-  (generated: numba has no compile-time integer parameters, and straight-line code with
-  constant shifts is the fastest it compiles here).
+- vertical: full chunks in four interleaved 32-bit lanes (value i in lane i mod 4), as
+  SIMD-BP128 lays them out, decoded by one fully unrolled function per bit width (generated:
+  numba has no compile-time integer parameters, and straight-line code with constant shifts
+  is the fastest it compiles here); a list's partial last chunk is horizontal, as above.
 
 The scoring loop is the exhaustive kernel's dense way (tokretrieve.index.kernels: one
 float32 scatter-add per posting into a segment-sized accumulator); the packed loops decode
@@ -121,7 +121,7 @@ def _pack(indptr, docs, impacts, vertical, word_ptr, words):
                 if filling:
                     words[at] = np.uint32(gap_bits | (impact_bits << 8))
                 at += 1
-                if vertical:
+                if vertical and n == CHUNK:
                     if filling:
                         for i in range(n):
                             _put_vertical(words, at, gaps[i], gap_bits, i)
@@ -191,8 +191,10 @@ def _vertical_decoders() -> Callable:
         namespace[f"unpack_{width}"] = numba.njit(nogil=True)(namespace[f"unpack_{width}"])
     branches = [f"    {'if' if w == 0 else 'elif'} width == {w}: return unpack_{w}(words, at, "
                 "out)" for w in range(MAX_WIDTH + 1)]
-    exec("\n".join(["def unpack(words, at, n, width, out):", *branches, "    return at"]),
-         namespace)
+    namespace["unpack_horizontal"] = _unpack_horizontal
+    exec("\n".join(["def unpack(words, at, n, width, out):",
+                    f"    if n < {CHUNK}: return unpack_horizontal(words, at, n, width, out)",
+                    *branches, "    return at"]), namespace)
     return numba.njit(nogil=True)(namespace["unpack"])
 
 
