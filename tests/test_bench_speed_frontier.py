@@ -12,6 +12,7 @@ from speed_bags import VOCAB, hand_built_bags
 
 from bench.speed.frontier import (
     measure_corpus,
+    open_index,
     pisa_runs,
     postings_walked,
     recall,
@@ -95,3 +96,8 @@ def test_bm25s_and_faiss_are_timed_on_every_query():
         assert result["BM25S numba"]["n"] >= len(batch)
         assert result["FAISS flat"]["n"] >= len(queries)
         assert all(0 < stats["p50_ms"] <= stats["p99_ms"] for stats in result.values())
+
+
+def test_a_missing_index_is_refused_with_how_to_build_one(tmp_path):
+    with pytest.raises(SystemExit, match=r"no index at .*`make demo` builds"):
+        open_index(tmp_path)

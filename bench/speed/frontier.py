@@ -376,15 +376,29 @@ def real_bags(index: SparseIndex) -> tuple[sp.csr_matrix, float]:
     return index.postings.to_bags(), float(index.manifest.layout.scale)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.speed.frontier",
-                                     description=__doc__.split("\n")[0])
+def add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    """--index and --corpus, as the programs drawing synthetic corpora from an index take
+    them (this one, bench.speed.scale, bench.speed.packing)."""
     parser.add_argument("--index", type=Path, default=Path("index/cranfield"),
                         help="a built index: its documents are the real bags and the source "
                              "of the synthetic ones, its model encodes the queries (default "
                              "index/cranfield, what `make demo` builds)")
     parser.add_argument("--corpus", type=Path, default=CRANFIELD,
                         help="BEIR folder whose queries.jsonl is searched")
+
+
+def open_index(path: Path) -> SparseIndex:
+    """The index at `path`, or SystemExit saying how to get one."""
+    if not (path / "manifest.json").is_file():
+        raise SystemExit(f"error: no index at {path}: build one (`make demo` builds "
+                         "index/cranfield) or pass --index")
+    return SparseIndex.load(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.frontier",
+                                     description=__doc__.split("\n")[0])
+    add_index_arguments(parser)
     parser.add_argument("--sizes", default="real,100000,1000000",
                         help="'real' and/or synthetic document counts")
     parser.add_argument("--peer-sizes", default="real,100000",
@@ -401,10 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if peer_sizes and missing:
         raise SystemExit(f"error: {' and '.join(missing)} not installed: `make install-peers`, "
                          "or pass --peer-sizes ''")
-    if not (args.index / "manifest.json").is_file():
-        raise SystemExit(f"error: no index at {args.index}: build one (`make demo` builds "
-                         "index/cranfield) or pass --index")
-    index = SparseIndex.load(args.index)
+    index = open_index(args.index)
     bags, scale = real_bags(index)
     encoder = index_encoder(index)
     batches, query_vectors = query_batches(index, encoder, args.corpus, QUERY_BAG_SIZES)

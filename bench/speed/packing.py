@@ -41,16 +41,14 @@ from typing import Any
 import numba
 import numpy as np
 
-from bench.speed.frontier import postings_walked, query_batches
+from bench.speed.frontier import add_index_arguments, open_index, postings_walked, query_batches
 from bench.speed.kernel import QueryBatch
 from bench.speed.synth import corpus_at
-from bench.toolkit import CRANFIELD
 from bench.toolkit.clock import latency
 from bench.toolkit.machine import index_record
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
-from tokretrieve import SparseIndex
 from tokretrieve.index.postings import Postings, postings_from_bags
 from tokretrieve.search.query_encoders import index_encoder
 
@@ -337,11 +335,7 @@ def summary(record: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.packing",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--index", type=Path, default=Path("index/cranfield"),
-                        help="a built index: the source of the synthetic bags, its model "
-                             "encodes the queries (default index/cranfield, `make demo`)")
-    parser.add_argument("--corpus", type=Path, default=CRANFIELD,
-                        help="BEIR folder whose queries.jsonl is searched")
+    add_index_arguments(parser)
     parser.add_argument("--docs", type=int, default=65_536,
                         help="synthetic documents (default one full 65,536-document block)")
     parser.add_argument("--seed", type=int, default=0)
@@ -349,10 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.docs < 1:
         raise SystemExit(f"error: --docs must be positive, got {args.docs}")
-    if not (args.index / "manifest.json").is_file():
-        raise SystemExit(f"error: no index at {args.index}: build one (`make demo` builds "
-                         "index/cranfield) or pass --index")
-    index = SparseIndex.load(args.index)
+    index = open_index(args.index)
     batches, _ = query_batches(index, index_encoder(index), args.corpus, ())
     postings = postings_from_bags(corpus_at(str(args.docs), index.postings.to_bags(),
                                             args.seed),

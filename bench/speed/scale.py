@@ -42,6 +42,8 @@ import numpy as np
 
 from bench.speed.frontier import (
     BYTES_PER_POSTING,
+    add_index_arguments,
+    open_index,
     postings_walked,
     query_batches,
     read_bandwidth,
@@ -49,7 +51,6 @@ from bench.speed.frontier import (
 )
 from bench.speed.kernel import QueryBatch, package_top_k
 from bench.speed.synth import TokenDistribution, distribution_from_bags, generate_bags
-from bench.toolkit import CRANFIELD
 from bench.toolkit.machine import index_record
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 from bench.toolkit.tables import number, table
@@ -256,11 +257,7 @@ def parse_sizes(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.scale",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--index", type=Path, default=Path("index/cranfield"),
-                        help="a built index: the source of the synthetic bags, its model "
-                             "encodes the queries (default index/cranfield, `make demo`)")
-    parser.add_argument("--corpus", type=Path, default=CRANFIELD,
-                        help="BEIR folder whose queries.jsonl is searched")
+    add_index_arguments(parser)
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="synthetic document counts")
     parser.add_argument("--work", type=Path, required=True,
                         help="a folder on the disk that holds the postings (each size's are "
@@ -274,11 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     sizes = parse_sizes(args.sizes)
-    if not (args.index / "manifest.json").is_file():
-        raise SystemExit(f"error: no index at {args.index}: build one (`make demo` builds "
-                         "index/cranfield) or pass --index")
+    index = open_index(args.index)
     args.work.mkdir(parents=True, exist_ok=True)
-    index = SparseIndex.load(args.index)
     record = new_record(command_line("python -m bench.speed.scale", argv),
                         **index_record(index), corpora={})
     record["disk"] = disk_check(args.work, sizes, index.manifest.postings / len(index)
