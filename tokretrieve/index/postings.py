@@ -284,7 +284,7 @@ class PostingsWriter:
         self._pending_docs = 0
         self._files = {name: (self.folder / f"postings_{name}.npy").open("wb")
                        for name in ("docs", "impacts")}
-        self._written = {"docs": 0, "impacts": 0}
+        self._written = 0  # postings in each file so far (one offset and one impact each)
         for handle in self._files.values():
             handle.write(bytes(self.HEADER_BYTES))
 
@@ -316,7 +316,7 @@ class PostingsWriter:
         dtypes = {"docs": np.dtype(np.uint16), "impacts": np.dtype(self.impacts)}
         for name, handle in self._files.items():
             handle.seek(0)
-            handle.write(_npy_header(dtypes[name], self._written[name], self.HEADER_BYTES))
+            handle.write(_npy_header(dtypes[name], self._written, self.HEADER_BYTES))
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
@@ -327,10 +327,10 @@ class PostingsWriter:
 
     def _write_block(self, bags: sp.csr_matrix) -> None:
         starts, offsets, levels = block_postings(bags, self.impacts, self.scale)
-        self._starts.append(self._written["docs"] + starts)
+        self._starts.append(self._written + starts)
         for name, values in (("docs", offsets), ("impacts", levels)):
             self._files[name].write(np.ascontiguousarray(values).tobytes())
-            self._written[name] += len(values)
+        self._written += len(offsets)
 
 
 def _npy_header(dtype: np.dtype, length: int, size: int) -> bytes:
