@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bench.speed.frontier import query_batches
+from bench.speed.frontier import open_index, query_batches
 from bench.speed.kernel import stored_levels
 from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit import CRANFIELD
@@ -56,7 +56,6 @@ from bench.toolkit.results import (
     write_record,
 )
 from bench.toolkit.tables import percent, table
-from tokretrieve import SparseIndex
 from tokretrieve.search.query_encoders import index_encoder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "headroom"
@@ -187,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     sizes = corpus_sizes(args.sizes)
-    index = SparseIndex.load(args.index)
+    index = open_index(args.index)
     batches = {mode: batch.to_bags(index.vocab_size) for mode, batch
                in query_batches(index, index_encoder(index), args.corpus, ())[0].items()}
     real = stored_levels(index.postings)
