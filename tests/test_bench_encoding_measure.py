@@ -19,6 +19,7 @@ from refimpl import WORDS
 
 from bench.encoding.measure import (
     FlopCache,
+    busy_seconds,
     count_forward_flops,
     cpu_share,
     evenly_spaced,
@@ -79,16 +80,25 @@ def test_waste_is_zero_for_equal_lengths_and_for_batches_of_one():
         length_sorted_batches([1, 2], 0)
 
 
+def test_busy_seconds_is_the_length_of_the_union_of_intervals():
+    assert busy_seconds([]) == 0.0
+    assert busy_seconds([(0.0, 2.0)]) == 2.0
+    # overlapping (0-2, 1-3 -> 0-3), nested (4-10 holds 5-6) and touching (10-11): 3 + 7
+    assert busy_seconds([(4.0, 10.0), (1.0, 3.0), (0.0, 2.0), (5.0, 6.0), (10.0, 11.0)]) == 10.0
+
+
 def test_observed_batches_are_the_encoders_and_match_the_replica(tiny_encoder):
     encoder = tiny_encoder("bert", "mean", batch_size=2)
     texts = [text_of(3), text_of(7, 3), text_of(5, 10), text_of(2, 15), text_of(7, 17)]
     with torch.inference_mode(), observe_backbone(encoder.model.backbone) as log:
         encoder.embed(texts)
-    # [CLS] + words + [SEP]: lengths 5, 9, 7, 4, 9 -> batches (9, 9), (7, 5), (4).
-    assert log.shapes == [(2, 9), (2, 7), (1, 4)]
+    # [CLS] + words + [SEP]: lengths 5, 9, 7, 4, 9 -> batches (9, 9), (7, 5), (4), logged in
+    # the order they started (batches may run side by side).
+    assert sorted(log.shapes, key=lambda shape: -shape[1]) == [(2, 9), (2, 7), (1, 4)]
+    assert all(ids.shape == mask.shape for ids, mask in zip(log.input_ids, log.masks, strict=True))
     assert log.tokens == 34 and log.positions == 36
     assert log.waste == pytest.approx(2 / 36)
-    assert len(log.seconds) == 3 and all(s > 0 for s in log.seconds)
+    assert len(log.intervals) == 3 and all(end > start for start, end in log.intervals)
     lengths = [len(ids) for ids in encoder.input_ids(texts)]
     assert padding_waste(lengths, length_sorted_batches(lengths, 2))["waste"] == log.waste
     # The hooks are gone afterwards: a further call is not logged.

@@ -79,6 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default=str(DEFAULT_BATCH_SIZE),
                         help="encoder batch sizes to compare on the sweep subset; the first is "
                              f"the headline's (default {DEFAULT_BATCH_SIZE}, the encoder's)")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="times every sweep setting is measured, interleaved; its median "
+                             "round is reported (default 3)")
     parser.add_argument("--threads", default=None,
                         help="torch thread counts to compare on the sweep subset; the largest is "
                              "the headline's (default: 1 and torch's default, "
@@ -129,15 +132,13 @@ def run_model(model: str, dtypes: Sequence[str], texts: list[str], sweep: list[s
             record["flop_check"] = flops.check(log)
         record["bags"][dtype] = measure_bags(encoder, embeddings[dtype], args.bag_size, most)
         print(f"  bags: {record['bags'][dtype]['docs_per_s']:.0f} docs/s", flush=True)
-        settings = [(t, batch_sizes[0]) for t in sorted(threads, reverse=True)]
-        settings += [(most, b) for b in batch_sizes[1:]]
+        settings = [(t, batch_sizes[0], True) for t in sorted(threads, reverse=True)]
+        settings += [(most, b, True) for b in batch_sizes[1:]]
+        if most > 1:
+            settings.append((most, batch_sizes[0], False))
         if len(settings) > 1:
-            for t, b in settings:
-                sized = encoder if b == encoder.batch_size else Encoder(
-                    encoder.model, encoder.method, encoder.max_length, b)
-                row, _ = measure_encoding(sized, sweep, t, flops, references)
-                record["rows"].append({"model": model, "set": "sweep", **row})
-                _progress(record["rows"][-1])
+            record["rows"] += sweep_rows(model, encoder, sweep, settings, args.rounds, flops,
+                                         references)
         del encoder, loaded
     if flops is not None:
         record["flops_per_row_by_width"] = {str(w): n for w, n in sorted(flops.per_row.items())}
@@ -148,8 +149,30 @@ def run_model(model: str, dtypes: Sequence[str], texts: list[str], sweep: list[s
     return record
 
 
+def sweep_rows(model: str, encoder: Encoder, sweep: list[str],
+               settings: Sequence[tuple[int, int, bool]], rounds: int, flops: FlopCache,
+               references: dict[tuple[int, str], float]) -> list[dict[str, Any]]:
+    """Each (threads, batch size, side by side) setting timed once per round, rounds
+    interleaved; per setting the median round's row, with every round's docs/s."""
+    timed_rows: dict[tuple[int, int, bool], list[dict[str, Any]]] = {s: [] for s in settings}
+    for round_ in range(rounds):
+        for t, b, together in settings:
+            sized = Encoder(encoder.model, encoder.method, encoder.max_length, b)
+            sized.side_by_side = together
+            row, _ = measure_encoding(sized, sweep, t, flops, references)
+            timed_rows[(t, b, together)].append(row)
+            _progress({"set": f"sweep {round_ + 1}/{rounds}", **row})
+    out = []
+    for rows in timed_rows.values():
+        ranked = sorted(rows, key=lambda r: r["docs_per_s"])
+        out.append({"model": model, "set": "sweep", **ranked[(len(ranked) - 1) // 2],
+                    "rounds_docs_per_s": [r["docs_per_s"] for r in rows]})
+    return out
+
+
 def _progress(row: dict[str, Any]) -> None:
     print(f"  {row['set']}: {row['dtype']} threads={row['threads']} batch={row['batch_size']} "
+          f"{'side by side' if row['side_by_side'] else 'one at a time'} "
           f"docs={row['docs']}: {row['docs_per_s']:.1f} docs/s, "
           f"{row['forward_gflops']:.0f} GFLOP/s forward "
           f"({row['fraction_of_matmul']:.0%} of mm), waste {row['padding_waste']:.1%}, "
@@ -188,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command_line("python -m bench.encoding", argv), bf16=bf16_support(),
         settings={"models": models, "dtypes": dtypes, "docs": len(texts),
                   "sweep_docs": len(sweep), "batch_sizes": batch_sizes, "threads": threads,
+                  "rounds": args.rounds,
                   "max_length": args.max_length, "bag_size": args.bag_size,
                   "corpus": str(args.corpus), "corpus_docs": len(documents),
                   "matmul_sizes": list(MATMUL_SIZES)},

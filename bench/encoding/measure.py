@@ -27,6 +27,12 @@ Why it is built this way:
   the headline rows use all --docs at the encoder's batch size and the most threads. With the
   defaults (256 and 96 documents) a run took 6.6 minutes on the 2-core development machine
   while another job held one core for half of it; 400 and 128 took 15 minutes under that load.
+- The sweep runs every setting once per round, for --rounds rounds, interleaved, and keeps each
+  setting's median round (by docs/s) with every round's docs/s beside it: the machine is shared,
+  and one setting measured 7.6 and 9.1 docs/s in one earlier run that timed it twice.
+- On a CPU the encoder runs batches side by side, one thread each (tokretrieve.encoding.
+  parallel); the sweep also times one batch at a time on all threads (`side_by_side = False`)
+  at the headline's settings. The forward time is the wall time during which any forward ran.
 - The padding-waste-by-batch-size table is predicted from the token counts of the whole corpus
   (tokenizing is cheap), so it does not depend on how few documents --docs times.
 - The machine is shared: every row records the load average and the share of its threads the
@@ -42,6 +48,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -185,12 +192,17 @@ def measure_matmul(threads: int, dtype: str, sizes: Sequence[int] = MATMUL_SIZES
 @dataclass
 class BatchLog:
     """What the backbone saw during one Encoder.embed call: per batch, its tokens and mask and
-    the forward's wall time."""
+    the forward's (start, end) wall-clock interval. Batches may run side by side
+    (tokretrieve.encoding.parallel), so the forward time is the union of the intervals: the
+    wall time during which at least one forward ran."""
 
     input_ids: list[torch.Tensor] = field(default_factory=list)
     masks: list[torch.Tensor] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    _start: float = 0.0
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def forward_seconds(self) -> float:
+        return busy_seconds(self.intervals)
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -215,14 +227,19 @@ def observe_backbone(backbone: torch.nn.Module) -> Iterator[BatchLog]:
     """Record every forward of `backbone` (its input ids, attention mask and wall time) while
     the block runs; the hooks are removed afterwards."""
     log = BatchLog()
+    started = threading.local()  # one start per thread: forwards may overlap
+    appending = threading.Lock()  # a batch's ids and mask at the same position of both lists
 
     def before(module, args, kwargs):
-        log.input_ids.append(kwargs["input_ids"].detach().cpu().clone())
-        log.masks.append(kwargs["attention_mask"].detach().cpu().clone())
-        log._start = time.perf_counter()
+        ids = kwargs["input_ids"].detach().cpu().clone()
+        mask = kwargs["attention_mask"].detach().cpu().clone()
+        with appending:
+            log.input_ids.append(ids)
+            log.masks.append(mask)
+        started.at = time.perf_counter()
 
     def after(module, args, output):
-        log.seconds.append(time.perf_counter() - log._start)
+        log.intervals.append((started.at, time.perf_counter()))
 
     handles = [backbone.register_forward_pre_hook(before, with_kwargs=True),
                backbone.register_forward_hook(after)]
@@ -267,6 +284,16 @@ class FlopCache:
                 "rows_x_per_row": scaled, "ratio": direct / scaled if scaled else float("nan")}
 
 
+def busy_seconds(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def measure_encoding(encoder: Encoder, texts: Sequence[str], threads: int,
                      flops: FlopCache, references: dict[tuple[int, str], float],
                      warm_up: bool = True) -> tuple[dict[str, Any], np.ndarray]:
@@ -281,7 +308,7 @@ def measure_encoding(encoder: Encoder, texts: Sequence[str], threads: int,
             embeddings, seconds = timed(lambda: encoder.embed(list(texts)))
         cpu_seconds = time.process_time() - cpu_start
         load_after = load_average()
-    forward_s = float(sum(log.seconds))
+    forward_s = log.forward_seconds
     total_flops = flops.batch_flops(log)
     forward_gflops = gflops(total_flops, forward_s)
     reference = references.get((threads, encoder.dtype))
@@ -289,6 +316,7 @@ def measure_encoding(encoder: Encoder, texts: Sequence[str], threads: int,
     predicted = padding_waste(lengths, length_sorted_batches(lengths, encoder.batch_size))
     row = {
         "dtype": encoder.dtype, "threads": threads, "batch_size": encoder.batch_size,
+        "side_by_side": encoder.side_by_side,
         "docs": len(texts), "embed_s": seconds, "docs_per_s": len(texts) / seconds,
         "tokens": log.tokens, "tokens_per_s": log.tokens / seconds,
         "batches": len(log.masks), "forward_s": forward_s,

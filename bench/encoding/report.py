@@ -12,7 +12,8 @@ from bench.toolkit.tables import number, percent, table
 def main_table(record: dict[str, Any]) -> list[str]:
     """One row per model x setting: docs/s, tokens/s, forward GFLOP/s against torch.mm, padding
     waste, the bag step, and the CPU share the run got."""
-    header = ["model", "set", "dtype", "threads", "batch", "docs", "docs/s", "vs default",
+    header = ["model", "set", "dtype", "threads", "batch", "batches", "docs", "docs/s",
+              "rounds docs/s", "vs default",
               "tokens/s", "GFLOP/doc", "forward share", "forward GFLOP/s", "mm GFLOP/s",
               "of mm", "padding waste", "bag docs/s", "bag share", "CPU share", "load 1m"]
     rows = []
@@ -23,7 +24,8 @@ def main_table(record: dict[str, Any]) -> list[str]:
                          if bags else None)
             base = _sweep_default(data["rows"], r) if r["set"] == "sweep" else None
             rows.append([model, r["set"], r["dtype"], str(r["threads"]), str(r["batch_size"]),
-                         str(r["docs"]), number(r["docs_per_s"], 1),
+                         _batches(r), str(r["docs"]), number(r["docs_per_s"], 1),
+                         " / ".join(number(x, 1) for x in r.get("rounds_docs_per_s", [])),
                          f"{r['docs_per_s'] / base['docs_per_s']:.2f}x" if base else "",
                          number(r["tokens_per_s"], 0),
                          number(r["gflop_per_doc"], 2), percent(r["forward_share"], 0),
@@ -35,15 +37,24 @@ def main_table(record: dict[str, Any]) -> list[str]:
     return table(header, rows)
 
 
+def _batches(row: dict[str, Any]) -> str:
+    """How the row's batches ran (results from before side-by-side batches ran one at a time)."""
+    if row["threads"] == 1 or not row.get("side_by_side", False):
+        return "one at a time"
+    return "side by side"
+
+
 def _sweep_default(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
-    """The sweep row `row` is compared with: same dtype, the headline's threads and batch."""
+    """The sweep row `row` is compared with: same dtype, the headline's threads, batch and
+    way of running batches."""
     headline = next((r for r in rows if r["set"] == "headline" and r["dtype"] == row["dtype"]),
                     None)
     if headline is None:
         return None
     return next((r for r in rows if r["set"] == "sweep" and r["dtype"] == row["dtype"]
                  and r["threads"] == headline["threads"]
-                 and r["batch_size"] == headline["batch_size"]), None)
+                 and r["batch_size"] == headline["batch_size"]
+                 and r.get("side_by_side") == headline.get("side_by_side")), None)
 
 
 def render_report(record: dict[str, Any]) -> str:
@@ -72,7 +83,10 @@ def render_report(record: dict[str, Any]) -> str:
              f"bags of {s['bag_size']}) on the headline embeddings, and *bag share* its part of "
              "encode + "
              "bag time; *vs default* is a sweep row's docs/s over the sweep row at the "
-             "headline's threads and batch size (same documents); *CPU share* is CPU seconds "
+             "headline's threads, batch size and batches (same documents); *batches*: run "
+             "side by side, one thread each, or one at a time on all threads "
+             "(tokretrieve.encoding.parallel); *rounds docs/s*: every round of a sweep row, "
+             "the row being its median; *CPU share* is CPU seconds "
              "/ wall seconds / threads (below ~0.9: another process had the cores). "
              f"OMP_WAIT_POLICY: {m['env'].get('OMP_WAIT_POLICY')}.", ""]
     lines += main_table(record)

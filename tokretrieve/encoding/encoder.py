@@ -31,6 +31,7 @@ from tokretrieve.encoding.literal import (
     token_counts,
 )
 from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, load_model
+from tokretrieve.encoding.parallel import forward_all
 from tokretrieve.encoding.pooling import pool
 from tokretrieve.encoding.projection import (
     KeyTokenProjector,
@@ -85,7 +86,12 @@ class Encoder:
                  recipe: BagRecipe | None = None):
         """`method`: the model recipe (tokretrieve.encoding.recipes), the one the model was
         loaded with by default; another may change prompts and pooling, not what loading
-        settled (attention, head): load the model with it instead."""
+        settled (attention, head): load the model with it instead.
+
+        On a CPU, `embed` runs up to torch's thread count of batches side by side, one thread
+        each (tokretrieve.encoding.parallel: faster, same embeddings); set the attribute
+        `side_by_side = False` to run one batch at a time on all the threads instead (while
+        other torch work must keep its threads during an encoding)."""
         if max_length <= 0 or batch_size <= 0:
             raise TokretrieveError(
                 f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
@@ -102,6 +108,7 @@ class Encoder:
         self.method = method
         self.max_length = max_length
         self.batch_size = batch_size
+        self.side_by_side = True
         tokenizer = model.tokenizer
         self._pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id)
                              if i is not None), 0)
@@ -285,12 +292,13 @@ class Encoder:
         bar = (tqdm(total=len(texts), unit="doc", desc="encoding", disable=not progress,
                     smoothing=0.1) if own_bar else progress)
         bar.update(len(texts) - len(present))
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                pooled = self._forward([ids[j] for j in batch])
-                out[[present[j] for j in batch]] = pooled.float().cpu().numpy()
-                bar.update(len(batch))
+        batches = [order[start:start + self.batch_size]
+                   for start in range(0, len(order), self.batch_size)]
+        pooled_batches = forward_all(self._forward, [[ids[j] for j in batch] for batch in batches],
+                                     self.model.device, self.side_by_side)
+        for batch, pooled in zip(batches, pooled_batches, strict=True):
+            out[[present[j] for j in batch]] = pooled.float().cpu().numpy()
+            bar.update(len(batch))
         if own_bar:
             bar.close()
         return out
