@@ -24,9 +24,9 @@ Why it is built this way:
   same embeddings, so the report shows which of the two dominates.
 - Thread-count and batch-size comparisons run on an evenly spaced subset (--sweep-docs), every
   setting on the same subset, so that a one-thread float32 SmolLM2 pass does not take minutes;
-  the headline rows use all --docs at the encoder's batch size and the most threads. With the
-  defaults (256 and 96 documents) a run took 6.6 minutes on the 2-core development machine
-  while another job held one core for half of it; 400 and 128 took 15 minutes under that load.
+  the headline rows use all --docs at the encoder's batch size and the most threads. On the
+  2-core development machine, mpnet in both dtypes with 256 and 128 documents, two batch sizes
+  and three rounds took 21 minutes.
 - The sweep runs every setting once per round, for --rounds rounds, interleaved, and keeps each
   setting's median round (by docs/s) with every round's docs/s beside it: the machine is shared,
   and one setting measured 7.6 and 9.1 docs/s in one earlier run that timed it twice.

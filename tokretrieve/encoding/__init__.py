@@ -4,7 +4,7 @@ Everything that needs a model lives here (torch, transformers); nothing here kno
 `Encoder` is the entry point; `models` loads checkpoints, `pooling` holds the embedding methods,
 `projection` the PC1 adjustment and the LM-head projection to bags, `vocabulary` variant merging,
 `alignment` and `analysis` the paper's measurements (and the λ calibration), `checkpoint`
-resumable corpus encoding.
+resumable corpus encoding, `parallel` batches side by side on a CPU.
 """
 
 from tokretrieve.encoding.encoder import DEFAULT_BAG_SIZE, BagRecipe, Encoder
