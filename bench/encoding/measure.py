@@ -26,7 +26,7 @@ Why it is built this way:
   setting on the same subset, so that a one-thread float32 SmolLM2 pass does not take minutes;
   the headline rows use all --docs at the encoder's batch size and the most threads. On the
   2-core development machine, mpnet in both dtypes with 256 and 128 documents, two batch sizes
-  and three rounds took 21 minutes.
+  and three rounds took 16 minutes.
 - The sweep runs every setting once per round, for --rounds rounds, interleaved, and keeps each
   setting's median round (by docs/s) with every round's docs/s beside it: the machine is shared,
   and one setting measured 7.6 and 9.1 docs/s in one earlier run that timed it twice.
