@@ -55,3 +55,27 @@ def test_sweep_rows_show_how_batches_ran_and_every_round(tiny_encoder):
     assert [c[8] for c in cells] == ["2.5 / 2.0 / 1.5", "1.0 / 1.2 / 0.9"]
     # vs default: against the sweep row run the headline's way (side by side), 1.0 / 2.0
     assert [c[9] for c in cells] == ["1.00x", "0.50x"]
+
+
+def test_sweep_rows_interleave_the_rounds_and_keep_each_settings_median(tiny_encoder,
+                                                                       monkeypatch):
+    import bench.encoding.__main__ as bench_main
+
+    encoder = tiny_encoder("bert", "mean", batch_size=2)
+    order = []
+    speeds = iter([3.0, 10.0, 1.0, 30.0, 2.0, 20.0])  # rounds of (setting A, setting B)
+
+    def fake_measure(sized, texts, threads, flops, references):
+        order.append((threads, sized.batch_size, sized.side_by_side))
+        return {"threads": threads, "batch_size": sized.batch_size,
+                "side_by_side": sized.side_by_side, "docs_per_s": next(speeds)}, None
+
+    monkeypatch.setattr(bench_main, "measure_encoding", fake_measure)
+    monkeypatch.setattr(bench_main, "_progress", lambda row: None)
+    rows = bench_main.sweep_rows("tiny", encoder, ["a text"], [(2, 8, True), (2, 4, False)], 3,
+                                 None, {})
+    assert order == [(2, 8, True), (2, 4, False)] * 3  # interleaved, not one setting at a time
+    assert [r["rounds_docs_per_s"] for r in rows] == [[3.0, 1.0, 2.0], [10.0, 30.0, 20.0]]
+    assert [r["docs_per_s"] for r in rows] == [2.0, 20.0]  # the median round of each
+    assert [(r["batch_size"], r["side_by_side"], r["set"]) for r in rows] == [
+        (8, True, "sweep"), (4, False, "sweep")]

@@ -38,7 +38,7 @@ from bench.encoding.measure import (
     observe_backbone,
     waste_table,
 )
-from bench.encoding.report import render_report
+from bench.encoding.report import batches_label, render_report
 from bench.toolkit import CRANFIELD, RESULTS_DIR
 from bench.toolkit.cli import parse_list, positive_int
 from bench.toolkit.clock import timed
@@ -172,7 +172,7 @@ def sweep_rows(model: str, encoder: Encoder, sweep: list[str],
 
 def _progress(row: dict[str, Any]) -> None:
     print(f"  {row['set']}: {row['dtype']} threads={row['threads']} batch={row['batch_size']} "
-          f"{'side by side' if row['side_by_side'] else 'one at a time'} "
+          f"{batches_label(row)} "
           f"docs={row['docs']}: {row['docs_per_s']:.1f} docs/s, "
           f"{row['forward_gflops']:.0f} GFLOP/s forward "
           f"({row['fraction_of_matmul']:.0%} of mm), waste {row['padding_waste']:.1%}, "

@@ -24,7 +24,7 @@ def main_table(record: dict[str, Any]) -> list[str]:
                          if bags else None)
             base = _sweep_default(data["rows"], r) if r["set"] == "sweep" else None
             rows.append([model, r["set"], r["dtype"], str(r["threads"]), str(r["batch_size"]),
-                         _batches(r), str(r["docs"]), number(r["docs_per_s"], 1),
+                         batches_label(r), str(r["docs"]), number(r["docs_per_s"], 1),
                          " / ".join(number(x, 1) for x in r.get("rounds_docs_per_s", [])),
                          f"{r['docs_per_s'] / base['docs_per_s']:.2f}x" if base else "",
                          number(r["tokens_per_s"], 0),
@@ -37,7 +37,7 @@ def main_table(record: dict[str, Any]) -> list[str]:
     return table(header, rows)
 
 
-def _batches(row: dict[str, Any]) -> str:
+def batches_label(row: dict[str, Any]) -> str:
     """How the row's batches ran (results from before side-by-side batches ran one at a time)."""
     if row["threads"] == 1 or not row.get("side_by_side", False):
         return "one at a time"
