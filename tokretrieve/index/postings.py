@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from tokretrieve.errors import IndexFormatError, TokretrieveError
 from tokretrieve.index.kernels import Scratch, batch_top_k
-from tokretrieve.index.storage import load_array
+from tokretrieve.index.storage import load_array, save_array
 
 ImpactType = Literal["uint8", "float32"]
 IMPACT_TYPES = ("uint8", "float32")
@@ -320,8 +320,7 @@ class PostingsWriter:
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-        np.save(self.folder / "postings_indptr.npy", np.vstack(self._starts),
-                allow_pickle=False)
+        save_array(self.folder, "postings_indptr", np.vstack(self._starts))
         return Postings.open(self.folder, self.n_docs, self.vocab_size, self.impacts,
                              self.scale, self.segment_docs)
 
