@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from tokretrieve.errors import IndexFormatError, TokretrieveError
 from tokretrieve.index.kernels import Scratch, batch_top_k
-from tokretrieve.index.storage import load_array, save_array
+from tokretrieve.index.storage import fsync_tree, load_array, save_array
 
 ImpactType = Literal["uint8", "float32"]
 IMPACT_TYPES = ("uint8", "float32")
@@ -321,6 +321,7 @@ class PostingsWriter:
             os.fsync(handle.fileno())
             handle.close()
         save_array(self.folder, "postings_indptr", np.vstack(self._starts))
+        fsync_tree(self.folder / "postings_indptr.npy")
         return Postings.open(self.folder, self.n_docs, self.vocab_size, self.impacts,
                              self.scale, self.segment_docs)
 
