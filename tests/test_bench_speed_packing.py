@@ -1,17 +1,26 @@
-"""Bit-packed postings (bench.speed.packing): the words of a hand-worked list in both layouts,
-and the horizontal layout's scores equal, bit for bit, to an independent integer product on
-lists long enough for many chunks. (The vertical decoders, 17 unrolled functions, take most of
-a minute to compile; the benchmark checks their scores against the raw arrays' on every query
+"""Bit-packed postings (bench.speed.packing): the words of hand-worked lists in each layout,
+the lane-loop decoder reading back values of several widths, and the horizontal layout's
+scores equal, bit for bit, to an independent integer product on lists long enough for many
+chunks. (The full sets of vertical decoders, 17 functions per layout, take most of a minute
+each to compile; the benchmark checks their scores against the raw arrays' on every query
 before it times anything, and stops if one differs.)"""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from speed_bags import VOCAB, hand_built_bags
 
 from bench.speed.kernel import QueryBatch
-from bench.speed.packing import pack, same_scores, scorers
+from bench.speed.packing import (
+    _lane_loop_source,
+    _put_vertical,
+    compiled,
+    pack,
+    same_scores,
+    scorers,
+)
 from tokretrieve.index.postings import postings_from_bags
 
 
@@ -40,6 +49,37 @@ def test_a_full_chunk_packs_into_four_lanes():
         lane, row = i % 4, i // 4
         expected[(row // 16) * 4 + lane] |= int(level) << (2 * (row % 16))
     assert words[:9].tolist() == [0 | 2 << 8, *expected]
+
+
+def test_a_full_wide_chunk_packs_into_sixteen_lanes():
+    # 512 consecutive documents with levels 1, 2, 3, 1, ...; 511 more make a horizontal rest
+    levels = np.arange(1023) % 3 + 1
+    postings = postings_from_bags(sp.csr_matrix(levels[:, None].astype(np.float32)),
+                                  "uint8", scale=1.0)
+    _, words = pack(postings, "vertical-16")
+    # value i in lane i % 16, row i // 16: a lane's 32 two-bit rows fill two words
+    expected = [0] * 32
+    for i, level in enumerate(levels[:512]):
+        lane, row = i % 16, i // 16
+        expected[(row // 16) * 16 + lane] |= int(level) << (2 * (row % 16))
+    assert words[:33].tolist() == [0 | 2 << 8, *expected]
+    # then chunks of 128 one value after another: header, no gap words, 8 words of levels
+    assert words[33] == 0 | 2 << 8
+    first = levels[512:528]
+    assert words[34] == sum(int(v) << (2 * j) for j, v in enumerate(first))
+
+
+@pytest.mark.parametrize("width", [5, 7, 16])
+def test_the_lane_loop_decoder_reads_back_what_was_packed(width):
+    # widths whose rows straddle two words (5, 7) and fill them exactly (16)
+    values = np.random.default_rng(width).integers(0, 2 ** width, size=512)
+    words = np.zeros(16 * width + 2, dtype=np.uint32)
+    for i, value in enumerate(values):
+        _put_vertical(words, 1, int(value), width, i, 16)
+    out = np.zeros(512, dtype=np.uint32)
+    decode = compiled(_lane_loop_source, width, 16)
+    assert decode(words, 1, out) == 1 + 16 * width
+    assert out.tolist() == values.tolist()
 
 
 def integer_queries(n: int = 15, seed: int = 4) -> tuple[QueryBatch, np.ndarray]:

@@ -9,14 +9,20 @@ classic compression of such lists is frame-of-reference bit-packing: cut each to
 chunks of 128 postings, store the document gaps (offset minus the previous one, minus 1) and the
 impacts with the fewest bits that hold the chunk's largest, and a 4-byte header of both widths.
 Nothing is lost: the scores are bit for bit those of the uint16 / uint8 arrays (checked on
-every query before timing). Two layouts, each with its own decoder:
+every query before timing). Three layouts, each with its own decoder:
 
 - horizontal: value i at bit i x width, the partial last chunk of a list only as long as it
   is (the smallest); decoded by one generic loop (shift and mask of two 32-bit words);
 - vertical: full chunks in four interleaved 32-bit lanes (value i in lane i mod 4), as
   SIMD-BP128 lays them out, decoded by one fully unrolled function per bit width (generated:
-  numba has no compile-time integer parameters, and straight-line code with constant shifts
-  is the fastest it compiles here); a list's partial last chunk is horizontal, as above.
+  numba has no compile-time integer parameters); straight-line code with constant shifts,
+  but scalar: numba leaves LLVM's SLP vectorizer off (it miscompiled, numba PR 8852);
+- vertical-16: full chunks of 512 postings in sixteen lanes, decoded by one function per
+  bit width whose loop runs over the lanes, the 32 rows unrolled inside: LLVM's loop
+  vectorizer, which numba keeps on, then does eight lanes per AVX2 instruction.
+
+In both vertical layouts a list's rest after its last full chunk is horizontal, in chunks
+of up to 128.
 
 The scoring loop is the exhaustive kernel's dense way (tokretrieve.index.kernels: one
 float32 scatter-add per posting into a segment-sized accumulator); the packed loops decode
@@ -33,6 +39,7 @@ import bench.toolkit.environment  # noqa: F401  (first: offline, sleeping OpenMP
 
 # isort: split
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,11 +60,12 @@ from tokretrieve.index.postings import Postings, postings_from_bags
 from tokretrieve.search.query_encoders import index_encoder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "packing"
-CHUNK = 128
-LANES = 4
+CHUNK = 128  # postings of a horizontal chunk (at most)
+ROWS = 32  # values per lane of a vertical chunk: a lane of w-bit values fills w words
 MAX_WIDTH = 16  # a gap inside a 65,536-document block, or an impact level, fits in 16 bits
-PAD_WORDS = 2 * LANES  # read past a list's last word by the decoders' two-word loads
-LAYOUTS = ("horizontal", "vertical")
+# Each layout and its lanes (0: horizontal); a vertical chunk is ROWS x lanes postings.
+LAYOUTS = {"horizontal": 0, "vertical": 4, "vertical-16": 16}
+PAD_WORDS = 2 * max(LAYOUTS.values())  # read past a list's end by two-word loads
 
 
 @numba.njit(nogil=True, cache=True)
@@ -85,31 +93,35 @@ def _put(words, at, value, width, position):
 
 
 @numba.njit(nogil=True, cache=True)
-def _put_vertical(words, at, value, width, i):
-    """Value i of a chunk into four interleaved lanes (lane i % 4, row i // 4)."""
+def _put_vertical(words, at, value, width, i, lanes):
+    """Value i of a chunk into `lanes` interleaved lanes (lane i % lanes, row i // lanes)."""
     if width == 0:
         return
-    lane, row = i % LANES, i // LANES
+    lane, row = i % lanes, i // lanes
     position = row * width
     shifted = np.uint64(value) << np.uint64(position & 31)
-    word = at + (position >> 5) * LANES + lane
+    word = at + (position >> 5) * lanes + lane
     words[word] |= np.uint32(shifted & np.uint64(0xFFFFFFFF))
-    words[word + LANES] |= np.uint32(shifted >> np.uint64(32))
+    words[word + lanes] |= np.uint32(shifted >> np.uint64(32))
 
 
 @numba.njit(nogil=True, cache=True)
-def _pack(indptr, docs, impacts, vertical, word_ptr, words):
+def _pack(indptr, docs, impacts, lanes, word_ptr, words):
     """Fill `words` (zeroed, sized by a first call with an empty `words`) and `word_ptr`
-    (each list's first word); returns the words used."""
+    (each list's first word); returns the words used. `lanes` 0: every chunk horizontal;
+    else full chunks of 32 x `lanes` postings vertical, the rest of a list horizontal."""
     filling = words.shape[0] > 0
-    gaps = np.empty(CHUNK, dtype=np.int64)
+    wide = ROWS * lanes
+    gaps = np.empty(max(wide, CHUNK), dtype=np.int64)
     at = 0
     for block in range(indptr.shape[0]):
         for token in range(indptr.shape[1] - 1):
             word_ptr[block, token] = at
             previous = -1
-            for start in range(indptr[block, token], indptr[block, token + 1], CHUNK):
-                end = min(start + CHUNK, indptr[block, token + 1])
+            start, stop = indptr[block, token], indptr[block, token + 1]
+            while start < stop:
+                vertical = lanes > 0 and stop - start >= wide
+                end = start + wide if vertical else min(start + CHUNK, stop)
                 n = end - start
                 for i in range(n):
                     gaps[i] = int(docs[start + i]) - previous - 1
@@ -119,13 +131,13 @@ def _pack(indptr, docs, impacts, vertical, word_ptr, words):
                 if filling:
                     words[at] = np.uint32(gap_bits | (impact_bits << 8))
                 at += 1
-                if vertical and n == CHUNK:
+                if vertical:
                     if filling:
                         for i in range(n):
-                            _put_vertical(words, at, gaps[i], gap_bits, i)
-                            _put_vertical(words, at + LANES * gap_bits, impacts[start + i],
-                                          impact_bits, i)
-                    at += LANES * (gap_bits + impact_bits)
+                            _put_vertical(words, at, gaps[i], gap_bits, i, lanes)
+                            _put_vertical(words, at + lanes * gap_bits, impacts[start + i],
+                                          impact_bits, i, lanes)
+                    at += lanes * (gap_bits + impact_bits)
                 else:
                     impacts_at = at + (n * gap_bits + 31) // 32
                     if filling:
@@ -134,6 +146,7 @@ def _pack(indptr, docs, impacts, vertical, word_ptr, words):
                             _put(words, impacts_at, impacts[start + i], impact_bits,
                                  i * impact_bits)
                     at = impacts_at + (n * impact_bits + 31) // 32
+                start = end
         word_ptr[block, indptr.shape[1] - 1] = at
     return at
 
@@ -143,10 +156,10 @@ def pack(postings: Postings, layout: str) -> tuple[np.ndarray, np.ndarray]:
     indptr, docs = np.asarray(postings.indptr), np.asarray(postings.docs)
     impacts = np.asarray(postings.impacts)
     word_ptr = np.zeros_like(indptr)
-    used = _pack(indptr, docs, impacts, layout == "vertical", word_ptr,
+    used = _pack(indptr, docs, impacts, LAYOUTS[layout], word_ptr,
                  np.zeros(0, dtype=np.uint32))
     words = np.zeros(used + PAD_WORDS, dtype=np.uint32)
-    _pack(indptr, docs, impacts, layout == "vertical", word_ptr, words)
+    _pack(indptr, docs, impacts, LAYOUTS[layout], word_ptr, words)
     return word_ptr, words
 
 
@@ -161,42 +174,71 @@ def _unpack_horizontal(words, at, n, width, out):
     return at + (n * width + 31) // 32
 
 
-def _vertical_source(width: int) -> str:
-    """Python source of the unrolled decoder of one chunk of `width`-bit vertical values."""
+def _unrolled_source(width: int, lanes: int) -> str:
+    """Python source of a straight-line decoder of one chunk of `width`-bit values in
+    `lanes` lanes: every load, shift and mask written out, each with constant offsets."""
     lines = [f"def unpack_{width}(words, at, out):", "    a = np.uint64(at)"]
     mask = (1 << width) - 1
-    for row in range(CHUNK // LANES):
+    for row in range(ROWS):
         position = row * width
         word, shift = position >> 5, position & 31
-        for lane in range(LANES):
+        for lane in range(lanes):
             if width == 0:
-                lines.append(f"    out[{row * LANES + lane}] = np.uint32(0)")
+                lines.append(f"    out[{row * lanes + lane}] = np.uint32(0)")
                 continue
-            value = f"(words[a + np.uint64({word * LANES + lane})] >> np.uint32({shift}))"
+            value = f"(words[a + np.uint64({word * lanes + lane})] >> np.uint32({shift}))"
             if shift + width > 32:
-                value = (f"({value} | (words[a + np.uint64({(word + 1) * LANES + lane})] "
+                value = (f"({value} | (words[a + np.uint64({(word + 1) * lanes + lane})] "
                          f"<< np.uint32({32 - shift})))")
-            lines.append(f"    out[{row * LANES + lane}] = {value} & np.uint32({mask})")
-    lines.append(f"    return at + {LANES * width}")
+            lines.append(f"    out[{row * lanes + lane}] = {value} & np.uint32({mask})")
+    lines.append(f"    return at + {lanes * width}")
     return "\n".join(lines)
 
 
-def _vertical_decoders() -> Callable:
-    """One compiled decoder per width 0..16 and the dispatcher over them."""
+def _lane_loop_source(width: int, lanes: int) -> str:
+    """Python source of a decoder of one chunk whose loop runs over the lanes, the rows
+    unrolled inside it: each iteration reads its lane's `width` words (consecutive lanes,
+    consecutive addresses) and writes its 32 values with constant shifts, so LLVM's loop
+    vectorizer does several lanes per instruction. The indices are unsigned: a signed one
+    brings numba's negative-index wraparound, which stops the vectorizer."""
+    lines = [f"def unpack_{width}(words, at, out):", "    a = np.uint64(at)",
+             f"    for lane in range({lanes}):", "        u = np.uint64(lane)"]
+    mask = (1 << width) - 1
+    lines += [f"        w{k} = words[a + np.uint64({k * lanes}) + u]" for k in range(width)]
+    for row in range(ROWS):
+        position = row * width
+        word, shift = position >> 5, position & 31
+        value = f"(w{word} >> np.uint32({shift})) & np.uint32({mask})" if width else \
+            "np.uint32(0)"
+        if width and shift + width > 32:
+            value = (f"((w{word} >> np.uint32({shift})) | (w{word + 1} << "
+                     f"np.uint32({32 - shift}))) & np.uint32({mask})")
+        lines.append(f"        out[np.uint64({row * lanes}) + u] = {value}")
+    lines.append(f"    return at + {lanes * width}")
+    return "\n".join(lines)
+
+
+def compiled(source: Callable[[int, int], str], width: int, lanes: int) -> Callable:
+    """The decoder of one chunk of `width`-bit values in `lanes` lanes that `source` writes,
+    compiled: `f(words, at, out)` fills out[:32 x lanes] and returns the word after the
+    chunk."""
     namespace: dict[str, Any] = {"np": np}
-    for width in range(MAX_WIDTH + 1):
-        exec(_vertical_source(width), namespace)  # the source generated above, nothing else
-        namespace[f"unpack_{width}"] = numba.njit(nogil=True)(namespace[f"unpack_{width}"])
+    exec(source(width, lanes), namespace)  # the source generated above, nothing else
+    return numba.njit(nogil=True)(namespace[f"unpack_{width}"])
+
+
+def _vertical_decoders(source: Callable[[int, int], str], lanes: int) -> Callable:
+    """One compiled decoder per width 0..16 of `source`'s form, and the dispatcher over them
+    (a chunk shorter than 32 x `lanes` is horizontal)."""
+    namespace: dict[str, Any] = {f"unpack_{width}": compiled(source, width, lanes)
+                                 for width in range(MAX_WIDTH + 1)}
     branches = [f"    {'if' if w == 0 else 'elif'} width == {w}: return unpack_{w}(words, at, "
                 "out)" for w in range(MAX_WIDTH + 1)]
     namespace["unpack_horizontal"] = _unpack_horizontal
     exec("\n".join(["def unpack(words, at, n, width, out):",
-                    f"    if n < {CHUNK}: return unpack_horizontal(words, at, n, width, out)",
-                    *branches, "    return at"]), namespace)
+                    f"    if n < {ROWS * lanes}: return unpack_horizontal(words, at, n, width, "
+                    "out)", *branches, "    return at"]), namespace)
     return numba.njit(nogil=True)(namespace["unpack"])
-
-
-_unpack_vertical = _vertical_decoders()
 
 
 @numba.njit(nogil=True, cache=True)
@@ -211,11 +253,13 @@ def score_raw(indptr, docs, impacts, segment_docs, tokens, weights, accumulator)
 
 
 @numba.njit(nogil=True)
-def score_packed(unpack, indptr, word_ptr, words, segment_docs, tokens, weights, accumulator):
-    """`score_raw` on bit-packed lists: each chunk decoded by `unpack` (one layout's
-    decoder, compiled in: one specialisation per layout) into buffers, then scattered."""
-    gaps = np.empty(CHUNK, dtype=np.uint32)
-    levels = np.empty(CHUNK, dtype=np.uint32)
+def score_packed(unpack, wide, indptr, word_ptr, words, segment_docs, tokens, weights,
+                 accumulator):
+    """`score_raw` on bit-packed lists: each chunk (`wide` postings while that many are left,
+    then up to 128) decoded by `unpack` (one layout's decoder, compiled in: one
+    specialisation per layout) into buffers, then scattered."""
+    gaps = np.empty(max(wide, CHUNK), dtype=np.uint32)
+    levels = np.empty(max(wide, CHUNK), dtype=np.uint32)
     for block in range(indptr.shape[0]):
         base = block * segment_docs
         for i in range(tokens.shape[0]):
@@ -224,7 +268,7 @@ def score_packed(unpack, indptr, word_ptr, words, segment_docs, tokens, weights,
             at = word_ptr[block, token]
             doc = np.int64(base - 1)
             while left > 0:
-                n = min(left, CHUNK)
+                n = wide if left >= wide else min(left, CHUNK)
                 header = words[at]
                 gap_bits, impact_bits = header & 255, (header >> 8) & 255
                 at = unpack(words, at + 1, n, gap_bits, gaps)
@@ -235,7 +279,7 @@ def score_packed(unpack, indptr, word_ptr, words, segment_docs, tokens, weights,
                 left -= n
 
 
-def scorers(postings: Postings, layouts: Sequence[str] = LAYOUTS
+def scorers(postings: Postings, layouts: Sequence[str] = tuple(LAYOUTS)
             ) -> dict[str, tuple[Callable, int]]:
     """The raw arrays' and each packed layout's scoring call `f(batch, accumulator)`, with
     the bytes each stores."""
@@ -246,12 +290,22 @@ def scorers(postings: Postings, layouts: Sequence[str] = LAYOUTS
         postings.docs.nbytes + postings.impacts.nbytes + indptr.nbytes)}
     for layout in layouts:
         word_ptr, words = pack(postings, layout)
-        unpack = _unpack_vertical if layout == "vertical" else _unpack_horizontal
+        unpack, wide = decoder(layout), ROWS * LAYOUTS[layout] or CHUNK
         out[layout] = (
-            lambda b, acc, u=unpack, w=word_ptr, ws=words:
-            score_packed(u, indptr, w, ws, postings.segment_docs, b.tokens, b.weights, acc),
+            lambda b, acc, u=unpack, n=wide, w=word_ptr, ws=words:
+            score_packed(u, n, indptr, w, ws, postings.segment_docs, b.tokens, b.weights, acc),
             words.nbytes + word_ptr.nbytes + indptr.nbytes)
     return out
+
+
+@functools.cache
+def decoder(layout: str) -> Callable:
+    """The compiled decoder of one chunk of `layout` (the vertical ones compiled on first
+    use: 17 widths each, most of a minute)."""
+    if layout == "horizontal":
+        return _unpack_horizontal
+    source = _unrolled_source if layout == "vertical" else _lane_loop_source
+    return _vertical_decoders(source, LAYOUTS[layout])
 
 
 def same_scores(postings: Postings, calls: dict[str, tuple[Callable, int]],
