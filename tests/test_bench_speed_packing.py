@@ -20,6 +20,7 @@ from bench.speed.packing import (
     pack,
     same_scores,
     scorers,
+    vertical_share,
 )
 from tokretrieve.index.postings import postings_from_bags
 
@@ -67,6 +68,9 @@ def test_a_full_wide_chunk_packs_into_sixteen_lanes():
     assert words[33] == 0 | 2 << 8
     first = levels[512:528]
     assert words[34] == sum(int(v) << (2 * j) for j, v in enumerate(first))
+    assert vertical_share(postings, "vertical-16") == 512 / 1023
+    assert vertical_share(postings, "vertical") == 7 * 128 / 1023
+    assert vertical_share(postings, "horizontal") == 0.0
 
 
 @pytest.mark.parametrize("width", [5, 7, 16])
