@@ -73,6 +73,21 @@ def test_a_full_wide_chunk_packs_into_sixteen_lanes():
     assert vertical_share(postings, "horizontal") == 0.0
 
 
+def test_an_outlier_gap_becomes_one_exception_word():
+    # documents 0..510 (gaps 0) and 60,000 (gap 59,489: 16 bits) with levels 1, 2, 3, ...
+    offsets = [*range(511), 60_000]
+    levels = np.arange(512) % 3 + 1
+    bags = sp.csr_matrix((levels.astype(np.float32), (offsets, np.zeros(512, dtype=int))),
+                         shape=(65_536, 1))
+    postings = postings_from_bags(bags, "uint8", scale=1.0)
+    _, words = pack(postings, "vertical-16")
+    # gaps at width 0 and one exception, levels at width 2 and none
+    assert words[0] == 0 | 2 << 8 | 1 << 16 | 0 << 24
+    assert words[1] == 511 | 59_489 << 9  # index 511, the gap's bits above width 0
+    _, plain = pack(postings, "vertical")  # no exceptions: four chunks with 16-bit gaps
+    assert plain[0] == 0 | 2 << 8 and plain[-2 - (4 * 16 + 4 * 2) - 1] == 16 | 2 << 8
+
+
 @pytest.mark.parametrize("width", [5, 7, 16])
 def test_the_lane_loop_decoder_reads_back_what_was_packed(width):
     # widths whose rows straddle two words (5, 7) and fill them exactly (16)

@@ -19,7 +19,10 @@ every query before timing). Three layouts, each with its own decoder:
   but scalar: numba leaves LLVM's SLP vectorizer off (it miscompiled, numba PR 8852);
 - vertical-16: full chunks of 512 postings in sixteen lanes, decoded by one function per
   bit width whose loop runs over the lanes, the 32 rows unrolled inside: LLVM's loop
-  vectorizer, which numba keeps on, then does eight lanes per AVX2 instruction.
+  vectorizer, which numba keeps on, then does eight lanes per AVX2 instruction. A chunk this
+  long has a larger largest value, so each stream takes the width that costs the fewest bits
+  when the values that do not fit are exceptions (as PForDelta does): one word each after the
+  stream (its index and its high bits), added back after decoding; the header counts them.
 
 In both vertical layouts a list's rest after its last full chunk is horizontal, in chunks
 of up to 128.
@@ -63,9 +66,10 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "pa
 CHUNK = 128  # postings of a horizontal chunk (at most)
 ROWS = 32  # values per lane of a vertical chunk: a lane of w-bit values fills w words
 MAX_WIDTH = 16  # a gap inside a 65,536-document block, or an impact level, fits in 16 bits
-# Each layout and its lanes (0: horizontal); a vertical chunk is ROWS x lanes postings.
-LAYOUTS = {"horizontal": 0, "vertical": 4, "vertical-16": 16}
-PAD_WORDS = 2 * max(LAYOUTS.values())  # read past a list's end by two-word loads
+# Each layout's lanes (0: horizontal; a vertical chunk is ROWS x lanes postings) and whether
+# its widths leave exceptions (patched).
+LAYOUTS = {"horizontal": (0, False), "vertical": (4, False), "vertical-16": (16, True)}
+PAD_WORDS = 2  # read past a list's end by the horizontal decoder's two-word loads
 
 
 @numba.njit(nogil=True, cache=True)
@@ -106,13 +110,62 @@ def _put_vertical(words, at, value, width, i, lanes):
 
 
 @numba.njit(nogil=True, cache=True)
-def _pack(indptr, docs, impacts, lanes, word_ptr, words):
+def _patched_width(values, n):
+    """The width b that packs values[:n] in the fewest bits when each value of b bits or more
+    is an exception word (`_put_stream`): n x b + 32 per exception, at most 255 of them (the
+    header's count field); returns (b, exceptions)."""
+    top = _width(values, 0, n)
+    counts = np.zeros(top + 2, dtype=np.int64)  # counts[b]: values needing more than b bits
+    for i in range(n):
+        bits, value = 0, int(values[i])
+        while value > 0:
+            bits += 1
+            value >>= 1
+        counts[bits] += 1
+    above = 0
+    best, best_cost, best_above = top, n * top, 0
+    for b in range(top, -1, -1):  # from the widest down: `above` = values of more than b bits
+        above += counts[b + 1]
+        cost = n * b + 32 * above
+        if above <= 255 and cost < best_cost:
+            best, best_cost, best_above = b, cost, above
+    return best, best_above
+
+
+@numba.njit(nogil=True, cache=True)
+def _put_stream(words, at, values, n, width, lanes, exceptions, filling):
+    """values[:n] at `width` bits from words[at] (in `lanes` lanes, or one after another for
+    lanes 0), then, when `exceptions`, one word per value that does not fit: its index (9
+    bits) and its bits above the width; returns the word after them."""
+    mask = (1 << width) - 1
+    size = lanes * width if lanes else (n * width + 31) // 32
+    if filling:
+        for i in range(n):
+            low = int(values[i]) & mask
+            if lanes:
+                _put_vertical(words, at, low, width, i, lanes)
+            else:
+                _put(words, at, low, width, i * width)
+    at += size
+    if exceptions:
+        for i in range(n):
+            if int(values[i]) >> width:
+                if filling:
+                    words[at] = np.uint32(i | ((int(values[i]) >> width) << 9))
+                at += 1
+    return at
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack(indptr, docs, impacts, lanes, patched, word_ptr, words):
     """Fill `words` (zeroed, sized by a first call with an empty `words`) and `word_ptr`
     (each list's first word); returns the words used. `lanes` 0: every chunk horizontal;
-    else full chunks of 32 x `lanes` postings vertical, the rest of a list horizontal."""
+    else full chunks of 32 x `lanes` postings vertical, the rest of a list horizontal.
+    `patched`: each stream's width as `_patched_width` chooses it, with exception words."""
     filling = words.shape[0] > 0
     wide = ROWS * lanes
     gaps = np.empty(max(wide, CHUNK), dtype=np.int64)
+    levels = np.empty(max(wide, CHUNK), dtype=np.int64)
     at = 0
     for block in range(indptr.shape[0]):
         for token in range(indptr.shape[1] - 1):
@@ -126,26 +179,21 @@ def _pack(indptr, docs, impacts, lanes, word_ptr, words):
                 for i in range(n):
                     gaps[i] = int(docs[start + i]) - previous - 1
                     previous = int(docs[start + i])
-                gap_bits = _width(gaps, 0, n)
-                impact_bits = _width(impacts, start, end)
-                if filling:
-                    words[at] = np.uint32(gap_bits | (impact_bits << 8))
-                at += 1
-                if vertical:
-                    if filling:
-                        for i in range(n):
-                            _put_vertical(words, at, gaps[i], gap_bits, i, lanes)
-                            _put_vertical(words, at + lanes * gap_bits, impacts[start + i],
-                                          impact_bits, i, lanes)
-                    at += lanes * (gap_bits + impact_bits)
+                    levels[i] = int(impacts[start + i])
+                if patched:
+                    gap_bits, gap_exceptions = _patched_width(gaps, n)
+                    impact_bits, impact_exceptions = _patched_width(levels, n)
                 else:
-                    impacts_at = at + (n * gap_bits + 31) // 32
-                    if filling:
-                        for i in range(n):
-                            _put(words, at, gaps[i], gap_bits, i * gap_bits)
-                            _put(words, impacts_at, impacts[start + i], impact_bits,
-                                 i * impact_bits)
-                    at = impacts_at + (n * impact_bits + 31) // 32
+                    gap_bits, gap_exceptions = _width(gaps, 0, n), 0
+                    impact_bits, impact_exceptions = _width(levels, 0, n), 0
+                if filling:
+                    words[at] = np.uint32(gap_bits | (impact_bits << 8)
+                                          | (gap_exceptions << 16) | (impact_exceptions << 24))
+                chunk_lanes = lanes if vertical else 0
+                at = _put_stream(words, at + 1, gaps, n, gap_bits, chunk_lanes, patched,
+                                 filling)
+                at = _put_stream(words, at, levels, n, impact_bits, chunk_lanes, patched,
+                                 filling)
                 start = end
         word_ptr[block, indptr.shape[1] - 1] = at
     return at
@@ -156,10 +204,10 @@ def pack(postings: Postings, layout: str) -> tuple[np.ndarray, np.ndarray]:
     indptr, docs = np.asarray(postings.indptr), np.asarray(postings.docs)
     impacts = np.asarray(postings.impacts)
     word_ptr = np.zeros_like(indptr)
-    used = _pack(indptr, docs, impacts, LAYOUTS[layout], word_ptr,
-                 np.zeros(0, dtype=np.uint32))
+    lanes, patched = LAYOUTS[layout]
+    used = _pack(indptr, docs, impacts, lanes, patched, word_ptr, np.zeros(0, dtype=np.uint32))
     words = np.zeros(used + PAD_WORDS, dtype=np.uint32)
-    _pack(indptr, docs, impacts, LAYOUTS[layout], word_ptr, words)
+    _pack(indptr, docs, impacts, lanes, patched, word_ptr, words)
     return word_ptr, words
 
 
@@ -252,6 +300,16 @@ def score_raw(indptr, docs, impacts, segment_docs, tokens, weights, accumulator)
                 accumulator[base + np.int64(docs[p])] += weight * np.float32(impacts[p])
 
 
+@numba.njit(nogil=True, cache=True)
+def _patch(words, at, count, width, out):
+    """Add back the high bits of a stream's `count` exceptions (`_put_stream`); returns the
+    word after them."""
+    for e in range(count):
+        word = words[at + e]
+        out[word & 511] |= (word >> 9) << width
+    return at + count
+
+
 @numba.njit(nogil=True)
 def score_packed(unpack, wide, indptr, word_ptr, words, segment_docs, tokens, weights,
                  accumulator):
@@ -272,7 +330,9 @@ def score_packed(unpack, wide, indptr, word_ptr, words, segment_docs, tokens, we
                 header = words[at]
                 gap_bits, impact_bits = header & 255, (header >> 8) & 255
                 at = unpack(words, at + 1, n, gap_bits, gaps)
+                at = _patch(words, at, (header >> 16) & 255, gap_bits, gaps)
                 at = unpack(words, at, n, impact_bits, levels)
+                at = _patch(words, at, header >> 24, impact_bits, levels)
                 for j in range(n):
                     doc += np.int64(gaps[j]) + 1
                     accumulator[doc] += weight * np.float32(levels[j])
@@ -290,7 +350,7 @@ def scorers(postings: Postings, layouts: Sequence[str] = tuple(LAYOUTS)
         postings.docs.nbytes + postings.impacts.nbytes + indptr.nbytes)}
     for layout in layouts:
         word_ptr, words = pack(postings, layout)
-        unpack, wide = decoder(layout), ROWS * LAYOUTS[layout] or CHUNK
+        unpack, wide = decoder(layout), ROWS * LAYOUTS[layout][0] or CHUNK
         out[layout] = (
             lambda b, acc, u=unpack, n=wide, w=word_ptr, ws=words:
             score_packed(u, n, indptr, w, ws, postings.segment_docs, b.tokens, b.weights, acc),
@@ -305,7 +365,7 @@ def decoder(layout: str) -> Callable:
     if layout == "horizontal":
         return _unpack_horizontal
     source = _unrolled_source if layout == "vertical" else _lane_loop_source
-    return _vertical_decoders(source, LAYOUTS[layout])
+    return _vertical_decoders(source, LAYOUTS[layout][0])
 
 
 def vertical_share(postings: Postings, layout: str, tokens: np.ndarray | None = None) -> float:
@@ -313,7 +373,7 @@ def vertical_share(postings: Postings, layout: str, tokens: np.ndarray | None = 
     list is horizontal), of all stored or of the lists of `tokens` (with repeats: a batch's
     tokens give the share of the postings its queries walk); 0 for the raw arrays and the
     horizontal layout."""
-    lanes = LAYOUTS.get(layout, 0)
+    lanes = LAYOUTS.get(layout, (0, False))[0]
     lengths = np.diff(np.asarray(postings.indptr), axis=1)
     if tokens is not None:
         lengths = lengths[:, tokens]
