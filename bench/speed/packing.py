@@ -54,6 +54,7 @@ import numpy as np
 from bench.speed.frontier import add_index_arguments, open_index, postings_walked, query_batches
 from bench.speed.kernel import QueryBatch
 from bench.speed.synth import corpus_at
+from bench.toolkit.cli import positive_int
 from bench.toolkit.clock import latency
 from bench.toolkit.machine import index_record
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
@@ -397,12 +398,17 @@ def same_scores(postings: Postings, calls: dict[str, tuple[Callable, int]],
     return True
 
 
-def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int
-            ) -> dict[str, Any]:
+def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int,
+            rounds: int = 5) -> dict[str, Any]:
+    """Bytes of every layout, and its latencies in `rounds` rounds, the layouts interleaved
+    in each (so that a slow spell of a shared machine falls on all of them): per layout and
+    mode, the median round's p50 / p99 / mean, and the median of its rounds' mean time over
+    the raw arrays' mean time in the same round."""
     calls = scorers(postings)
     mean_length = postings.n_postings / max(postings.n_docs, 1)
     out: dict[str, Any] = {"documents": postings.n_docs, "postings": postings.n_postings,
-                           "dense_bytes_per_doc": hidden_size * 4, "layouts": {}}
+                           "dense_bytes_per_doc": hidden_size * 4, "rounds": rounds,
+                           "layouts": {}}
     for name, (_, stored) in calls.items():
         per_posting = stored / postings.n_postings
         out["layouts"][name] = {"bytes": stored, "bytes_per_posting": per_posting,
@@ -416,20 +422,29 @@ def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int
                 raise SystemExit(f"error: a packed layout scored the {mode} queries "
                                  "differently from the uint16 / uint8 arrays")
             walked = float(postings_walked(postings, batch).sum())
-            for name, (call, _) in calls.items():
-                timing = latency(lambda b, c=call: c(b, accumulator), batch.singles())
+            timings: dict[str, list[dict[str, Any]]] = {name: [] for name in calls}
+            for round_ in range(rounds):
+                for name, (call, _) in calls.items():
+                    timings[name].append(latency(lambda b, c=call: c(b, accumulator),
+                                                 batch.singles()))
+                print(f"  {mode} round {round_ + 1}: " + ", ".join(
+                    f"{name} {timings[name][-1]['mean_ms']:.3f}" for name in calls)
+                    + " ms mean", flush=True)
+            raw = [t["mean_ms"] for t in timings["uint16 + uint8"]]
+            for name in calls:
+                ratios = [t["mean_ms"] / r for t, r in zip(timings[name], raw, strict=True)]
+                mean_ms = float(np.median([t["mean_ms"] for t in timings[name]]))
                 out["layouts"][name]["modes"][mode] = {
-                    "p50_ms": timing["p50_ms"], "p99_ms": timing["p99_ms"],
-                    "mean_ms": timing["mean_ms"],
-                    "ns_per_posting": timing["mean_ms"] * 1e6 * len(batch) / walked,
+                    **{key: float(np.median([t[key] for t in timings[name]]))
+                       for key in ("p50_ms", "p99_ms", "mean_ms")},
+                    "x_raw": float(np.median(ratios)), "rounds_x_raw": ratios,
+                    "ns_per_posting": mean_ms * 1e6 * len(batch) / walked,
                     "vertical_share_walked": vertical_share(postings, name, batch.tokens)}
-                print(f"  {mode} {name}: p50 {timing['p50_ms']:.3f} ms", flush=True)
     return out
 
 
 def render(record: dict[str, Any]) -> str:
     result = record["result"]
-    raw = result["layouts"]["uint16 + uint8"]["modes"]
     lines = ["# Bit-packed postings: bytes saved, decoding's cost", "",
              f"`{record['command']}` at commit {record['machine']['git']['commit'][:12]}"
              f"{' (uncommitted changes)' if record['machine']['git'].get('dirty') else ''}, "
@@ -437,7 +452,9 @@ def render(record: dict[str, Any]) -> str:
              f"{record['index']} ({result['postings'] / result['documents']:.0f} postings per "
              f"document, dense float32 {result['dense_bytes_per_doc']} bytes per document). "
              "One thread, one query per call; every layout's scores checked equal to the "
-             "uint16 / uint8 arrays' on every query first.", ""]
+             "uint16 / uint8 arrays' on every query first. Times: the median of "
+             f"{result.get('rounds', 1)} rounds, the layouts interleaved in each; a layout's "
+             "time over the raw arrays' is taken within each round.", ""]
     rows = []
     for name, layout in result["layouts"].items():
         walked = [layout["modes"][mode]["vertical_share_walked"] for mode in ("tokens", "model")]
@@ -447,22 +464,23 @@ def render(record: dict[str, Any]) -> str:
             m = layout["modes"][mode]
             cells += [f"{number(m['p50_ms'], 3)} / {number(m['p99_ms'], 3)}",
                       f"{m['ns_per_posting']:.3f}",
-                      f"{m['mean_ms'] / raw[mode]['mean_ms']:.2f}"]
+                      f"{m['x_raw']:.2f} ({min(m['rounds_x_raw']):.2f}-"
+                      f"{max(m['rounds_x_raw']):.2f})"]
         rows.append(cells)
     lines += table(["layout", "bytes / posting", "x dense float32",
                     "in vertical chunks: stored / walked (tokens / model)",
-                    "tokens p50 / p99 ms", "tokens ns / posting", "tokens x raw (mean)",
-                    "model p50 / p99 ms", "model ns / posting", "model x raw (mean)"], rows)
+                    "tokens p50 / p99 ms", "tokens ns / posting", "tokens x raw: median (rounds)",
+                    "model p50 / p99 ms", "model ns / posting", "model x raw: median (rounds)"],
+                   rows)
     return "\n".join(lines) + "\n"
 
 
 def summary(record: dict[str, Any]) -> str:
     layouts = record["result"]["layouts"]
-    raw = layouts["uint16 + uint8"]["modes"]
     return "\n".join(
         f"{name}: {layout['vs_dense']:.3f}x dense bytes, "
-        + ", ".join(f"{mode} {layout['modes'][mode]['mean_ms'] / raw[mode]['mean_ms']:.2f}x "
-                    "raw time" for mode in ("tokens", "model"))
+        + ", ".join(f"{mode} {layout['modes'][mode]['x_raw']:.2f}x raw time"
+                    for mode in ("tokens", "model"))
         for name, layout in layouts.items())
 
 
@@ -473,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=65_536,
                         help="synthetic documents (default one full 65,536-document block)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=positive_int, default=5,
+                        help="timing rounds, the layouts interleaved in each (default 5)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.docs < 1:
@@ -485,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = new_record(command_line("python -m bench.speed.packing", argv),
                         **index_record(index))
     out = run_folder(args.output, record)
-    record["result"] = measure(postings, batches, index.manifest.model.hidden_size)
+    record["result"] = measure(postings, batches, index.manifest.model.hidden_size, args.rounds)
     write_record(out, record, render, partial=True)
     finish_record(out, record, render, summary)
     return 0
