@@ -52,25 +52,37 @@ def test_a_full_chunk_packs_into_four_lanes():
     assert words[:9].tolist() == [0 | 2 << 8, *expected]
 
 
-def test_a_full_wide_chunk_packs_into_sixteen_lanes():
-    # 512 consecutive documents with levels 1, 2, 3, 1, ...; 511 more make a horizontal rest
+def sixteen_lanes(levels: np.ndarray, width: int) -> list[int]:
+    """The words of `levels` packed by hand in sixteen lanes: value i in lane i % 16, row
+    i // 16 at bit row x width of its lane; a lane's k-th word at 16 k + lane."""
+    rows = -(-len(levels) // 16)
+    words = [0] * (16 * -(-rows * width // 32))
+    for i, level in enumerate(levels):
+        lane, position = i % 16, (i // 16) * width
+        words[(position // 32) * 16 + lane] |= int(level) << (position % 32)
+    return words
+
+
+def test_a_list_packs_into_sixteen_lanes_its_rest_too_when_long():
+    # 1,023 consecutive documents with levels 1, 2, 3, 1, ...: a full chunk of 512, then a
+    # rest of 511 (>= 128: vertical as well, its rows' bits in as few words as they need)
     levels = np.arange(1023) % 3 + 1
     postings = postings_from_bags(sp.csr_matrix(levels[:, None].astype(np.float32)),
                                   "uint8", scale=1.0)
     _, words = pack(postings, "vertical-16")
-    # value i in lane i % 16, row i // 16: a lane's 32 two-bit rows fill two words
-    expected = [0] * 32
-    for i, level in enumerate(levels[:512]):
-        lane, row = i % 16, i // 16
-        expected[(row // 16) * 16 + lane] |= int(level) << (2 * (row % 16))
-    assert words[:33].tolist() == [0 | 2 << 8, *expected]
-    # then chunks of 128 one value after another: header, no gap words, 8 words of levels
-    assert words[33] == 0 | 2 << 8
-    first = levels[512:528]
-    assert words[34] == sum(int(v) << (2 * j) for j, v in enumerate(first))
-    assert vertical_share(postings, "vertical-16") == 512 / 1023
+    # each chunk: a header (gap width 0, level width 2), no gap words, the level lanes
+    assert words[:33].tolist() == [0 | 2 << 8, *sixteen_lanes(levels[:512], 2)]
+    assert words[33:66].tolist() == [0 | 2 << 8, *sixteen_lanes(levels[512:], 2)]
+    assert vertical_share(postings, "vertical-16") == 1.0
     assert vertical_share(postings, "vertical") == 7 * 128 / 1023
     assert vertical_share(postings, "horizontal") == 0.0
+    # a rest of 88 (< 128) is one horizontal chunk: 88 two-bit levels in 6 words
+    short = postings_from_bags(sp.csr_matrix(levels[:600, None].astype(np.float32)),
+                               "uint8", scale=1.0)
+    word_ptr, words = pack(short, "vertical-16")
+    assert words[33] == 0 | 2 << 8 and word_ptr[0, 1] == 33 + 1 + 6
+    assert words[34] == sum(int(v) << (2 * j) for j, v in enumerate(levels[512:528]))
+    assert vertical_share(short, "vertical-16") == 512 / 600
 
 
 def test_an_outlier_gap_becomes_one_exception_word():
@@ -84,8 +96,9 @@ def test_an_outlier_gap_becomes_one_exception_word():
     # gaps at width 0 and one exception, levels at width 2 and none
     assert words[0] == 0 | 2 << 8 | 1 << 16 | 0 << 24
     assert words[1] == 511 | 59_489 << 9  # index 511, the gap's bits above width 0
-    _, plain = pack(postings, "vertical")  # no exceptions: four chunks with 16-bit gaps
-    assert plain[0] == 0 | 2 << 8 and plain[-2 - (4 * 16 + 4 * 2) - 1] == 16 | 2 << 8
+    word_ptr, plain = pack(postings, "vertical")  # no exceptions: 16-bit gaps in the last
+    last = word_ptr[0, 1] - (1 + 4 * 16 + 4 * 2)  # of its four chunks
+    assert plain[0] == 0 | 2 << 8 and plain[last] == 16 | 2 << 8
 
 
 @pytest.mark.parametrize("width", [5, 7, 16])

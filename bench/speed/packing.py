@@ -24,8 +24,11 @@ every query before timing). Three layouts, each with its own decoder:
   when the values that do not fit are exceptions (as PForDelta does): one word each after the
   stream (its index and its high bits), added back after decoding; the header counts them.
 
-In both vertical layouts a list's rest after its last full chunk is horizontal, in chunks
-of up to 128.
+In the four-lane layout a list's rest after its last full chunk is horizontal, in chunks of
+up to 128. In vertical-16 a rest of 128 postings or more is vertical too, each lane taking
+the words its rows need (decoded as a full chunk, the rows past its values unused): in a
+first run with horizontal rests, the 2-4% of walked postings in them cost as much as the
+decoding of all the others.
 
 The scoring loop is the exhaustive kernel's dense way (tokretrieve.index.kernels: one
 float32 scatter-add per posting into a segment-sized accumulator); the packed loops decode
@@ -67,10 +70,12 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "pa
 CHUNK = 128  # postings of a horizontal chunk (at most)
 ROWS = 32  # values per lane of a vertical chunk: a lane of w-bit values fills w words
 MAX_WIDTH = 16  # a gap inside a 65,536-document block, or an impact level, fits in 16 bits
-# Each layout's lanes (0: horizontal; a vertical chunk is ROWS x lanes postings) and whether
-# its widths leave exceptions (patched).
-LAYOUTS = {"horizontal": (0, False), "vertical": (4, False), "vertical-16": (16, True)}
-PAD_WORDS = 2  # read past a list's end by the horizontal decoder's two-word loads
+# Each layout's lanes (0: horizontal; a full vertical chunk is ROWS x lanes postings), whether
+# its widths leave exceptions (patched), and the shortest rest of a list it packs vertically.
+LAYOUTS = {"horizontal": (0, False, 0), "vertical": (4, False, 4 * ROWS),
+           "vertical-16": (16, True, CHUNK)}
+# Read past a list's end: a short vertical chunk's decoder reads a full chunk's words.
+PAD_WORDS = 16 * MAX_WIDTH
 
 
 @numba.njit(nogil=True, cache=True)
@@ -135,11 +140,12 @@ def _patched_width(values, n):
 
 @numba.njit(nogil=True, cache=True)
 def _put_stream(words, at, values, n, width, lanes, exceptions, filling):
-    """values[:n] at `width` bits from words[at] (in `lanes` lanes, or one after another for
-    lanes 0), then, when `exceptions`, one word per value that does not fit: its index (9
-    bits) and its bits above the width; returns the word after them."""
+    """values[:n] at `width` bits from words[at] (in `lanes` lanes, a lane's words as many as
+    its values' bits need; or one after another for lanes 0), then, when `exceptions`, one
+    word per value that does not fit: its index (9 bits) and its bits above the width;
+    returns the word after them."""
     mask = (1 << width) - 1
-    size = lanes * width if lanes else (n * width + 31) // 32
+    size = lanes * _lane_words(n, width, lanes) if lanes else (n * width + 31) // 32
     if filling:
         for i in range(n):
             low = int(values[i]) & mask
@@ -158,10 +164,17 @@ def _put_stream(words, at, values, n, width, lanes, exceptions, filling):
 
 
 @numba.njit(nogil=True, cache=True)
-def _pack(indptr, docs, impacts, lanes, patched, word_ptr, words):
+def _lane_words(n, width, lanes):
+    """Words per lane of a vertical chunk of n values: its rows' bits, rounded up."""
+    return (((n + lanes - 1) // lanes) * width + 31) // 32
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack(indptr, docs, impacts, lanes, patched, shortest, word_ptr, words):
     """Fill `words` (zeroed, sized by a first call with an empty `words`) and `word_ptr`
     (each list's first word); returns the words used. `lanes` 0: every chunk horizontal;
-    else full chunks of 32 x `lanes` postings vertical, the rest of a list horizontal.
+    else full chunks of 32 x `lanes` postings vertical, and the rest of a list too when it
+    has at least `shortest` postings (else horizontal chunks of up to 128).
     `patched`: each stream's width as `_patched_width` chooses it, with exception words."""
     filling = words.shape[0] > 0
     wide = ROWS * lanes
@@ -174,8 +187,8 @@ def _pack(indptr, docs, impacts, lanes, patched, word_ptr, words):
             previous = -1
             start, stop = indptr[block, token], indptr[block, token + 1]
             while start < stop:
-                vertical = lanes > 0 and stop - start >= wide
-                end = start + wide if vertical else min(start + CHUNK, stop)
+                vertical = lanes > 0 and stop - start >= shortest
+                end = start + min(wide, stop - start) if vertical else min(start + CHUNK, stop)
                 n = end - start
                 for i in range(n):
                     gaps[i] = int(docs[start + i]) - previous - 1
@@ -205,10 +218,11 @@ def pack(postings: Postings, layout: str) -> tuple[np.ndarray, np.ndarray]:
     indptr, docs = np.asarray(postings.indptr), np.asarray(postings.docs)
     impacts = np.asarray(postings.impacts)
     word_ptr = np.zeros_like(indptr)
-    lanes, patched = LAYOUTS[layout]
-    used = _pack(indptr, docs, impacts, lanes, patched, word_ptr, np.zeros(0, dtype=np.uint32))
+    lanes, patched, shortest = LAYOUTS[layout]
+    used = _pack(indptr, docs, impacts, lanes, patched, shortest, word_ptr,
+                 np.zeros(0, dtype=np.uint32))
     words = np.zeros(used + PAD_WORDS, dtype=np.uint32)
-    _pack(indptr, docs, impacts, lanes, patched, word_ptr, words)
+    _pack(indptr, docs, impacts, lanes, patched, shortest, word_ptr, words)
     return word_ptr, words
 
 
@@ -276,17 +290,21 @@ def compiled(source: Callable[[int, int], str], width: int, lanes: int) -> Calla
     return numba.njit(nogil=True)(namespace[f"unpack_{width}"])
 
 
-def _vertical_decoders(source: Callable[[int, int], str], lanes: int) -> Callable:
-    """One compiled decoder per width 0..16 of `source`'s form, and the dispatcher over them
-    (a chunk shorter than 32 x `lanes` is horizontal)."""
+def _vertical_decoders(source: Callable[[int, int], str], lanes: int, shortest: int
+                       ) -> Callable:
+    """One compiled decoder per width 0..16 of `source`'s form, and the dispatcher over them:
+    a chunk shorter than `shortest` is horizontal; a vertical one shorter than a full chunk
+    is decoded as a full one (the rows past its values read what follows, and are not used)
+    and takes only the words its rows need (`_lane_words`)."""
     namespace: dict[str, Any] = {f"unpack_{width}": compiled(source, width, lanes)
                                  for width in range(MAX_WIDTH + 1)}
-    branches = [f"    {'if' if w == 0 else 'elif'} width == {w}: return unpack_{w}(words, at, "
-                "out)" for w in range(MAX_WIDTH + 1)]
-    namespace["unpack_horizontal"] = _unpack_horizontal
+    branches = [f"    {'if' if w == 0 else 'elif'} width == {w}: unpack_{w}(words, at, out)"
+                for w in range(MAX_WIDTH + 1)]
+    namespace.update(unpack_horizontal=_unpack_horizontal, lane_words=_lane_words)
     exec("\n".join(["def unpack(words, at, n, width, out):",
-                    f"    if n < {ROWS * lanes}: return unpack_horizontal(words, at, n, width, "
-                    "out)", *branches, "    return at"]), namespace)
+                    f"    if n < {shortest}: return unpack_horizontal(words, at, n, width, out)",
+                    *branches, f"    return at + {lanes} * lane_words(n, width, {lanes})"]),
+         namespace)
     return numba.njit(nogil=True)(namespace["unpack"])
 
 
@@ -312,11 +330,11 @@ def _patch(words, at, count, width, out):
 
 
 @numba.njit(nogil=True)
-def score_packed(unpack, wide, indptr, word_ptr, words, segment_docs, tokens, weights,
+def score_packed(unpack, wide, shortest, indptr, word_ptr, words, segment_docs, tokens, weights,
                  accumulator):
-    """`score_raw` on bit-packed lists: each chunk (`wide` postings while that many are left,
-    then up to 128) decoded by `unpack` (one layout's decoder, compiled in: one
-    specialisation per layout) into buffers, then scattered."""
+    """`score_raw` on bit-packed lists: each chunk (up to `wide` postings while at least
+    `shortest` are left, then up to 128) decoded by `unpack` (one layout's decoder, compiled
+    in: one specialisation per layout) into buffers, then scattered."""
     gaps = np.empty(max(wide, CHUNK), dtype=np.uint32)
     levels = np.empty(max(wide, CHUNK), dtype=np.uint32)
     for block in range(indptr.shape[0]):
@@ -327,7 +345,7 @@ def score_packed(unpack, wide, indptr, word_ptr, words, segment_docs, tokens, we
             at = word_ptr[block, token]
             doc = np.int64(base - 1)
             while left > 0:
-                n = wide if left >= wide else min(left, CHUNK)
+                n = min(left, wide) if left >= shortest else min(left, CHUNK)
                 header = words[at]
                 gap_bits, impact_bits = header & 255, (header >> 8) & 255
                 at = unpack(words, at + 1, n, gap_bits, gaps)
@@ -351,10 +369,12 @@ def scorers(postings: Postings, layouts: Sequence[str] = tuple(LAYOUTS)
         postings.docs.nbytes + postings.impacts.nbytes + indptr.nbytes)}
     for layout in layouts:
         word_ptr, words = pack(postings, layout)
-        unpack, wide = decoder(layout), ROWS * LAYOUTS[layout][0] or CHUNK
+        lanes, _, shortest = LAYOUTS[layout]
+        unpack = decoder(layout)
         out[layout] = (
-            lambda b, acc, u=unpack, n=wide, w=word_ptr, ws=words:
-            score_packed(u, n, indptr, w, ws, postings.segment_docs, b.tokens, b.weights, acc),
+            lambda b, acc, u=unpack, n=ROWS * lanes or CHUNK, m=shortest, w=word_ptr,
+            ws=words: score_packed(u, n, m, indptr, w, ws, postings.segment_docs, b.tokens,
+                                   b.weights, acc),
             words.nbytes + word_ptr.nbytes + indptr.nbytes)
     return out
 
@@ -366,22 +386,23 @@ def decoder(layout: str) -> Callable:
     if layout == "horizontal":
         return _unpack_horizontal
     source = _unrolled_source if layout == "vertical" else _lane_loop_source
-    return _vertical_decoders(source, LAYOUTS[layout][0])
+    lanes, _, shortest = LAYOUTS[layout]
+    return _vertical_decoders(source, lanes, shortest)
 
 
 def vertical_share(postings: Postings, layout: str, tokens: np.ndarray | None = None) -> float:
-    """The share of the postings that `layout` packs in full vertical chunks (the rest of each
-    list is horizontal), of all stored or of the lists of `tokens` (with repeats: a batch's
-    tokens give the share of the postings its queries walk); 0 for the raw arrays and the
-    horizontal layout."""
-    lanes = LAYOUTS.get(layout, (0, False))[0]
+    """The share of the postings that `layout` packs in vertical chunks (full ones, and a
+    list's rest when it has at least the layout's shortest), of all stored or of the lists of
+    `tokens` (with repeats: a batch's tokens give the share of the postings its queries walk);
+    0 for the raw arrays and the horizontal layout."""
+    lanes, _, shortest = LAYOUTS.get(layout, (0, False, 0))
     lengths = np.diff(np.asarray(postings.indptr), axis=1)
     if tokens is not None:
         lengths = lengths[:, tokens]
     if not lanes or lengths.sum() == 0:
         return 0.0
-    wide = ROWS * lanes
-    return float((lengths // wide).sum() * wide / lengths.sum())
+    rest = lengths % (ROWS * lanes)
+    return float((lengths - np.where(rest >= shortest, 0, rest)).sum() / lengths.sum())
 
 
 def same_scores(postings: Postings, calls: dict[str, tuple[Callable, int]],
