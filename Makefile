@@ -13,8 +13,9 @@ STAMP := $(VENV)/.installed
 # (downloaded once where a network exists); `make demo CORPUS=path/to/beir/folder` for another.
 CORPUS ?= $(if $(wildcard ../shared/data/cranfield/corpus.jsonl),../shared/data/cranfield,irds:cranfield)
 MODEL ?= mpnet
-# bf16 keeps the demo's encoding of the default model well within minutes on 2 cores (README).
-DTYPE ?= bfloat16
+# auto: bf16 where the CPU (or GPU) computes it natively, 2.2x float32's speed there; float32
+# elsewhere, where emulated bf16 is several times slower (README, Speed: encoding).
+DTYPE ?= auto
 
 .PHONY: install install-browser install-lucene install-milvus install-splade install-models \
 	install-embeddinggemma install-peers demo serve test test-fast lint bench bench-speed bench-encode \
@@ -118,7 +119,7 @@ SCALE_WORK ?= index/.scale
 bench-scale: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.scale --index index/cranfield --work $(SCALE_WORK)
 
-# Bit-packed postings (128-posting chunks, two layouts): bytes against the time of the kernel's loop.
+# Bit-packed postings (three layouts): bytes against the time of the kernel's scatter loop.
 bench-packing: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.packing --index index/cranfield
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tokretrieve import Encoder, SparseIndex, TokretrieveError, build_index, index_encoder
+from tokretrieve.encoding.encoder import native_bf16
 
 TEXTS = ["wing lift drag flow", "heat transfer shock", "flow wave"]
 
@@ -37,8 +39,29 @@ def test_index_records_and_reloads_the_dtype(tiny_llama_dir, tmp_path):
 
 
 def test_unknown_dtype_is_refused(tiny_llama_dir):
-    with pytest.raises(TokretrieveError, match="unknown dtype 'float8'"):
+    with pytest.raises(TokretrieveError, match=r"unknown dtype 'float8'.*auto"):
         Encoder.load(str(tiny_llama_dir), dtype="float8")
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [
+    (True, False, "bfloat16"), (False, True, "bfloat16"), (False, False, "float32")])
+def test_auto_dtype_takes_bf16_only_where_the_cpu_has_it(tiny_llama_dir, monkeypatch,
+                                                         avx512_bf16, amx, expected):
+    """dtype="auto" follows torch's CPU feature probes (set here, so the answer does not
+    depend on this machine): emulated bf16 is several times slower than float32."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16,
+                        raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert native_bf16("cpu") is (expected == "bfloat16")
+    encoder = Encoder.load(str(tiny_llama_dir), method="mean", device="cpu", dtype="auto")
+    assert encoder.dtype == expected
+
+
+def test_auto_dtype_without_torch_probes_or_on_other_devices_is_float32(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert native_bf16("cpu") is False
+    assert native_bf16("mps") is False
 
 
 def test_relative_folder_is_recorded_by_its_absolute_path(tiny_llama_dir, tmp_path,

@@ -29,7 +29,7 @@ from tokretrieve.encoding.encoder import (
     DEFAULT_BAG_SIZE,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
-    DTYPES,
+    DTYPE_CHOICES,
     Encoder,
 )
 from tokretrieve.encoding.literal import LiteralWeights
@@ -349,8 +349,9 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
-                        help="model weights' precision (bfloat16 where the hardware has it)")
+    parser.add_argument("--dtype", choices=list(DTYPE_CHOICES), default="float32",
+                        help="model weights' precision: float32 (default), bfloat16, or auto "
+                             "(bfloat16 where the hardware computes it natively, else float32)")
     _add_encoding_errors(parser)
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild even if an index with the same settings exists")

@@ -45,6 +45,8 @@ from tokretrieve.errors import TokretrieveError, check_count
 
 DEFAULT_MAX_LENGTH = 256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# What `dtype="auto"` may resolve to, besides the names above.
+DTYPE_CHOICES = (*DTYPES, "auto")
 # Chosen by measurement on 2 CPU cores, batches side by side (README, Speed: encoding): 8 encoded
 # mpnet 1.10x (bf16) and 1.14x (float32) faster than 16, and 16 beat 32 and 64. Texts are
 # length-sorted before batching, so any of these pads little; GPUs were not measured.
@@ -54,6 +56,19 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_BAG_SIZE = 512
 # Rows projected to vocabulary logits at once: batch x vocabulary floats must stay small.
 PROJECTION_BATCH = 256
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` computes bf16 matrix products in hardware: a CUDA device that supports
+    bf16, or an x86 CPU with AVX512-BF16 or AMX tiles (as torch detects them; a torch without
+    these probes counts as without). Without them torch emulates bf16: on a 2-core AVX2 CPU a
+    bf16 torch.mm ran 17x slower than float32 and mpnet encoded 6x slower (README, Speed)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if not device.startswith("cpu"):
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,13 +161,19 @@ class Encoder:
         "head": "tied"}`).
 
         `dtype="bfloat16"` halves memory and speeds up the forward pass where the hardware has
-        bf16 matrix units (recent GPUs and CPUs); embeddings and logits stay float32.
+        bf16 matrix units (recent GPUs and CPUs); embeddings and logits stay float32. Elsewhere
+        bf16 is emulated and several times slower: `dtype="auto"` takes bf16 only where the
+        device computes it natively (`native_bf16`), else float32.
         `bag_size`, `weighting` and `literal` start the encoder's BagRecipe (no PC1 adjustment
         nor literal statistics: those are fitted on a corpus by the build step).
         """
-        if dtype not in DTYPES:
-            raise TokretrieveError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+        if dtype not in DTYPE_CHOICES:
+            raise TokretrieveError(f"unknown dtype '{dtype}': choose one of "
+                                   f"{', '.join(DTYPE_CHOICES)}")
         recipe = _check_recipe(BagRecipe(bag_size, weighting, literal=literal))  # before loading
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype == "auto":
+            dtype = "bfloat16" if native_bf16(device) else "float32"
         loaded = load_model(model, device=device, dtype=DTYPES[dtype], method=method,
                             overrides=overrides)
         return cls(loaded, None, max_length, batch_size, recipe)
