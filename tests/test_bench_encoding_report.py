@@ -1,9 +1,12 @@
-"""The encoding benchmark's report renders a measured row into the cells its header names."""
+"""The encoding benchmark's report renders a measured row into the cells its header names;
+its command line refuses bad sizes before any work."""
 
 from __future__ import annotations
 
+import pytest
 from refimpl import WORDS
 
+from bench.encoding.__main__ import main
 from bench.encoding.measure import FlopCache, measure_bags, measure_encoding
 from bench.encoding.report import render_report
 from bench.toolkit.results import new_record
@@ -79,3 +82,8 @@ def test_sweep_rows_interleave_the_rounds_and_keep_each_settings_median(tiny_enc
     assert [r["docs_per_s"] for r in rows] == [2.0, 20.0]  # the median round of each
     assert [(r["batch_size"], r["side_by_side"], r["set"]) for r in rows] == [
         (8, True, "sweep"), (4, False, "sweep")]
+
+
+def test_bad_matmul_sizes_are_refused_before_any_work():
+    with pytest.raises(SystemExit, match="--matmul-sizes: bad item '0'"):
+        main(["--matmul-sizes", "0,512"])

@@ -86,6 +86,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="torch thread counts to compare on the sweep subset; the largest is "
                              "the headline's (default: 1 and torch's default, "
                              f"{torch.get_num_threads()} here)")
+    parser.add_argument("--matmul-sizes", default=",".join(map(str, MATMUL_SIZES)),
+                        help="square torch.mm sizes timed for the reference GFLOP/s (default "
+                             f"{','.join(map(str, MATMUL_SIZES))}; smaller where a dtype is "
+                             "emulated: a 4096 bf16 product takes minutes on a CPU without "
+                             "bf16 units)")
     parser.add_argument("--max-length", type=positive_int, default=DEFAULT_MAX_LENGTH)
     parser.add_argument("--bag-size", type=positive_int, default=DEFAULT_BAG_SIZE,
                         help=f"tokens per bag in the bag step (default {DEFAULT_BAG_SIZE}, the "
@@ -203,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = parse_list(args.threads or f"1,{torch.get_num_threads()}", positive_int,
                          "--threads")
     threads = sorted(set(threads))
+    matmul_sizes = parse_list(args.matmul_sizes, positive_int, "--matmul-sizes")
     documents = read_documents(args.corpus)
     picks = evenly_spaced(args.docs, len(documents))
     texts = [documents[i][1] for i in picks]
@@ -214,12 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "rounds": args.rounds,
                   "max_length": args.max_length, "bag_size": args.bag_size,
                   "corpus": str(args.corpus), "corpus_docs": len(documents),
-                  "matmul_sizes": list(MATMUL_SIZES)},
+                  "matmul_sizes": matmul_sizes},
         matmul={}, models={})
     out_dir = run_folder(args.output, record)
     print(f"[encode] {len(texts)} docs from {args.corpus} ({len(sweep)} in the sweep subset); "
           f"threads {threads}, dtypes {dtypes}; measuring torch.mm ...", flush=True)
-    starts = {(t, d): measure_matmul(t, d) for t in threads for d in dtypes}
+    starts = {(t, d): measure_matmul(t, d, matmul_sizes) for t in threads for d in dtypes}
     references = {key: value["gflops"] for key, value in starts.items()}
     for model in models:
         record["models"][model] = run_model(model, dtypes, texts, sweep, threads, batch_sizes,
@@ -227,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             [text for _, text in documents])
         write_record(out_dir, record, render_report, partial=True)
     print("[encode] measuring torch.mm again ...", flush=True)
-    ends = {(t, d): measure_matmul(t, d) for t in threads for d in dtypes}
+    ends = {(t, d): measure_matmul(t, d, matmul_sizes) for t in threads for d in dtypes}
     for (t, d), start in starts.items():
         best = max(start["gflops"], ends[(t, d)]["gflops"])
         record["matmul"][f"{d}/{t}"] = {"threads": t, "dtype": d, "gflops": best,
