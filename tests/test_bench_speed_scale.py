@@ -92,9 +92,11 @@ def test_a_size_the_disk_cannot_hold_is_refused(tmp_path):
         arithmetic["free_bytes"] / (1000.0 * 1.05))
 
 
-@pytest.mark.parametrize("text", ["", "0", "10,abc", "-5"])
-def test_bad_sizes_are_refused(text):
-    with pytest.raises(SystemExit, match="positive document counts"):
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "--sizes is empty"), ("0", "--sizes: bad item '0'"),
+    ("10,abc", "--sizes: bad item 'abc'"), ("-5", "--sizes: bad item '-5'")])
+def test_bad_sizes_are_refused(text, message):
+    with pytest.raises(SystemExit, match=message):
         parse_sizes(text)
 
 

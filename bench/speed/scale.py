@@ -51,6 +51,7 @@ from bench.speed.frontier import (
 )
 from bench.speed.kernel import QueryBatch, package_top_k
 from bench.speed.synth import TokenDistribution, distribution_from_bags, generate_bags
+from bench.toolkit.cli import parse_list, positive_int
 from bench.toolkit.machine import index_record
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 from bench.toolkit.tables import number, table
@@ -247,11 +248,8 @@ def summary(record: dict[str, Any]) -> str:
 
 
 def parse_sizes(text: str) -> list[int]:
-    sizes = [part.strip() for part in text.split(",") if part.strip()]
-    bad = [size for size in sizes if not (size.isdigit() and int(size) > 0)]
-    if bad or not sizes:
-        raise SystemExit(f"error: --sizes takes positive document counts, got {text!r}")
-    return sorted(int(size) for size in sizes)
+    """The --sizes document counts, ascending (the toolkit's list parsing and its errors)."""
+    return sorted(parse_list(text, positive_int, "--sizes"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
