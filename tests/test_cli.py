@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from tokretrieve import SparseIndex, SparseSearcher, index_encoder
 from tokretrieve.cli import _parser, main
@@ -119,6 +120,25 @@ def test_other_dtype_over_an_existing_index_rebuilds(beir_folder, tiny_llama_dir
     assert build(beir_folder, tiny_llama_dir, output, "--dtype", "bfloat16") == 0
     out = capsys.readouterr().out
     assert "reusing" in out and "indexed" not in out
+
+
+def test_auto_dtype_builds_in_what_the_cpu_computes_natively(beir_folder, tiny_llama_dir,
+                                                             tmp_path, capsys, monkeypatch):
+    """`--dtype auto` records the dtype it resolved to: bfloat16 where torch's AVX512-BF16
+    probe says yes (set here), and over that index a second `auto` run reuses it; float32
+    where no probe does, which rebuilds."""
+    output = tmp_path / "idx"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert build(beir_folder, tiny_llama_dir, output, "--dtype", "auto") == 0
+    assert SparseIndex.load(output).manifest.model.dtype == "bfloat16"
+    capsys.readouterr()
+    assert build(beir_folder, tiny_llama_dir, output, "--dtype", "auto") == 0
+    assert "reusing" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert build(beir_folder, tiny_llama_dir, output, "--dtype", "auto") == 0
+    assert "model.dtype: 'bfloat16' -> 'float32'" in capsys.readouterr().out
+    assert SparseIndex.load(output).manifest.model.dtype == "float32"
 
 
 def test_changed_corpus_at_the_same_path_rebuilds(beir_folder, tiny_llama_dir, tmp_path,
