@@ -424,8 +424,9 @@ def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int
             rounds: int = 5) -> dict[str, Any]:
     """Bytes of every layout, and its latencies in `rounds` rounds, the layouts interleaved
     in each (so that a slow spell of a shared machine falls on all of them): per layout and
-    mode, the median round's p50 / p99 / mean, and the median of its rounds' mean time over
-    the raw arrays' mean time in the same round."""
+    mode, the median round's p50 / p99 / mean, and the median of its rounds' time over the
+    raw arrays' time in the same round, both of the mean call and of the typical one
+    (`_typical_ms`)."""
     calls = scorers(postings)
     mean_length = postings.n_postings / max(postings.n_docs, 1)
     out: dict[str, Any] = {"documents": postings.n_docs, "postings": postings.n_postings,
@@ -448,21 +449,33 @@ def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int
             for round_ in range(rounds):
                 for name, (call, _) in calls.items():
                     timings[name].append(latency(lambda b, c=call: c(b, accumulator),
-                                                 batch.singles()))
+                                                 batch.singles(), per_item=True))
                 print(f"  {mode} round {round_ + 1}: " + ", ".join(
                     f"{name} {timings[name][-1]['mean_ms']:.3f}" for name in calls)
                     + " ms mean", flush=True)
             raw = [t["mean_ms"] for t in timings["uint16 + uint8"]]
+            raw_typical = [_typical_ms(t) for t in timings["uint16 + uint8"]]
             for name in calls:
                 ratios = [t["mean_ms"] / r for t, r in zip(timings[name], raw, strict=True)]
+                typical = [_typical_ms(t) / r
+                           for t, r in zip(timings[name], raw_typical, strict=True)]
                 mean_ms = float(np.median([t["mean_ms"] for t in timings[name]]))
                 out["layouts"][name]["modes"][mode] = {
                     **{key: float(np.median([t[key] for t in timings[name]]))
                        for key in ("p50_ms", "p99_ms", "mean_ms")},
                     "x_raw": float(np.median(ratios)), "rounds_x_raw": ratios,
+                    "typical_ms": float(np.median([_typical_ms(t) for t in timings[name]])),
+                    "x_raw_typical": float(np.median(typical)),
+                    "rounds_x_raw_typical": typical,
                     "ns_per_posting": mean_ms * 1e6 * len(batch) / walked,
                     "vertical_share_walked": vertical_share(postings, name, batch.tokens)}
     return out
+
+
+def _typical_ms(timing: dict[str, Any]) -> float:
+    """A round's typical time per query: the mean over the queries of each one's median
+    call (a slow spell of the machine moves a query's mean, seldom its median)."""
+    return float(np.mean(timing["per_item_s"])) * 1e3
 
 
 def render(record: dict[str, Any]) -> str:
@@ -476,7 +489,9 @@ def render(record: dict[str, Any]) -> str:
              "One thread, one query per call; every layout's scores checked equal to the "
              "uint16 / uint8 arrays' on every query first. Times: the median of "
              f"{result.get('rounds', 1)} rounds, the layouts interleaved in each; a layout's "
-             "time over the raw arrays' is taken within each round.", ""]
+             "time over the raw arrays' is taken within each round, of the mean call and of "
+             "the mean of each query's median call (which a slow spell of the machine "
+             "moves less).", ""]
     rows = []
     for name, layout in result["layouts"].items():
         walked = [layout["modes"][mode]["vertical_share_walked"] for mode in ("tokens", "model")]
@@ -488,12 +503,15 @@ def render(record: dict[str, Any]) -> str:
                       f"{m['ns_per_posting']:.3f}",
                       f"{m['x_raw']:.2f} ({min(m['rounds_x_raw']):.2f}-"
                       f"{max(m['rounds_x_raw']):.2f})"]
+            cells.append(f"{m['x_raw_typical']:.2f} ({min(m['rounds_x_raw_typical']):.2f}-"
+                         f"{max(m['rounds_x_raw_typical']):.2f})")
         rows.append(cells)
     lines += table(["layout", "bytes / posting", "x dense float32",
                     "in vertical chunks: stored / walked (tokens / model)",
-                    "tokens p50 / p99 ms", "tokens ns / posting", "tokens x raw: median (rounds)",
-                    "model p50 / p99 ms", "model ns / posting", "model x raw: median (rounds)"],
-                   rows)
+                    *(heading for mode in ("tokens", "model") for heading in (
+                        f"{mode} p50 / p99 ms", f"{mode} ns / posting",
+                        f"{mode} x raw, means: median (rounds)",
+                        f"{mode} x raw, per-query medians: median (rounds)"))], rows)
     return "\n".join(lines) + "\n"
 
 
