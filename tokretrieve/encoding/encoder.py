@@ -30,7 +30,7 @@ from tokretrieve.encoding.literal import (
     mixed_bags,
     token_counts,
 )
-from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, load_model
+from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, default_device, load_model
 from tokretrieve.encoding.parallel import forward_all
 from tokretrieve.encoding.pooling import pool
 from tokretrieve.encoding.projection import (
@@ -172,7 +172,7 @@ class Encoder:
             raise TokretrieveError(f"unknown dtype '{dtype}': choose one of "
                                    f"{', '.join(DTYPE_CHOICES)}")
         recipe = _check_recipe(BagRecipe(bag_size, weighting, literal=literal))  # before loading
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = default_device(device)  # auto's answer depends on it
         if dtype == "auto":
             dtype = "bfloat16" if native_bf16(device) else "float32"
         loaded = load_model(model, device=device, dtype=DTYPES[dtype], method=method,

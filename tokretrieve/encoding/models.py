@@ -243,6 +243,12 @@ def model_recipe(name: str, source: str, config: object,
     return recipe
 
 
+def default_device(device: str | None) -> str:
+    """The device a model loads on: the one asked for, else CUDA where torch has it, else
+    the CPU."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
                dtype: torch.dtype = torch.float32, method: str | ModelRecipe | None = None,
                overrides: Mapping[str, object] | None = None) -> LoadedModel:
@@ -252,7 +258,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
     if not isinstance(name, str) or not name.strip():
         raise ModelLoadError("model name is empty: give an alias "
                              f"({', '.join(ALIASES)}), a local folder, a .gguf file or a hub id")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     recorded, source = _resolve(name)
     config = _config(name, source)
     recipe = model_recipe(name, source, config, method, overrides)
