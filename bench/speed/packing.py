@@ -80,16 +80,22 @@ PAD_WORDS = 16 * MAX_WIDTH
 
 
 @numba.njit(nogil=True, cache=True)
+def _bits(value):
+    """Bits that hold the non-negative integer `value` (0 for 0)."""
+    bits = 0
+    while value > 0:
+        bits += 1
+        value >>= 1
+    return bits
+
+
+@numba.njit(nogil=True, cache=True)
 def _width(values, start, end):
     """Bits that hold the largest of values[start:end] (0 when all are 0)."""
     top = 0
     for i in range(start, end):
         top = max(top, int(values[i]))
-    bits = 0
-    while top > 0:
-        bits += 1
-        top >>= 1
-    return bits
+    return _bits(top)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -124,11 +130,7 @@ def _patched_width(values, n):
     top = _width(values, 0, n)
     counts = np.zeros(top + 2, dtype=np.int64)  # counts[b]: values of exactly b bits
     for i in range(n):
-        bits, value = 0, int(values[i])
-        while value > 0:
-            bits += 1
-            value >>= 1
-        counts[bits] += 1
+        counts[_bits(int(values[i]))] += 1
     above = 0
     best, best_cost, best_above = top, n * top, 0
     for b in range(top, -1, -1):  # from the widest down: `above` = values of more than b bits
