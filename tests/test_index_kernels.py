@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 from refimpl import brute_force_ranking, postings_scores, top_k
 
-from tokretrieve.index.kernels import Scratch, batch_top_k
+from tokretrieve.index.kernels import Scratch
 from tokretrieve.index.postings import postings_from_bags
 
 N_DOCS, VOCAB = 203, 40
@@ -41,28 +41,33 @@ def random_queries(seed: int, bags: sp.csr_matrix) -> list[tuple[np.ndarray, np.
     return queries
 
 
+def stored(bags: sp.csr_matrix, segment_docs: int, codec: str):
+    """The bags' postings: raw float32 weights, or packed uint8 levels (the bags' small
+    integer weights times a power-of-two scale: sums stay exact)."""
+    if codec == "raw":
+        return postings_from_bags(bags, "float32", segment_docs)
+    return postings_from_bags(bags, "uint8", segment_docs).packed()
+
+
 def run_kernel(postings, queries, k, threads, deleted=None):
     lengths = [len(tokens) for tokens, _ in queries]
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = np.concatenate([t for t, _ in queries]).astype(np.int64)
     weights = np.concatenate([w for _, w in queries]).astype(np.float32)
-    accumulators, touched = Scratch().buffers(threads, min(postings.segment_docs,
-                                                           postings.n_docs))
-    docs, sums, counts = batch_top_k(postings.indptr, postings.docs, postings.impacts,
-                                     postings.n_docs, postings.segment_docs, indptr, tokens,
-                                     weights, k,
-                                     np.zeros(0, dtype=bool) if deleted is None else deleted,
-                                     accumulators, touched)
+    scratch = Scratch()
+    docs, sums, counts = postings.top_k(indptr, tokens, weights, k, scratch, threads, deleted)
+    accumulators, _ = scratch.buffers(threads, min(postings.segment_docs, postings.n_docs))
     assert not accumulators.any()  # left zeroed for the next call
     return [(docs[q, :counts[q]].tolist(), (sums[q, :counts[q]] * postings.scale).tolist())
             for q in range(len(queries))]
 
 
+@pytest.mark.parametrize("codec", ["raw", "packed"])
 @pytest.mark.parametrize("segment_docs", [1, 7, 64, 65536])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_kernel_equals_brute_force_with_ties(segment_docs, threads):
+def test_kernel_equals_brute_force_with_ties(segment_docs, threads, codec):
     bags = random_bags(seed=segment_docs)
-    postings = postings_from_bags(bags, "float32", segment_docs)
+    postings = stored(bags, segment_docs, codec)
     matrix = bags.toarray().astype(np.float64)
     queries = random_queries(seed=threads, bags=bags)
     for k in (1, 5, 50, N_DOCS):
@@ -75,13 +80,14 @@ def test_kernel_equals_brute_force_with_ties(segment_docs, threads):
             assert scores == exact[docs].tolist()
 
 
+@pytest.mark.parametrize("codec", ["raw", "packed"])
 @pytest.mark.parametrize("segment_docs", [1, 7, 65536])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_deleted_documents_are_skipped_exactly(segment_docs, threads):
+def test_deleted_documents_are_skipped_exactly(segment_docs, threads, codec):
     """With a third of the documents marked deleted, the kernel returns the brute-force top-k
     of the others (ties to the lower position), full to k while enough others match."""
     bags = random_bags(seed=segment_docs + 100)
-    postings = postings_from_bags(bags, "float32", segment_docs)
+    postings = stored(bags, segment_docs, codec)
     deleted = np.random.default_rng(4).random(N_DOCS) < 1 / 3
     matrix = bags.toarray().astype(np.float64)
     matrix[deleted] = 0  # a deleted document can never score

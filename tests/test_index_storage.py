@@ -105,7 +105,7 @@ def test_loaded_arrays_are_memory_mapped(old_index):
         assert not array.flags.writeable
     assert not isinstance(SparseIndex.load(path, mmap=False).postings.docs, np.memmap)
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 3 and manifest["format"] == "tokretrieve.sparse"
+    assert manifest["format_version"] == 4 and manifest["format"] == "tokretrieve.sparse"
     arrays = [f"seg-000001/{name}.npy" for name in ("doc_ids", "postings_indptr",
                                                     "postings_docs", "postings_impacts",
                                                     "embeddings")]

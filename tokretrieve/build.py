@@ -48,7 +48,7 @@ PC1Request = float | Literal["auto"] | None
 def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
                 path: str | Path = "index/default", *, pc1_strength: PC1Request = None,
                 merge_variants: bool = False, impacts: ImpactType = "uint8",
-                segment_docs: int = MAX_SEGMENT_DOCS, source: str = "",
+                segment_docs: int = MAX_SEGMENT_DOCS, codec: str = "raw", source: str = "",
                 progress: bool = True, cluster: str | None = None, shards: int | None = None,
                 chunk_size: int = CHUNK_SIZE) -> SparseIndex:
     """Encode `docs` ((id, text) pairs) with `encoder` and write the index to `path`.
@@ -57,7 +57,8 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
       of the corpus's mean embedding norm) or, for a model without one, calibrates; "auto"
       always calibrates on a corpus sample (tokretrieve.encoding.alignment, no relevance data).
     - `merge_variants` folds case and word-boundary variants of a token into one entry.
-    - `impacts` / `segment_docs`: the postings layout (tokretrieve.index.postings).
+    - `impacts` / `segment_docs` / `codec`: the postings layout (tokretrieve.index.postings;
+      codec "packed" bit-packs the lists, tokretrieve.index.packing: about half the bytes).
     - `cluster` / `shards`: encode on the Dask cluster whose scheduler is at `cluster` ("local"
       starts one on 127.0.0.1), in `shards` tasks of whole chunks (tokretrieve.encoding.sharded);
       the index is the one a single-process build writes, PC1 and λ fitted on all documents.
@@ -69,7 +70,7 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
     encoding resumes after the last saved chunk when an interrupted build is rerun.
     """
     check_pc1_request(pc1_strength)
-    check_layout(impacts, segment_docs)
+    check_layout(impacts, segment_docs, codec)
     check_count(chunk_size, "chunk_size")
     if (cluster is None) != (shards is None):
         raise TokretrieveError("sharded encoding needs both a cluster (a scheduler address or "
@@ -92,7 +93,8 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
                                           chunk_size)
         index = index_from_embeddings(doc_ids, embeddings, encoder, pc1_strength=pc1_strength,
                                       merge_variants=merge_variants, impacts=impacts,
-                                      segment_docs=segment_docs, source=source, texts=texts,
+                                      segment_docs=segment_docs, codec=codec, source=source,
+                                      texts=texts,
                                       documents_digest=documents_digest(records))
         write_build(commit, index, _attachments(encoder))
         shutil.rmtree(checkpoint, ignore_errors=True)
@@ -150,8 +152,8 @@ def embedding_drift(index: SparseIndex, embeddings: np.ndarray) -> dict[str, flo
 def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
                           path: str | Path | None = None, *, pc1_strength: PC1Request = None,
                           merge_variants: bool = False, impacts: ImpactType = "uint8",
-                          segment_docs: int = MAX_SEGMENT_DOCS, source: str = "",
-                          texts: Sequence[str] | None = None,
+                          segment_docs: int = MAX_SEGMENT_DOCS, codec: str = "raw",
+                          source: str = "", texts: Sequence[str] | None = None,
                           documents_digest: str | None = None) -> SparseIndex:
     """An index from document embeddings `encoder` already computed: fit PC1, project, store.
 
@@ -162,7 +164,7 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
     literal weights (the model's default, or asked for) needs them.
     """
     check_pc1_request(pc1_strength)
-    check_layout(impacts, segment_docs)
+    check_layout(impacts, segment_docs, codec)
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.shape != (len(doc_ids), encoder.model.hidden_size):
         raise TokretrieveError(
@@ -187,7 +189,7 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
     postings = postings_from_bags(bags, impacts, segment_docs)
     manifest = _manifest(encoder, len(doc_ids), pc1_strength, merge_variants, impacts,
                          segment_docs, documents_digest, strength, calibration, source,
-                         literal_fit)
+                         literal_fit, codec)
     ids = np.array(doc_ids, dtype=str)
     index = in_memory(manifest, postings, ids, embeddings, direction, token_map,
                       literal_fit.idf if literal_fit else None)
@@ -204,8 +206,8 @@ def _attachments(encoder: Encoder) -> dict:
 
 def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: Encoder, *,
                    pc1_strength: PC1Request = None, merge_variants: bool = False,
-                   impacts: ImpactType = "uint8", segment_docs: int = MAX_SEGMENT_DOCS
-                   ) -> tuple[SparseIndex | None, list[str]]:
+                   impacts: ImpactType = "uint8", segment_docs: int = MAX_SEGMENT_DOCS,
+                   codec: str = "raw") -> tuple[SparseIndex | None, list[str]]:
     """The index at `path` and what differs between the inputs that shaped it and those of
     `build_index` with these arguments, as 'field: old -> new' lines: (index, []) means the
     build would write the same index, (None, []) that there is no index there, (None, [why])
@@ -218,7 +220,7 @@ def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: E
     a digest of the documents (ids and texts, in order; not the path they came from).
     """
     check_pc1_request(pc1_strength)
-    check_layout(impacts, segment_docs)
+    check_layout(impacts, segment_docs, codec)
     records = _checked_records(docs, "documents")
     path = Path(path)
     if index_manifest_json(path) is None:  # refuses a folder that is not an index
@@ -228,14 +230,15 @@ def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: E
     except TokretrieveError as error:  # an index from another version, or a damaged one
         return None, [f"the index there cannot be opened ({error})"]
     wanted = _manifest(encoder, len(records), pc1_strength, merge_variants, impacts,
-                       segment_docs, documents_digest(records))
+                       segment_docs, documents_digest(records), codec=codec)
     return existing, existing.manifest.differences(wanted)
 
 
 def _manifest(encoder: Encoder, doc_count: int, pc1_request: PC1Request, merge_variants: bool,
               impacts: ImpactType, segment_docs: int, digest: str | None,
               strength: float = float("nan"), calibration: Calibration | None = None,
-              source: str = "", literal_fit: LiteralFit | None = None) -> IndexManifest:
+              source: str = "", literal_fit: LiteralFit | None = None,
+              codec: str = "raw") -> IndexManifest:
     """The manifest of a build with these inputs. What only the build finds out (λ resolved
     from a request, the quantization scale, the counts) takes no part in comparisons: it is NaN
     here until known, and `in_memory` fills the postings' own counts and layout."""
@@ -243,7 +246,8 @@ def _manifest(encoder: Encoder, doc_count: int, pc1_request: PC1Request, merge_v
         doc_count=doc_count, vocab_size=encoder.model.vocab_size, model=model_record(encoder),
         bags=bag_record(encoder, pc1_request, merge_variants, strength, calibration,
                         literal_fit),
-        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=float("nan")),
+        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=float("nan"),
+                              codec=codec),
         documents_digest=digest, source=source)
 
 

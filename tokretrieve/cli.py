@@ -46,7 +46,7 @@ from tokretrieve.encoding.sharded import check_cluster
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
 from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
-from tokretrieve.index.postings import IMPACT_TYPES
+from tokretrieve.index.postings import CODECS, IMPACT_TYPES
 from tokretrieve.index.sparse import SparseIndex, verify_index
 from tokretrieve.interop.export import EXPORT_FORMATS, export_index
 from tokretrieve.interop.imported import index_from_vectors, query_vectors
@@ -345,6 +345,10 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impacts", choices=list(IMPACT_TYPES), default="uint8",
                         help="stored weight precision: uint8 levels (default, 1 byte per weight "
                              "instead of 4) or exact float32")
+    parser.add_argument("--postings", choices=list(CODECS), default="raw",
+                        help="how the lists are stored: raw arrays (default, 3 bytes per "
+                             "posting) or packed bits (about half the bytes, uint8 impacts; "
+                             "README, Speed)")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")
@@ -447,7 +451,7 @@ def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | N
                             bag_size=args.bag_size, weighting=args.weighting,
                             literal=_literal(args))
     options = {"pc1_strength": args.pc1_strength, "merge_variants": args.merge_variants,
-               "impacts": args.impacts}
+               "impacts": args.impacts, "codec": args.postings}
     existing, differences = reusable_index(output, docs, encoder, **options)
     if existing is not None and not differences and not args.rebuild:
         print(f"reusing {output} ({len(existing)} documents; --rebuild to build anew)")
@@ -663,8 +667,8 @@ def _run_info(args: argparse.Namespace) -> int:
         ("model sha256", model.content_hash),
         ("bags", f"bag_size={bags.bag_size}, weighting={bags.weighting}, "
                  f"pc1_strength={bags.pc1_strength:.6g}, merge_variants={bags.merge_variants}"),
-        ("postings layout", f"{layout.impacts} impacts (scale {layout.scale:.6g}), "
-                            f"blocks of {layout.segment_docs} documents"),
+        ("postings layout", f"{layout.codec} lists of {layout.impacts} impacts (scale "
+                            f"{layout.scale:.6g}), blocks of {layout.segment_docs} documents"),
         ("generation", f"{manifest.contents.generation}: {len(index.segments)} segment(s), "
                        f"{len(index.deleted)} deleted position(s)"),
         ("bytes on disk", f"{index.bytes_on_disk:,}"),

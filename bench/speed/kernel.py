@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.index.kernels import DENSE_SHARE, Scratch
-from tokretrieve.index.postings import Postings
+from tokretrieve.index.postings import Postings, SegmentedPostings
 from tokretrieve.index.sparse import clean_query_bags
 
 
@@ -78,7 +78,7 @@ def stored_levels(postings: Postings) -> sp.csr_matrix:
 _SCRATCH = Scratch()
 
 
-def package_top_k(postings: Postings, batch: QueryBatch, k: int,
+def package_top_k(postings: SegmentedPostings, batch: QueryBatch, k: int,
                   n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Postings.top_k, as SparseIndex.search calls it, on `n_threads` buffers (set numba's
     thread count to match). Returns (docs, sums before the scale, counts)."""

@@ -16,6 +16,9 @@ the next segment. Two ways to do a segment, chosen by the work it needs:
   bookkeeping per posting costs more than a plain scatter-add followed by one scan of the
   accumulator, so do that (p99 3x lower on 1 M synthetic documents when this was measured
   against the touched-list way alone, in the benchmark's former prototype kernels).
+Lists are raw (uint16 offsets, impacts) or packed (tokretrieve.index.packing): a packed list
+is decoded 512 postings at a time into two small buffers, then scattered the same way, so both
+give the same sums.
 Accumulators and touched lists are allocated once per thread by `Scratch` and reused, so a call
 allocates nothing of collection size. Memory: the index (memory-mapped) plus, per thread, one
 segment's accumulator and touched list and a k-sized heap.
@@ -31,6 +34,9 @@ import threading
 
 import numba
 import numpy as np
+
+from tokretrieve.index.lane_codegen import CHUNK
+from tokretrieve.index.packing import ADD, TRACK, WRITE, walk_list
 
 # A segment is scored the dense way when the query walks at least span / DENSE_SHARE postings.
 DENSE_SHARE = 8
@@ -117,22 +123,34 @@ class Scratch(threading.local):
 
 
 @numba.njit(nogil=True, cache=True)
-def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_weights, k,
-                   deleted, accumulator, touched, heap_scores, heap_docs, size):
+def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, tokens,
+                   query_weights, k, deleted, accumulator, touched, gaps, levels, spare,
+                   heap_scores, heap_docs, size):
     """Score one query over one segment and offer the positive sums of documents not marked
-    in `deleted` (empty: none are) to the heap; returns the heap's new size. The accumulator
-    is left zeroed."""
+    in `deleted` (empty: none are) to the heap; returns the heap's new size, or -1 when a
+    packed chunk is damaged. The lists are raw (docs / impacts) or packed (word_ptr / words,
+    the raw arrays then empty; gaps / levels: the decoder's buffers, spare: an empty uint8
+    array, what walk_list writes in a mode the kernel does not use). The accumulator is left
+    zeroed."""
     any_deleted = deleted.shape[0] > 0
+    packed = words.shape[0] > 0
     walked = 0
     for i in range(tokens.shape[0]):
         token = tokens[i]
         walked += indptr[segment, token + 1] - indptr[segment, token]
     if walked == 0:
         return size
+    damaged = False
     if walked * DENSE_SHARE >= span:
         for i in range(tokens.shape[0]):
             token = tokens[i]
             weight = np.float32(query_weights[i])
+            if packed:
+                if walk_list(indptr, word_ptr, words, segment, token, span, ADD, weight,
+                             accumulator, touched, 0, spare, gaps, levels) < 0:
+                    damaged = True
+                    break
+                continue
             for p in range(indptr[segment, token], indptr[segment, token + 1]):
                 accumulator[docs[p]] += weight * np.float32(impacts[p])
         # Ascending positions, after every document already in the heap: a score equal to the
@@ -142,16 +160,23 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
         floor = heap_scores[0] if size == k else np.float32(0.0)
         for local in range(span):
             score = accumulator[local]
-            if score > floor and not (any_deleted and deleted[base + local]):
+            if score > floor and not damaged and not (any_deleted and deleted[base + local]):
                 size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
                 if size == k:
                     floor = heap_scores[0]
         accumulator[:span] = 0.0
-        return size
+        return -1 if damaged else size
     n_touched = 0
     for i in range(tokens.shape[0]):
         token = tokens[i]
         weight = np.float32(query_weights[i])
+        if packed:
+            n_touched = walk_list(indptr, word_ptr, words, segment, token, span, TRACK, weight,
+                                  accumulator, touched, n_touched, spare, gaps, levels)
+            if n_touched < 0:  # the documents touched so far are lost: zero the whole span
+                accumulator[:span] = 0.0
+                return -1
+            continue
         for p in range(indptr[segment, token], indptr[segment, token + 1]):
             local = docs[p]
             if accumulator[local] == 0.0:
@@ -174,14 +199,16 @@ def _segment_top_k(indptr, docs, impacts, segment, base, span, tokens, query_wei
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
-def batch_top_k(indptr, docs, impacts, n_docs, segment_docs, query_indptr, query_tokens,
-                query_weights, k, deleted, accumulators, touched):
+def batch_top_k(indptr, docs, impacts, word_ptr, words, n_docs, segment_docs, query_indptr,
+                query_tokens, query_weights, k, deleted, accumulators, touched):
     """Exact top-k of every query of a batch (CSR of query bags), queries spread over the
-    threads that `accumulators` / `touched` have rows for (see Scratch). Documents whose
-    `deleted` entry is true are never returned (an empty `deleted`: none is deleted).
+    threads that `accumulators` / `touched` have rows for (see Scratch), over raw lists
+    (docs / impacts; word_ptr / words empty) or packed ones (word_ptr / words, see
+    tokretrieve.index.packing; docs / impacts empty). Documents whose `deleted` entry is true
+    are never returned (an empty `deleted`: none is deleted).
 
     Returns (docs, sums, counts): (queries x k) arrays, row q valid up to counts[q]; sums are
-    before the scale.
+    before the scale. counts[q] is -1 where a packed chunk the query walked is damaged.
     """
     n_queries = query_indptr.shape[0] - 1
     out_docs = np.full((n_queries, k), -1, dtype=np.int64)
@@ -192,17 +219,23 @@ def batch_top_k(indptr, docs, impacts, n_docs, segment_docs, query_indptr, query
     for chunk in numba.prange(n_chunks):
         heap_scores = np.empty(k, dtype=np.float32)
         heap_docs = np.empty(k, dtype=np.int64)
+        gaps = np.empty(CHUNK, dtype=np.uint32)
+        levels = np.empty(CHUNK, dtype=np.uint32)
+        spare = np.zeros(0, dtype=np.uint8)
         for q in range(chunk, n_queries, n_chunks):
             start, end = query_indptr[q], query_indptr[q + 1]
             size = 0
             for segment in range(n_segments):
                 base = segment * segment_docs
-                size = _segment_top_k(indptr, docs, impacts, segment, base,
+                size = _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base,
                                       min(segment_docs, n_docs - base), query_tokens[start:end],
                                       query_weights[start:end], k, deleted,
-                                      accumulators[chunk],
-                                      touched[chunk], heap_scores, heap_docs, size)
-            counts[q] = heap_drain(heap_scores, heap_docs, size, out_docs[q], out_sums[q])
+                                      accumulators[chunk], touched[chunk], gaps, levels,
+                                      spare, heap_scores, heap_docs, size)
+                if size < 0:
+                    break
+            counts[q] = -1 if size < 0 else heap_drain(heap_scores, heap_docs, size,
+                                                       out_docs[q], out_sums[q])
     return out_docs, out_sums, counts
 
 
@@ -220,3 +253,34 @@ def gather_impacts(indptr, docs, impacts, segment_docs, tokens, hit_docs):
             if at < end and docs[at] == local:
                 out[r, c] = np.float32(impacts[at])
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_packed_impacts(indptr, word_ptr, words, n_docs, segment_docs, tokens, hit_docs):
+    """`gather_impacts` over packed lists: each (segment, token) list that a hit document's
+    segment holds is decoded once, then searched for each of those documents. Returns
+    (impacts, whole): whole is False when a chunk is damaged."""
+    out = np.zeros((hit_docs.shape[0], tokens.shape[0]), dtype=np.float32)
+    gaps = np.empty(CHUNK, dtype=np.uint32)
+    levels = np.empty(CHUNK, dtype=np.uint32)
+    list_docs = np.empty(min(segment_docs, n_docs), dtype=np.uint16)
+    list_levels = np.empty(min(segment_docs, n_docs), dtype=np.uint8)
+    no_floats = np.zeros(0, dtype=np.float32)
+    segments = hit_docs // segment_docs
+    for segment in np.unique(segments):
+        base = segment * segment_docs
+        span = min(segment_docs, n_docs - base)
+        for c in range(tokens.shape[0]):
+            n = indptr[segment, tokens[c] + 1] - indptr[segment, tokens[c]]
+            if n == 0:
+                continue
+            if walk_list(indptr, word_ptr, words, segment, tokens[c], span, WRITE,
+                         np.float32(0), no_floats, list_docs, 0, list_levels, gaps,
+                         levels) < 0:
+                return out, False
+            for r in range(hit_docs.shape[0]):
+                if segments[r] == segment:
+                    at = np.searchsorted(list_docs[:n], hit_docs[r] - base)
+                    if at < n and list_docs[at] == hit_docs[r] - base:
+                        out[r, c] = np.float32(list_levels[at])
+    return out, True

@@ -56,7 +56,8 @@ def append(commit: Commit, index: SparseIndex, doc_ids: Sequence[str], bags: sp.
     postings = postings_from_bags(bags, layout.impacts, int(layout.segment_docs),
                                   scale=float(layout.scale))
     record = replace(write_segment(commit.new_entry("seg"), Segment(
-        postings, ids, np.asarray(embeddings, dtype=np.float32)), commit.number), drift=drift)
+        postings, ids, np.asarray(embeddings, dtype=np.float32)), commit.number, layout.codec),
+        drift=drift)
     empty = [str(ids[i]) for i in np.flatnonzero(postings.document_lengths() == 0)]
     manifest = replace(index.manifest, empty_documents=index.manifest.empty_documents + len(empty),
                        empty_document_ids=(index.manifest.empty_document_ids
@@ -107,7 +108,7 @@ def compact(commit: Commit, index: SparseIndex) -> SparseIndex:
     embeddings = np.asarray(index.embeddings)
     segment = Segment(postings, np.asarray(index.doc_ids)[live],
                       embeddings[live] if len(embeddings) else embeddings)
-    record = write_segment(commit.new_entry("seg"), segment, commit.number)
+    record = write_segment(commit.new_entry("seg"), segment, commit.number, layout.codec)
     empty = [str(segment.doc_ids[i]) for i in np.flatnonzero(postings.document_lengths() == 0)]
     manifest = replace(index.manifest, empty_documents=len(empty),
                        empty_document_ids=tuple(empty[:100]))

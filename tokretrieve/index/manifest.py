@@ -15,6 +15,10 @@ Format 3 adds `Contents`: which generation the manifest commits, the folders of 
 generation's segments and shared files, its deleted positions and every file's sha256
 (tokretrieve.index.generations). A format-2 manifest reads as one segment whose files lie at the
 folder's root, with no deletions and no checksums.
+
+Format 4 adds `postings_format.codec`: a segment's lists as raw arrays (postings_docs and
+postings_impacts.npy, as in formats 2 and 3) or bit-packed words (postings_word_ptr and
+postings_words.npy, tokretrieve.index.packing). A format-3 manifest reads as the raw codec.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from tokretrieve.errors import IndexFormatError
-from tokretrieve.index.postings import IMPACT_TYPES, MAX_SEGMENT_DOCS
+from tokretrieve.index.postings import CODECS, IMPACT_TYPES, MAX_SEGMENT_DOCS
 from tokretrieve.index.storage import MANIFEST, read_json
 
 FORMAT = "tokretrieve.sparse"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 # The method (and weighting) an index records when its bags were made by another model and
 # imported (tokretrieve.interop.imported): it has no model to load.
 IMPORTED_METHOD = "imported"
@@ -84,11 +88,13 @@ class BagRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class PostingsLayout:
-    """How postings are stored (tokretrieve.index.postings): segment size, impact type, scale."""
+    """How postings are stored (tokretrieve.index.postings): segment size, impact type, scale,
+    and codec ("raw" arrays or "packed" words; format 4, absent before: raw)."""
 
     segment_docs: int
     impacts: str
     scale: float = field(compare=False)
+    codec: str = "raw"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,6 +286,9 @@ def _check_values(manifest: IndexManifest, where: Path) -> None:
         ("postings_format.segment_docs", layout.segment_docs,
          whole(layout.segment_docs, 1) and layout.segment_docs <= MAX_SEGMENT_DOCS),
         ("postings_format.impacts", layout.impacts, layout.impacts in IMPACT_TYPES),
+        ("postings_format.codec", layout.codec, isinstance(layout.codec, str)
+         and layout.codec in CODECS
+         and (layout.codec == "raw" or layout.impacts == "uint8")),
         ("postings_format.scale", layout.scale,
          isinstance(layout.scale, int | float) and not isinstance(layout.scale, bool)
          and math.isfinite(layout.scale) and layout.scale > 0),

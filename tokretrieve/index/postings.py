@@ -27,13 +27,19 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from tokretrieve.errors import IndexFormatError, TokretrieveError
-from tokretrieve.index.kernels import Scratch, batch_top_k
+from tokretrieve.index.kernels import (
+    Scratch,
+    batch_top_k,
+    gather_impacts,
+    gather_packed_impacts,
+)
+from tokretrieve.index.packing import PAD_WORDS, pack, unpack_segment
 from tokretrieve.index.storage import fsync_tree, load_array, save_array
 
 ImpactType = Literal["uint8", "float32"]
@@ -41,18 +47,21 @@ IMPACT_TYPES = ("uint8", "float32")
 # The largest segment whose offsets fit in uint16.
 MAX_SEGMENT_DOCS = 65536
 _NONE_DELETED = np.zeros(0, dtype=np.bool_)
+_NO_WORD_PTR = np.zeros((0, 0), dtype=np.int64)
+_NO_WORDS = np.zeros(0, dtype=np.uint32)
 
 
-@dataclass
-class Postings:
-    """Segmented token-major postings (see the module docstring for the layout)."""
+class SegmentedPostings:
+    """What every codec's postings share: the list offsets (`indptr`, see the module
+    docstring), the scale, the documents and their segments, and the reads built on one
+    segment's raw arrays (`block`). Subclasses store the lists (Postings: raw arrays,
+    PackedPostings: bit-packed words) and score them."""
 
-    indptr: np.ndarray        # int64 (n_segments, vocab + 1), offsets into docs / impacts
-    docs: np.ndarray          # uint16 offsets within the segment
-    impacts: np.ndarray       # uint8 levels or float32 weights
-    scale: float              # a power of two: weight = impact * scale
+    codec: ClassVar[str]
+    indptr: np.ndarray
+    scale: float
     n_docs: int
-    segment_docs: int = MAX_SEGMENT_DOCS
+    segment_docs: int
 
     @property
     def vocab_size(self) -> int:
@@ -66,6 +75,44 @@ class Postings:
     def n_postings(self) -> int:
         return int(self.indptr[-1, -1])  # there is always at least one segment
 
+    def block(self, segment: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One segment's raw lists: (list starts from 0, int64 vocab + 1; uint16 offsets;
+        impacts)."""
+        raise NotImplementedError
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays an index segment stores, by file name (postings_<name>.npy)."""
+        raise NotImplementedError
+
+    def top_k(self, query_indptr: np.ndarray, query_tokens: np.ndarray,
+              query_weights: np.ndarray, k: int, scratch: Scratch, n_threads: int,
+              deleted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exact top-k of a batch of query bags (CSR: int64 indptr and tokens, float32
+        weights, positive) by the compiled kernel on `n_threads` of `scratch`'s buffers,
+        documents marked in `deleted` (a bool per document, or None) left out.
+
+        Returns (docs, sums, counts): (queries x min(k, n_docs)) arrays, row q valid up to
+        counts[q]; sums are before the scale (`weights` applies it; a power of two: exact), so
+        that results of several segments sharing the scale merge without rounding.
+        """
+        accumulators, touched = scratch.buffers(n_threads, min(self.segment_docs, self.n_docs))
+        raw = self.arrays()
+        no_docs, no_impacts = np.zeros(0, np.uint16), np.zeros(0, np.uint8)
+        docs, sums, counts = batch_top_k(
+            self.indptr, raw.get("docs", no_docs), raw.get("impacts", no_impacts),
+            raw.get("word_ptr", _NO_WORD_PTR), raw.get("words", _NO_WORDS), self.n_docs,
+            self.segment_docs, query_indptr, query_tokens, query_weights,
+            min(k, max(self.n_docs, 1)), _NONE_DELETED if deleted is None else deleted,
+            accumulators, touched)
+        if len(counts) and counts.min() < 0:
+            raise _damaged()
+        return docs, sums, counts
+
+    def impacts_of(self, tokens: np.ndarray, hit_docs: np.ndarray) -> np.ndarray:
+        """(hit docs x tokens) float32 impacts of the given documents (positions in these
+        postings) for the given tokens, 0 where a document lacks the token."""
+        raise NotImplementedError
+
     def document_frequency(self, deleted: np.ndarray | None = None) -> np.ndarray:
         """Number of documents holding each token (int64, one per vocabulary entry), those
         marked in `deleted` (a bool per document) left out: one pass over each block that
@@ -74,14 +121,14 @@ class Postings:
         df = (indptr[:, 1:] - indptr[:, :-1]).sum(axis=0)
         if deleted is None:
             return df
-        for block in range(self.n_segments):
-            base, span = self.segment_span(block)
+        for segment in range(self.n_segments):
+            base, span = self.segment_span(segment)
             gone = np.asarray(deleted[base:base + span], dtype=bool)
             if not gone.any():
                 continue
-            start, end = int(indptr[block, 0]), int(indptr[block, -1])
-            at = np.flatnonzero(gone[np.asarray(self.docs[start:end])]) + start
-            tokens = np.searchsorted(indptr[block], at, side="right") - 1
+            starts, docs, _ = self.block(segment)
+            at = np.flatnonzero(gone[docs])
+            tokens = np.searchsorted(starts, at, side="right") - 1
             df -= np.bincount(tokens, minlength=self.vocab_size)
         return df
 
@@ -96,49 +143,79 @@ class Postings:
 
     def document_lengths(self) -> np.ndarray:
         """Number of stored tokens of each document (int64, one per document)."""
-        indptr = np.asarray(self.indptr)
         lengths = np.zeros(self.n_docs, dtype=np.int64)
         for segment in range(self.n_segments):
             base, span = self.segment_span(segment)
-            local = np.asarray(self.docs[indptr[segment, 0]:indptr[segment, -1]])
-            lengths[base:base + span] = np.bincount(local, minlength=span)
+            lengths[base:base + span] = np.bincount(self.block(segment)[1], minlength=span)
         return lengths
 
     def to_bags(self) -> sp.csr_matrix:
         """The stored weights as doc-major bags (docs x vocab CSR, float32, sorted columns)."""
-        indptr = np.asarray(self.indptr)
-        tokens, docs = [], []
+        tokens, docs, impacts = [], [], []
         for segment in range(self.n_segments):
-            lengths = np.diff(indptr[segment])
-            tokens.append(np.repeat(np.arange(self.vocab_size, dtype=np.int32), lengths))
-            start, end = int(indptr[segment, 0]), int(indptr[segment, -1])
-            docs.append(np.asarray(self.docs[start:end]).astype(np.int64)
-                        + segment * self.segment_docs)
-        coo = sp.coo_matrix((self.weights(self.impacts),
+            starts, offsets, levels = self.block(segment)
+            tokens.append(np.repeat(np.arange(self.vocab_size, dtype=np.int32), np.diff(starts)))
+            docs.append(offsets.astype(np.int64) + segment * self.segment_docs)
+            impacts.append(levels)
+        coo = sp.coo_matrix((self.weights(np.concatenate(impacts)),
                              (np.concatenate(docs), np.concatenate(tokens))),
                             shape=(self.n_docs, self.vocab_size))
         bags = coo.tocsr()
         bags.sort_indices()
         return bags
 
-    def top_k(self, query_indptr: np.ndarray, query_tokens: np.ndarray,
-              query_weights: np.ndarray, k: int, scratch: Scratch, n_threads: int,
-              deleted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Exact top-k of a batch of query bags (CSR: int64 indptr and tokens, float32
-        weights, positive) by the compiled kernel on `n_threads` of `scratch`'s buffers,
-        documents marked in `deleted` (a bool per document, or None) left out.
+    def document(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
+        """One document's bag (token ids ascending, float32 weights): a scan of its segment."""
+        segment, offset = divmod(int(doc), self.segment_docs)
+        starts, docs, impacts = self.block(segment)
+        at = np.flatnonzero(docs == offset)
+        tokens = np.searchsorted(starts, at, side="right") - 1
+        return tokens, self.weights(impacts[at])
 
-        Returns (docs, sums, counts): (queries x min(k, n_docs)) arrays, row q valid up to
-        counts[q]; sums are before the scale (`weights` applies it; a power of two: exact), so
-        that results of several segments sharing the scale merge without rounding.
-        """
-        accumulators, touched = scratch.buffers(n_threads, min(self.segment_docs, self.n_docs))
-        docs, sums, counts = batch_top_k(self.indptr, self.docs, self.impacts, self.n_docs,
-                                         self.segment_docs, query_indptr, query_tokens,
-                                         query_weights, min(k, max(self.n_docs, 1)),
-                                         _NONE_DELETED if deleted is None else deleted,
-                                         accumulators, touched)
-        return docs, sums, counts
+    def _check_indptr(self, folder: Path, vocab_size: int, total: int | None) -> None:
+        """Refuse list offsets of the wrong dtype or shape, or not increasing from 0 to the
+        `total` postings (None: to whatever the last offset is)."""
+        n_blocks = max(-(-self.n_docs // self.segment_docs), 1)
+        indptr = self.indptr
+        if indptr.dtype != np.int64 or indptr.shape != (n_blocks, vocab_size + 1):
+            _refuse(folder, "postings_indptr", f"{indptr.dtype} {indptr.shape}, expected "
+                                                f"int64 {(n_blocks, vocab_size + 1)}")
+        bounds = np.asarray(indptr)
+        _check_offsets(folder, "postings_indptr", bounds,
+                       int(bounds[-1, -1]) if total is None else total)
+
+
+@dataclass
+class Postings(SegmentedPostings):
+    """Segmented token-major postings as raw arrays (see the module docstring)."""
+
+    codec: ClassVar[str] = "raw"
+    indptr: np.ndarray        # int64 (n_segments, vocab + 1), offsets into docs / impacts
+    docs: np.ndarray          # uint16 offsets within the segment
+    impacts: np.ndarray       # uint8 levels or float32 weights
+    scale: float              # a power of two: weight = impact * scale
+    n_docs: int
+    segment_docs: int = MAX_SEGMENT_DOCS
+
+    def block(self, segment: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        row = np.asarray(self.indptr[segment])
+        start, end = int(row[0]), int(row[-1])
+        return row - start, np.asarray(self.docs[start:end]), np.asarray(self.impacts[start:end])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"indptr": self.indptr, "docs": self.docs, "impacts": self.impacts}
+
+    def impacts_of(self, tokens: np.ndarray, hit_docs: np.ndarray) -> np.ndarray:
+        return gather_impacts(self.indptr, self.docs, self.impacts, self.segment_docs, tokens,
+                              hit_docs)
+
+    def packed(self) -> PackedPostings:
+        """These postings in the packed codec (tokretrieve.index.packing): uint8 levels only
+        (float32 weights have no small integers to pack)."""
+        check_codec("packed", str(self.impacts.dtype))
+        word_ptr, words = pack(self.indptr, self.docs, self.impacts)
+        return PackedPostings(np.asarray(self.indptr), word_ptr, words, self.scale, self.n_docs,
+                              self.segment_docs)
 
     @classmethod
     def open(cls, folder: Path, n_docs: int, vocab_size: int, impacts: str, scale: float,
@@ -156,46 +233,133 @@ class Postings:
         decrease or overrun, document offsets past their block (the kernel would write outside
         its accumulator). Reads the offsets of partial blocks only (a full block's uint16
         offsets are in range by their type), so opening stays cheap."""
-        indptr, docs = self.indptr, self.docs
-        n_blocks = max(-(-self.n_docs // self.segment_docs), 1)
-
-        def refuse(name: str, why: str) -> None:
-            raise IndexFormatError(f"{folder / name}.npy is damaged ({why}); run `tokretrieve "
-                                   "verify` and rebuild the index")
-
-        if indptr.dtype != np.int64 or indptr.shape != (n_blocks, vocab_size + 1):
-            refuse("postings_indptr", f"{indptr.dtype} {indptr.shape}, expected int64 "
-                                      f"{(n_blocks, vocab_size + 1)}")
+        docs = self.docs
         if docs.dtype != np.uint16 or docs.ndim != 1:
-            refuse("postings_docs", f"{docs.dtype} of {docs.ndim} dimensions, expected uint16")
+            _refuse(folder, "postings_docs", f"{docs.dtype} of {docs.ndim} dimensions, "
+                                             "expected uint16")
+        self._check_indptr(folder, vocab_size, len(docs))
         if self.impacts.dtype != np.dtype(impacts) or self.impacts.shape != docs.shape:
-            refuse("postings_impacts", f"{self.impacts.dtype} {self.impacts.shape}, expected "
-                                       f"{impacts} {docs.shape}")
-        bounds = np.asarray(indptr)
-        if (bounds[0, 0] != 0 or bounds[-1, -1] != len(docs)
-                or np.any(bounds[1:, 0] != bounds[:-1, -1]) or np.any(np.diff(bounds) < 0)):
-            refuse("postings_indptr", "offsets not increasing from 0 to the postings' length")
-        for block in range(n_blocks):
+            _refuse(folder, "postings_impacts", f"{self.impacts.dtype} {self.impacts.shape}, "
+                                                f"expected {impacts} {docs.shape}")
+        bounds = np.asarray(self.indptr)
+        for block in range(self.n_segments):
             _, span = self.segment_span(block)
             start, end = int(bounds[block, 0]), int(bounds[block, -1])
             if span < MAX_SEGMENT_DOCS and end > start and int(np.max(docs[start:end])) >= span:
-                refuse("postings_docs", f"a document offset past the {span} documents of "
-                                        f"block {block}")
+                _refuse(folder, "postings_docs", f"a document offset past the {span} "
+                                                 f"documents of block {block}")
         if self.impacts.dtype == np.float32 and not np.all(np.isfinite(self.impacts)):
-            refuse("postings_impacts", "weights that are not finite")
+            _refuse(folder, "postings_impacts", "weights that are not finite")
 
-    def document(self, doc: int) -> tuple[np.ndarray, np.ndarray]:
-        """One document's bag (token ids ascending, float32 weights): a scan of its segment."""
-        segment, offset = divmod(int(doc), self.segment_docs)
+
+@dataclass
+class PackedPostings(SegmentedPostings):
+    """Segmented token-major postings, bit-packed (tokretrieve.index.packing): `indptr` still
+    counts each list's postings, `word_ptr` gives its first word. uint8 impacts only."""
+
+    codec: ClassVar[str] = "packed"
+    indptr: np.ndarray        # int64 (n_segments, vocab + 1): postings before each list
+    word_ptr: np.ndarray      # int64 (n_segments, vocab + 1): words before each list
+    words: np.ndarray         # uint32, PAD_WORDS zero words at the end
+    scale: float
+    n_docs: int
+    segment_docs: int = MAX_SEGMENT_DOCS
+
+    def block(self, segment: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         row = np.asarray(self.indptr[segment])
-        local = np.asarray(self.docs[row[0]:row[-1]])
-        at = np.flatnonzero(local == offset) + row[0]
-        tokens = np.searchsorted(row, at, side="right") - 1
-        return tokens, self.weights(np.asarray(self.impacts)[at])
+        raw = unpack_segment(self.indptr, self.word_ptr, self.words, segment,
+                             self.segment_span(segment)[1])
+        if raw is None:
+            raise _damaged()
+        return row - row[0], *raw
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"indptr": self.indptr, "word_ptr": self.word_ptr, "words": self.words}
+
+    def impacts_of(self, tokens: np.ndarray, hit_docs: np.ndarray) -> np.ndarray:
+        impacts, whole = gather_packed_impacts(self.indptr, self.word_ptr, self.words,
+                                               self.n_docs, self.segment_docs, tokens, hit_docs)
+        if not whole:
+            raise _damaged()
+        return impacts
+
+    @classmethod
+    def open(cls, folder: Path, n_docs: int, vocab_size: int, impacts: str, scale: float,
+             segment_docs: int, mmap: bool = True) -> PackedPostings:
+        """The packed postings stored in `folder` (postings_indptr / _word_ptr / _words.npy),
+        memory-mapped by default, checked (`check`) before the kernel may walk them."""
+        postings = cls(*(load_array(folder / f"postings_{name}.npy", mmap)
+                         for name in ("indptr", "word_ptr", "words")),
+                       float(scale), n_docs, segment_docs)
+        postings.check(folder, vocab_size, impacts)
+        return postings
+
+    def check(self, folder: Path, vocab_size: int, impacts: str) -> None:
+        """Refuse arrays the kernel could not walk safely: wrong dtypes or shapes, list starts
+        that decrease or leave less than PAD_WORDS words at the end. A chunk's own words are
+        checked as the kernel decodes them (a damaged one stops the search with an error),
+        so opening stays cheap."""
+        if impacts != "uint8":
+            _refuse(folder, "postings_words", f"packed postings of {impacts} impacts, which "
+                                              "the packed codec cannot hold")
+        self._check_indptr(folder, vocab_size, None)
+        words, word_ptr = self.words, self.word_ptr
+        if words.dtype != np.uint32 or words.ndim != 1 or len(words) < PAD_WORDS:
+            _refuse(folder, "postings_words", f"{words.dtype} {words.shape}, expected uint32 "
+                                              f"of at least {PAD_WORDS} words")
+        if word_ptr.dtype != np.int64 or word_ptr.shape != self.indptr.shape:
+            _refuse(folder, "postings_word_ptr", f"{word_ptr.dtype} {word_ptr.shape}, expected "
+                                                 f"int64 {self.indptr.shape}")
+        _check_offsets(folder, "postings_word_ptr", np.asarray(word_ptr),
+                       len(words) - PAD_WORDS)
 
 
-def check_layout(impacts: str, segment_docs: int) -> None:
-    """Refuse an impact type or segment size the format cannot hold (before any encoding)."""
+def _check_offsets(folder: Path, name: str, bounds: np.ndarray, total: int) -> None:
+    """Refuse per-segment list offsets that do not run from 0 to `total`, segment after
+    segment, never decreasing."""
+    if (bounds[0, 0] != 0 or bounds[-1, -1] != total
+            or np.any(bounds[1:, 0] != bounds[:-1, -1]) or np.any(np.diff(bounds) < 0)):
+        _refuse(folder, name, f"offsets not increasing from 0 to {total}")
+
+
+def _refuse(folder: Path, name: str, why: str) -> None:
+    raise IndexFormatError(f"{folder / name}.npy is damaged ({why}); run `tokretrieve "
+                           "verify` and rebuild the index")
+
+
+def _damaged() -> IndexFormatError:
+    return IndexFormatError("packed postings are damaged (a chunk decodes past its list or "
+                            "segment); run `tokretrieve verify` and rebuild the index")
+
+
+CODECS: dict[str, type[SegmentedPostings]] = {"raw": Postings, "packed": PackedPostings}
+
+
+def check_codec(codec: str, impacts: str) -> None:
+    """Refuse a codec the format does not know, or one that cannot hold the impact type
+    (before any encoding)."""
+    if codec not in CODECS:
+        raise TokretrieveError(f"unknown postings codec {codec!r}: choose one of "
+                               f"{', '.join(CODECS)}")
+    if codec == "packed" and impacts != "uint8":
+        raise TokretrieveError(f"packed postings hold uint8 impacts, not {impacts}: build "
+                               "with uint8 impacts or the raw codec")
+
+
+def encoded(postings: SegmentedPostings, codec: str) -> SegmentedPostings:
+    """`postings` stored in `codec`: themselves when they already are, packed when raw
+    (postings are built raw, and packed when written)."""
+    if postings.codec == codec:
+        return postings
+    if isinstance(postings, Postings) and codec == "packed":
+        return postings.packed()
+    raise TokretrieveError(f"{postings.codec} postings cannot be re-encoded as {codec}; "
+                           "rebuild them from their bags (to_bags)")
+
+
+def check_layout(impacts: str, segment_docs: int, codec: str = "raw") -> None:
+    """Refuse an impact type, segment size or codec the format cannot hold (before any
+    encoding)."""
     if impacts not in IMPACT_TYPES:
         raise TokretrieveError(f"unknown impact type '{impacts}': choose one of "
                                f"{', '.join(IMPACT_TYPES)}")
@@ -203,6 +367,7 @@ def check_layout(impacts: str, segment_docs: int) -> None:
             or not 1 <= segment_docs <= MAX_SEGMENT_DOCS):
         raise TokretrieveError(f"segment_docs must be an integer in [1, {MAX_SEGMENT_DOCS}], "
                                f"got {segment_docs!r}")
+    check_codec(codec, impacts)
 
 
 def postings_from_bags(bags: sp.csr_matrix, impacts: ImpactType = "uint8",

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
 from tokretrieve.index.generations import Commit
-from tokretrieve.index.kernels import Scratch, gather_impacts
+from tokretrieve.index.kernels import Scratch
 from tokretrieve.index.manifest import (
     FORMAT_VERSION,
     Contents,
@@ -31,7 +31,7 @@ from tokretrieve.index.manifest import (
     PostingsLayout,
     SegmentRecord,
 )
-from tokretrieve.index.postings import Postings
+from tokretrieve.index.postings import CODECS, Postings, SegmentedPostings, encoded
 from tokretrieve.index.storage import (
     MANIFEST,
     file_digest,
@@ -62,7 +62,7 @@ class Segment:
     """One segment's arrays: postings over its documents, their ids and embeddings, and the
     index position of its first document."""
 
-    postings: Postings
+    postings: SegmentedPostings
     doc_ids: np.ndarray
     embeddings: np.ndarray
     start: int = 0
@@ -149,7 +149,7 @@ class SparseIndex:
         return self.manifest.vocab_size
 
     @property
-    def postings(self) -> Postings:
+    def postings(self) -> SegmentedPostings:
         """The postings of a one-segment index (a fresh build or a compaction)."""
         if len(self.segments) != 1:
             raise TokretrieveError(f"this index has {len(self.segments)} segments: compact it "
@@ -277,10 +277,7 @@ class SparseIndex:
         for segment in self.segments:
             rows = np.flatnonzero((positions >= segment.start)
                                   & (positions < segment.start + len(segment)))
-            postings = segment.postings
-            impacts[rows] = gather_impacts(postings.indptr, postings.docs, postings.impacts,
-                                           postings.segment_docs, token_ids,
-                                           positions[rows] - segment.start)
+            impacts[rows] = segment.postings.impacts_of(token_ids, positions[rows] - segment.start)
         # the kernel's products, then the exact power-of-two scale (every segment shares it)
         return (np.asarray(weights, dtype=np.float32)[None, :] * impacts
                 * np.float32(self.manifest.layout.scale))
@@ -326,8 +323,8 @@ def write_build(commit: Commit, index: SparseIndex,
         save_array(base, "literal_idf", index.literal_idf)
     for name, writer in (attachments or {}).items():
         writer(base / name)
-    records = [write_segment(commit.new_entry("seg"), segment, commit.number)
-               for segment in index.segments]
+    records = [write_segment(commit.new_entry("seg"), segment, commit.number,
+                             index.manifest.layout.codec) for segment in index.segments]
     commit.publish(manifest_json(index.manifest, base.name, records))
 
 
@@ -344,12 +341,13 @@ def manifest_json(manifest: IndexManifest, base: str, segments: list[SegmentReco
                    format_version=FORMAT_VERSION).to_json()
 
 
-def write_segment(folder: Path, segment: Segment, generation: int) -> SegmentRecord:
-    """Write one segment's arrays into its (new) folder; returns its manifest record."""
+def write_segment(folder: Path, segment: Segment, generation: int,
+                  codec: str) -> SegmentRecord:
+    """Write one segment's arrays into its (new) folder, the postings in `codec` (packed
+    here when they are raw); returns its manifest record."""
     save_array(folder, "doc_ids", segment.doc_ids)
-    save_array(folder, "postings_indptr", segment.postings.indptr)
-    save_array(folder, "postings_docs", segment.postings.docs)
-    save_array(folder, "postings_impacts", segment.postings.impacts)
+    for name, array in encoded(segment.postings, codec).arrays().items():
+        save_array(folder, f"postings_{name}", array)
     save_array(folder, "embeddings", segment.embeddings)
     return SegmentRecord(name=folder.name, documents=len(segment),
                          postings=segment.postings.n_postings, generation=generation)
@@ -367,7 +365,8 @@ def in_memory(manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
                        empty_documents=len(empty), empty_document_ids=tuple(empty[:100]),
                        layout=PostingsLayout(segment_docs=postings.segment_docs,
                                              impacts=str(postings.impacts.dtype),
-                                             scale=postings.scale))
+                                             scale=postings.scale,
+                                             codec=manifest.layout.codec))
     return SparseIndex(manifest, [Segment(postings, doc_ids, embeddings)], pc1_direction,
                        token_map, literal_idf=literal_idf)
 
@@ -419,8 +418,9 @@ def _open(cls: type[SparseIndex], path: Path, manifest: IndexManifest, mmap: boo
 def _open_segment(folder: Path, record: SegmentRecord, manifest: IndexManifest,
                   mmap: bool) -> Segment:
     layout = manifest.layout
-    postings = Postings.open(folder, record.documents, manifest.vocab_size, layout.impacts,
-                             float(layout.scale), int(layout.segment_docs), mmap)
+    postings = CODECS[layout.codec].open(folder, record.documents, manifest.vocab_size,
+                                         layout.impacts, float(layout.scale),
+                                         int(layout.segment_docs), mmap)
     doc_ids = load_array(folder / "doc_ids.npy", mmap)
     if doc_ids.dtype.kind != "U" or doc_ids.shape != (record.documents,):
         raise IndexFormatError(f"{folder / 'doc_ids.npy'} is damaged ({doc_ids.dtype} "
