@@ -103,6 +103,32 @@ def test_second_index_run_reuses_and_rebuild_rebuilds(beir_folder, tiny_llama_di
     assert "reusing" not in out and "indexed 4 documents" in out
 
 
+def test_packed_postings_build_rebuild_and_answer_as_raw(beir_folder, tiny_llama_dir, tmp_path,
+                                                        capsys):
+    """`--postings packed` over a raw index of the same inputs rebuilds it (naming
+    layout.codec), stores packed words, says so in `info`, and answers every query as the
+    raw index did."""
+    output = tmp_path / "idx"
+    build(beir_folder, tiny_llama_dir, output)
+    raw = SparseSearcher.from_index(output, mode="tokens")
+    expected = [[(h.doc_id, h.score, h.matched) for h in raw.search(q)]
+                for q in ("wing", "lift drag", "heat")]
+    capsys.readouterr()
+    assert build(beir_folder, tiny_llama_dir, output, "--postings", "packed") == 0
+    out = capsys.readouterr().out
+    assert "rebuilding" in out and "layout.codec: 'raw' -> 'packed'" in out
+    index = SparseIndex.load(output)
+    assert index.manifest.layout.codec == "packed"
+    segment = output / index.manifest.contents.segments[0].name
+    assert (segment / "postings_words.npy").is_file()
+    assert not (segment / "postings_docs.npy").exists()
+    packed = SparseSearcher.from_index(output, mode="tokens")
+    assert [[(h.doc_id, h.score, h.matched) for h in packed.search(q)]
+            for q in ("wing", "lift drag", "heat")] == expected
+    assert main(["info", "--index", str(output)]) == 0
+    assert "packed lists of uint8 impacts" in capsys.readouterr().out
+
+
 def test_other_dtype_over_an_existing_index_rebuilds(beir_folder, tiny_llama_dir, tmp_path,
                                                      capsys):
     """Regression: `--dtype bfloat16` over a float32 index of the same path rebuilds it (the
@@ -219,8 +245,8 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     assert shares == [pytest.approx(100 * w / total, abs=0.006) for _, w in expected]
     assert main(["info", "--index", str(output)]) == 0
     info = capsys.readouterr().out
-    assert "tokretrieve.sparse v3" in info and "4 (1 empty)" in info
-    assert "uint8 impacts" in info
+    assert "tokretrieve.sparse v4" in info and "4 (1 empty)" in info
+    assert "raw lists of uint8 impacts" in info
     assert "bag_size=8, weighting=shifted, pc1_strength=0," in info
 
 
@@ -233,6 +259,8 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
      "unknown model 'minlm': did you mean 'minilm'?"),
     (["index", "{folder}", "--model", "{model}", "--bag-size", "0", "--output", "{out}"],
      "--bag-size must be a positive integer, got 0"),
+    (["index", "{folder}", "--model", "{model}", "--postings", "packed", "--impacts", "float32",
+      "--output", "{out}"], "packed postings hold uint8 impacts, not float32"),
     (["search", "--index", "{index}"], "no queries"),
     (["search", "--index", "{index}", "--hits", "0", "q"], "--hits must be a positive integer"),
     (["search", "--index", "{index}", "--threads", "0", "wing"],

@@ -46,7 +46,7 @@ from tokretrieve.encoding.sharded import check_cluster
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
 from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
-from tokretrieve.index.postings import CODECS, IMPACT_TYPES
+from tokretrieve.index.postings import CODECS, IMPACT_TYPES, check_codec
 from tokretrieve.index.sparse import SparseIndex, verify_index
 from tokretrieve.interop.export import EXPORT_FORMATS, export_index
 from tokretrieve.interop.imported import index_from_vectors, query_vectors
@@ -436,6 +436,7 @@ def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | N
     weights, method, max length, dtype, bag recipe, layout, documents) is the same; when
     something differs, say what before rebuilding. `cluster` and `shards` encode on Dask."""
     check_count(args.bag_size, "--bag-size")  # fail before minutes of model loading, not after
+    check_codec(args.postings, args.impacts)
     _literal(args)
     if (cluster is None) != (shards is None):
         raise TokretrieveError("--cluster and --shards go together: e.g. --cluster "

@@ -64,7 +64,7 @@ from tokretrieve import (
 )
 from tokretrieve.build import embedding_drift
 from tokretrieve.index.live import append, changing, check_new_ids, compact_index, delete_documents
-from tokretrieve.index.postings import Postings, saturated
+from tokretrieve.index.postings import SegmentedPostings, saturated
 from tokretrieve.search.query_encoders import index_encoder
 
 K = 10          # hits per timed search, and the top-10 the exactness checks compare
@@ -74,7 +74,7 @@ MODES = ("tokens", "model")
 # The package functions a commit's phases are timed by: (owner, attribute, phase).
 COMMIT_PHASES: tuple[tuple[Any, str, str], ...] = (
     (live_module, "postings_from_bags", "postings"),
-    (Postings, "to_bags", "to_bags"),
+    (SegmentedPostings, "to_bags", "to_bags"),
     (live_module, "write_segment", "write"),
     (generations_module, "fsync_tree", "fsync"),
     (generations_module, "fsync_dir", "fsync"),
