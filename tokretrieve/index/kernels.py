@@ -198,6 +198,33 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
     return size
 
 
+@numba.njit(nogil=True, cache=True)
+def _chunk_top_k(indptr, docs, impacts, word_ptr, words, n_docs, segment_docs, query_indptr,
+                 query_tokens, query_weights, k, deleted, accumulator, touched, chunk, n_chunks,
+                 out_docs, out_sums, counts):
+    """One thread's share of `batch_top_k`: queries chunk, chunk + n_chunks, ... into their
+    rows of out_docs / out_sums / counts. A function of its own, outside the parallel loop:
+    compiled inside it, the packed lists' loop measured 1.1x slower."""
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    gaps = np.empty(CHUNK, dtype=np.uint32)
+    levels = np.empty(CHUNK, dtype=np.uint32)
+    spare = np.zeros(0, dtype=np.uint8)
+    for q in range(chunk, query_indptr.shape[0] - 1, n_chunks):
+        start, end = query_indptr[q], query_indptr[q + 1]
+        size = 0
+        for segment in range(indptr.shape[0]):
+            base = segment * segment_docs
+            size = _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base,
+                                  min(segment_docs, n_docs - base), query_tokens[start:end],
+                                  query_weights[start:end], k, deleted, accumulator, touched,
+                                  gaps, levels, spare, heap_scores, heap_docs, size)
+            if size < 0:
+                break
+        counts[q] = -1 if size < 0 else heap_drain(heap_scores, heap_docs, size, out_docs[q],
+                                                   out_sums[q])
+
+
 @numba.njit(nogil=True, parallel=True, cache=True)
 def batch_top_k(indptr, docs, impacts, word_ptr, words, n_docs, segment_docs, query_indptr,
                 query_tokens, query_weights, k, deleted, accumulators, touched):
@@ -214,28 +241,12 @@ def batch_top_k(indptr, docs, impacts, word_ptr, words, n_docs, segment_docs, qu
     out_docs = np.full((n_queries, k), -1, dtype=np.int64)
     out_sums = np.zeros((n_queries, k), dtype=np.float32)
     counts = np.zeros(n_queries, dtype=np.int64)
-    n_segments = indptr.shape[0]
     n_chunks = max(min(accumulators.shape[0], n_queries), 1)
     for chunk in numba.prange(n_chunks):
-        heap_scores = np.empty(k, dtype=np.float32)
-        heap_docs = np.empty(k, dtype=np.int64)
-        gaps = np.empty(CHUNK, dtype=np.uint32)
-        levels = np.empty(CHUNK, dtype=np.uint32)
-        spare = np.zeros(0, dtype=np.uint8)
-        for q in range(chunk, n_queries, n_chunks):
-            start, end = query_indptr[q], query_indptr[q + 1]
-            size = 0
-            for segment in range(n_segments):
-                base = segment * segment_docs
-                size = _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base,
-                                      min(segment_docs, n_docs - base), query_tokens[start:end],
-                                      query_weights[start:end], k, deleted,
-                                      accumulators[chunk], touched[chunk], gaps, levels,
-                                      spare, heap_scores, heap_docs, size)
-                if size < 0:
-                    break
-            counts[q] = -1 if size < 0 else heap_drain(heap_scores, heap_docs, size,
-                                                       out_docs[q], out_sums[q])
+        _chunk_top_k(indptr, docs, impacts, word_ptr, words, n_docs, segment_docs,
+                     query_indptr, query_tokens, query_weights, k, deleted,
+                     accumulators[chunk], touched[chunk], chunk, n_chunks, out_docs, out_sums,
+                     counts)
     return out_docs, out_sums, counts
 
 

@@ -9,6 +9,7 @@ generated module is missing or stale:
 
     python tokretrieve/index/lane_codegen.py     # rewrites tokretrieve/index/lane_decoders.py
 
+It also drops numba's cached kernels of tokretrieve/index, which would keep the old decoders
 (tests/test_index_packing.py checks the committed module is what this writes).
 """
 
@@ -78,3 +79,7 @@ def lane_decoders_source() -> str:
 
 if __name__ == "__main__":
     DECODERS_MODULE.write_text(lane_decoders_source(), encoding="utf-8")
+    # numba's cache of a function is checked against its own file only: the kernels compiled
+    # with the old decoders would stay in use
+    for cached in (DECODERS_MODULE.parent / "__pycache__").glob("*.nb[ic]"):
+        cached.unlink()
