@@ -172,6 +172,16 @@ def test_document_bags_in_any_step_are_the_stored_bags(imported, block_docs):
         assert (got.data * scale).tolist() == weights[order].tolist()
 
 
+def test_document_bags_of_packed_lists_are_those_of_the_raw_ones(imported):
+    packed = SparseIndex.load(imported.path)
+    for segment in packed.segments:
+        segment.postings = segment.postings.packed()
+    for mine, theirs in zip(document_bags(packed, 7), document_bags(imported, 7), strict=True):
+        assert mine.doc_ids == theirs.doc_ids
+        assert mine.levels.shape == theirs.levels.shape
+        assert (mine.levels != theirs.levels).nnz == 0
+
+
 def test_integer_queries_put_the_heaviest_token_in_the_top_half_of_the_levels():
     bags = sp.csr_matrix(np.array([[0.0, 3.0, 1.5, 0.001], [0.0, 0.0, 0.0, 0.0],
                                    [-1.0, 0.25, 0.0, 0.0]], dtype=np.float32))

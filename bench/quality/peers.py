@@ -39,7 +39,6 @@ from bench.quality.cache import cache_path
 from bench.quality.datasets import DEFAULT_DATASET, Collection, load_collection, resolve_spec
 from bench.quality.metrics import evaluate
 from bench.quality.runs import Ranking, finalize
-from bench.quality.sizes import POSTINGS_FILES
 from bench.toolkit import REPO_ROOT
 from bench.toolkit.clock import ONE_PASS, latency, timed
 from bench.toolkit.threads import pinned
@@ -275,7 +274,7 @@ def index_bytes(index: SparseIndex, tokenizer) -> dict[str, int]:
         folder = Path(tmp) / "index"
         index.write(folder, attachments={"tokenizer": tokenizer.save_pretrained})
         files = [f for f in folder.rglob("*") if f.is_file()]
-        postings = sum(f.stat().st_size for f in files if f.name in POSTINGS_FILES)
+        postings = sum(f.stat().st_size for f in files if f.name.startswith("postings_"))
         doc_ids = sum(f.stat().st_size for f in files if f.name == "doc_ids.npy")
         tokenizer_bytes = sum(folder_bytes(f) for f in folder.rglob("tokenizer") if f.is_dir())
         return {"postings": postings, "doc_ids": doc_ids, "tokenizer": tokenizer_bytes,

@@ -19,8 +19,6 @@ from bench.quality.systems import BM25System, DenseSystem, SparseConfig, build_s
 from tokretrieve import Encoder
 from tokretrieve.index.storage import folder_bytes
 
-POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_impacts.npy")
-
 
 def sparse_bytes(encoder: Encoder, collection: Collection, encoded: EncodedCollection,
                  config: SparseConfig) -> dict[str, int]:
@@ -31,15 +29,18 @@ def sparse_bytes(encoder: Encoder, collection: Collection, encoded: EncodedColle
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # empty documents: already reported by the run
             build_sparse_index(encoder, collection, encoded.doc_embeddings, config, folder)
-        size = {f.name: f.stat().st_size for f in folder.iterdir() if f.is_file()}
-        postings = sum(size.get(name, 0) for name in POSTINGS_FILES)
+        size: dict[str, int] = {}  # by file name, summed over the segment folders
+        for file in folder.rglob("*.npy"):
+            size[file.name] = size.get(file.name, 0) + file.stat().st_size
+        postings = sum(bytes_ for name, bytes_ in size.items()  # either codec's arrays
+                       if name.startswith("postings_"))
+        tokenizer = sum(folder_bytes(f) for f in folder.rglob("tokenizer") if f.is_dir())
         return {
             "postings": postings,
             "doc_ids": size.get("doc_ids.npy", 0),
             "embeddings": size.get("embeddings.npy", 0),
-            "tokenizer": folder_bytes(folder / "tokenizer"),
-            "search_total": postings + size.get("doc_ids.npy", 0)
-            + folder_bytes(folder / "tokenizer"),
+            "tokenizer": tokenizer,
+            "search_total": postings + size.get("doc_ids.npy", 0) + tokenizer,
             "folder_total": folder_bytes(folder),
         }
 

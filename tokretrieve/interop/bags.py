@@ -58,8 +58,9 @@ def document_bags(index: SparseIndex, block_docs: int = BLOCK_DOCS
     """The live documents' bags in position order, `block_docs` documents at a time.
 
     Postings are token-major, so the documents of a range are gathered by one pass over their
-    postings block's document offsets (uint16, the smallest array there is); what a step holds
-    is the range's own postings, whatever the size of the collection.
+    postings block's document offsets (uint16, the smallest array there is; decoded once per
+    block when the lists are packed); what a step holds is the range's own postings, whatever
+    the size of the collection.
     """
     integer_impacts(index)
     deleted = index.deleted_mask
@@ -67,14 +68,12 @@ def document_bags(index: SparseIndex, block_docs: int = BLOCK_DOCS
         postings = segment.postings
         for block in range(postings.n_segments):
             base, span = postings.segment_span(block)
-            bounds = np.asarray(postings.indptr[block])
-            start, end = int(bounds[0]), int(bounds[-1])
-            offsets = np.asarray(postings.docs[start:end])
+            starts, offsets, impacts = postings.block(block)
             for first in range(0, span, block_docs):
                 last = min(first + block_docs, span)
                 at = np.flatnonzero((offsets >= first) & (offsets < last))
-                tokens = np.searchsorted(bounds, at + start, side="right") - 1
-                levels = np.asarray(postings.impacts[start:end][at]).astype(np.int32)
+                tokens = np.searchsorted(starts, at, side="right") - 1
+                levels = np.asarray(impacts[at]).astype(np.int32)
                 rows = offsets[at].astype(np.int64) - first
                 matrix = sp.csr_matrix((levels, (rows, tokens)),
                                        shape=(last - first, postings.vocab_size))
