@@ -182,19 +182,18 @@ def postings_scores(postings, token_ids, token_weights) -> np.ndarray:
     """Dot products of one query bag with every document (float32), with the compiled kernel's
     arithmetic written out in numpy: float32 products query weight x impact added in query-token
     order, segment by segment, times the power-of-two scale at the end."""
-    indptr = np.asarray(postings.indptr)
     sums = np.zeros(postings.n_docs, dtype=np.float32)
     for segment in range(postings.n_segments):
         base = segment * postings.segment_docs
+        starts, offsets, impacts = postings.block(segment)  # raw lists, of either codec
         for token, weight in zip(np.asarray(token_ids).tolist(),
                                  np.asarray(token_weights).tolist(), strict=True):
-            start, end = indptr[segment, token], indptr[segment, token + 1]
+            start, end = starts[token], starts[token + 1]
             if start == end:
                 continue
             # A posting list names each document once, so this fancy-indexed add is exact.
-            docs = base + np.asarray(postings.docs[start:end]).astype(np.int64)
-            sums[docs] += np.float32(weight) * np.asarray(postings.impacts[start:end],
-                                                          dtype=np.float32)
+            docs = base + np.asarray(offsets[start:end]).astype(np.int64)
+            sums[docs] += np.float32(weight) * np.asarray(impacts[start:end], dtype=np.float32)
     return sums * np.float32(postings.scale)
 
 
@@ -209,3 +208,11 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((candidates, -scores[candidates]))[:k]
     chosen = candidates[order]
     return chosen, scores[chosen]
+
+
+def raw_arrays(postings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, uint16 offsets, impacts) of postings of either codec, as the raw codec stores
+    them: the packed lists decoded segment by segment."""
+    blocks = [postings.block(segment) for segment in range(postings.n_segments)]
+    return (np.asarray(postings.indptr), np.concatenate([b[1] for b in blocks]),
+            np.concatenate([b[2] for b in blocks]))

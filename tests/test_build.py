@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from built_reference import BAG_KEYS, DOCS, bag_hits
-from refimpl import assert_same_bag, brute_force_ranking, random_texts
+from refimpl import assert_same_bag, brute_force_ranking, random_texts, raw_arrays
 
 from tokretrieve.build import index_from_embeddings
 from tokretrieve.errors import TokretrieveError
@@ -25,8 +25,7 @@ def test_stored_postings_are_the_reference_bags(built):
     positions ascending in each posting list; the manifest counts them."""
     index, _, reference = built
     postings = index.postings
-    indptr, docs, impacts = (np.asarray(a) for a in (postings.indptr, postings.docs,
-                                                     postings.impacts))
+    indptr, docs, impacts = raw_arrays(postings)
     segment_docs = reference.options["segment_docs"]
     assert indptr.shape == (-(-len(DOCS) // segment_docs), reference.vocab + 1)
     assert docs.dtype == np.uint16 and impacts.dtype == np.dtype(reference.options["impacts"])

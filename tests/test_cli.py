@@ -105,11 +105,11 @@ def test_second_index_run_reuses_and_rebuild_rebuilds(beir_folder, tiny_llama_di
 
 def test_packed_postings_build_rebuild_and_answer_as_raw(beir_folder, tiny_llama_dir, tmp_path,
                                                         capsys):
-    """`--postings packed` over a raw index of the same inputs rebuilds it (naming
-    layout.codec), stores packed words, says so in `info`, and answers every query as the
-    raw index did."""
+    """`--postings packed` (the default) over a raw index of the same inputs rebuilds it
+    (naming layout.codec), stores packed words, says so in `info`, and answers every query as
+    the raw index did."""
     output = tmp_path / "idx"
-    build(beir_folder, tiny_llama_dir, output)
+    build(beir_folder, tiny_llama_dir, output, "--postings", "raw")
     raw = SparseSearcher.from_index(output, mode="tokens")
     expected = [[(h.doc_id, h.score, h.matched) for h in raw.search(q)]
                 for q in ("wing", "lift drag", "heat")]
@@ -246,7 +246,7 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     assert main(["info", "--index", str(output)]) == 0
     info = capsys.readouterr().out
     assert "tokretrieve.sparse v4" in info and "4 (1 empty)" in info
-    assert "raw lists of uint8 impacts" in info
+    assert "packed lists of uint8 impacts" in info
     assert "bag_size=8, weighting=shifted, pc1_strength=0," in info
 
 

@@ -80,15 +80,15 @@ def test_update_replaces_and_a_plain_add_of_an_existing_id_is_refused(index_dir,
 
 
 def test_verify_names_a_damaged_file(index_dir, capsys):
-    impacts = index_dir / "seg-000001" / "postings_impacts.npy"
+    impacts = index_dir / "seg-000001" / "postings_words.npy"  # packed lists: the default
     data = bytearray(impacts.read_bytes())
-    data[-1] ^= 0xFF  # one weight changed: only the checksum can tell
+    data[140] ^= 0x01  # one bit of the first list changed: only the checksum can tell
     impacts.write_bytes(bytes(data))
     assert main(["verify", "--index", str(index_dir)]) == 1
     err = capsys.readouterr().err
-    assert "seg-000001/postings_impacts.npy does not match its checksum" in err
+    assert "seg-000001/postings_words.npy does not match its checksum" in err
     assert main(["search", "--index", str(index_dir), "--mode", "tokens", "wing"]) == 2
-    assert "postings_impacts.npy" in capsys.readouterr().err
+    assert "postings_words.npy" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "message"), [

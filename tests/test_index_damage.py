@@ -50,7 +50,7 @@ def whole(encoder, tmp_path_factory):
     """Generation 3: FIRST built with segment_docs=4 (blocks of 4, 4, 4, 2), SECOND added as
     seg-000002 (blocks of 4, 1), GONE deleted (deleted-000003.npy)."""
     path = tmp_path_factory.mktemp("damage") / "whole"
-    build_index(FIRST, encoder, path, segment_docs=4, progress=False)
+    build_index(FIRST, encoder, path, segment_docs=4, codec="raw", progress=False)
     add_documents(path, SECOND, encoder, progress=False)
     delete_documents(path, GONE)
     assert verify_index(path) == []

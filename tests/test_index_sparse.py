@@ -56,7 +56,7 @@ def test_underflowing_products_do_not_disturb_scoring(built):
             sums[csc.indices[span]] += np.float32(weight) * csc.data[span]
         products = np.concatenate([np.float32(w) * csc.data[csc.indptr[t]:csc.indptr[t + 1]]
                                    for t, w in zip(tokens, query_weights, strict=True)])
-        if postings.impacts.dtype == np.float32:  # uint8 levels (>= 1) x 1e-45 stay denormal
+        if postings.impact_type == "float32":  # uint8 levels (>= 1) x 1e-45 stay denormal
             assert (products == 0).sum() > len(DOCS)  # more zero products than documents
         hits = bag_hits(index, tokens, query_weights, 50)
         assert [doc for doc, _ in hits] == [DOCS[i][0] for i in brute_force_ranking(sums, 50)]

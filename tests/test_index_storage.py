@@ -99,15 +99,15 @@ def test_loaded_arrays_are_memory_mapped(old_index):
     file is a plain array and has its sha256 in the manifest."""
     path, _ = old_index
     index = SparseIndex.load(path)
-    for array in (index.postings.indptr, index.postings.docs, index.postings.impacts,
-                  index.doc_ids, index.embeddings):
+    for array in (*index.postings.arrays().values(), index.doc_ids, index.embeddings):
         assert isinstance(array, np.memmap)
         assert not array.flags.writeable
-    assert not isinstance(SparseIndex.load(path, mmap=False).postings.docs, np.memmap)
+    assert not isinstance(SparseIndex.load(path, mmap=False).postings.indptr, np.memmap)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == 4 and manifest["format"] == "tokretrieve.sparse"
+    assert manifest["postings_format"]["codec"] == "packed"  # the default for uint8 impacts
     arrays = [f"seg-000001/{name}.npy" for name in ("doc_ids", "postings_indptr",
-                                                    "postings_docs", "postings_impacts",
+                                                    "postings_word_ptr", "postings_words",
                                                     "embeddings")]
     for name in [*arrays, "base-000001/pc1_direction.npy"]:
         np.load(path / name, allow_pickle=False)  # plain arrays, no pickles

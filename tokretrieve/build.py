@@ -37,6 +37,7 @@ from tokretrieve.index.postings import (
     ImpactType,
     check_layout,
     postings_from_bags,
+    resolve_codec,
     saturated,
 )
 from tokretrieve.index.sparse import SparseIndex, in_memory, write_build
@@ -48,7 +49,8 @@ PC1Request = float | Literal["auto"] | None
 def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
                 path: str | Path = "index/default", *, pc1_strength: PC1Request = None,
                 merge_variants: bool = False, impacts: ImpactType = "uint8",
-                segment_docs: int = MAX_SEGMENT_DOCS, codec: str = "raw", source: str = "",
+                segment_docs: int = MAX_SEGMENT_DOCS, codec: str | None = None,
+                source: str = "",
                 progress: bool = True, cluster: str | None = None, shards: int | None = None,
                 chunk_size: int = CHUNK_SIZE) -> SparseIndex:
     """Encode `docs` ((id, text) pairs) with `encoder` and write the index to `path`.
@@ -58,7 +60,8 @@ def build_index(docs: Iterable[tuple[str, str]], encoder: Encoder,
       always calibrates on a corpus sample (tokretrieve.encoding.alignment, no relevance data).
     - `merge_variants` folds case and word-boundary variants of a token into one entry.
     - `impacts` / `segment_docs` / `codec`: the postings layout (tokretrieve.index.postings;
-      codec "packed" bit-packs the lists, tokretrieve.index.packing: about half the bytes).
+      codec "packed" bit-packs the lists, tokretrieve.index.packing: about half the bytes;
+      None: packed for uint8 impacts, raw for float32).
     - `cluster` / `shards`: encode on the Dask cluster whose scheduler is at `cluster` ("local"
       starts one on 127.0.0.1), in `shards` tasks of whole chunks (tokretrieve.encoding.sharded);
       the index is the one a single-process build writes, PC1 and λ fitted on all documents.
@@ -152,7 +155,7 @@ def embedding_drift(index: SparseIndex, embeddings: np.ndarray) -> dict[str, flo
 def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encoder: Encoder,
                           path: str | Path | None = None, *, pc1_strength: PC1Request = None,
                           merge_variants: bool = False, impacts: ImpactType = "uint8",
-                          segment_docs: int = MAX_SEGMENT_DOCS, codec: str = "raw",
+                          segment_docs: int = MAX_SEGMENT_DOCS, codec: str | None = None,
                           source: str = "", texts: Sequence[str] | None = None,
                           documents_digest: str | None = None) -> SparseIndex:
     """An index from document embeddings `encoder` already computed: fit PC1, project, store.
@@ -165,6 +168,7 @@ def index_from_embeddings(doc_ids: Sequence[str], embeddings: np.ndarray, encode
     """
     check_pc1_request(pc1_strength)
     check_layout(impacts, segment_docs, codec)
+    codec = resolve_codec(codec, impacts)
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.shape != (len(doc_ids), encoder.model.hidden_size):
         raise TokretrieveError(
@@ -207,7 +211,7 @@ def _attachments(encoder: Encoder) -> dict:
 def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: Encoder, *,
                    pc1_strength: PC1Request = None, merge_variants: bool = False,
                    impacts: ImpactType = "uint8", segment_docs: int = MAX_SEGMENT_DOCS,
-                   codec: str = "raw") -> tuple[SparseIndex | None, list[str]]:
+                   codec: str | None = None) -> tuple[SparseIndex | None, list[str]]:
     """The index at `path` and what differs between the inputs that shaped it and those of
     `build_index` with these arguments, as 'field: old -> new' lines: (index, []) means the
     build would write the same index, (None, []) that there is no index there, (None, [why])
@@ -230,7 +234,8 @@ def reusable_index(path: str | Path, docs: Sequence[tuple[str, str]], encoder: E
     except TokretrieveError as error:  # an index from another version, or a damaged one
         return None, [f"the index there cannot be opened ({error})"]
     wanted = _manifest(encoder, len(records), pc1_strength, merge_variants, impacts,
-                       segment_docs, documents_digest(records), codec=codec)
+                       segment_docs, documents_digest(records),
+                       codec=resolve_codec(codec, impacts))
     return existing, existing.manifest.differences(wanted)
 
 

@@ -46,7 +46,7 @@ from tokretrieve.encoding.sharded import check_cluster
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
 from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
-from tokretrieve.index.postings import CODECS, IMPACT_TYPES, check_codec
+from tokretrieve.index.postings import CODECS, IMPACT_TYPES, resolve_codec
 from tokretrieve.index.sparse import SparseIndex, verify_index
 from tokretrieve.interop.export import EXPORT_FORMATS, export_index
 from tokretrieve.interop.imported import index_from_vectors, query_vectors
@@ -345,10 +345,11 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impacts", choices=list(IMPACT_TYPES), default="uint8",
                         help="stored weight precision: uint8 levels (default, 1 byte per weight "
                              "instead of 4) or exact float32")
-    parser.add_argument("--postings", choices=list(CODECS), default="raw",
-                        help="how the lists are stored: raw arrays (default, 3 bytes per "
-                             "posting) or packed bits (about half the bytes, uint8 impacts; "
-                             "README, Speed)")
+    parser.add_argument("--postings", choices=list(CODECS), default=None,
+                        help="how the lists are stored: packed bits (the default with uint8 "
+                             "impacts: about half the bytes of raw, at about the same search "
+                             "time; README, Speed) or raw arrays (3 bytes per posting; the "
+                             "default, and the only codec, with float32 impacts)")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per input, longer texts truncated (default "
                              f"{DEFAULT_MAX_LENGTH})")
@@ -436,7 +437,7 @@ def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | N
     weights, method, max length, dtype, bag recipe, layout, documents) is the same; when
     something differs, say what before rebuilding. `cluster` and `shards` encode on Dask."""
     check_count(args.bag_size, "--bag-size")  # fail before minutes of model loading, not after
-    check_codec(args.postings, args.impacts)
+    resolve_codec(args.postings, args.impacts)
     _literal(args)
     if (cluster is None) != (shards is None):
         raise TokretrieveError("--cluster and --shards go together: e.g. --cluster "

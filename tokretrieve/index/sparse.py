@@ -31,7 +31,7 @@ from tokretrieve.index.manifest import (
     PostingsLayout,
     SegmentRecord,
 )
-from tokretrieve.index.postings import CODECS, Postings, SegmentedPostings, encoded
+from tokretrieve.index.postings import CODECS, SegmentedPostings, encoded
 from tokretrieve.index.storage import (
     MANIFEST,
     file_digest,
@@ -353,7 +353,7 @@ def write_segment(folder: Path, segment: Segment, generation: int,
                          postings=segment.postings.n_postings, generation=generation)
 
 
-def in_memory(manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
+def in_memory(manifest: IndexManifest, postings: SegmentedPostings, doc_ids: np.ndarray,
               embeddings: np.ndarray, pc1_direction: np.ndarray,
               token_map: np.ndarray | None,
               literal_idf: np.ndarray | None = None) -> SparseIndex:
@@ -364,7 +364,7 @@ def in_memory(manifest: IndexManifest, postings: Postings, doc_ids: np.ndarray,
     manifest = replace(manifest, doc_count=len(doc_ids), postings=postings.n_postings,
                        empty_documents=len(empty), empty_document_ids=tuple(empty[:100]),
                        layout=PostingsLayout(segment_docs=postings.segment_docs,
-                                             impacts=str(postings.impacts.dtype),
+                                             impacts=postings.impact_type,
                                              scale=postings.scale,
                                              codec=manifest.layout.codec))
     return SparseIndex(manifest, [Segment(postings, doc_ids, embeddings)], pc1_direction,
