@@ -17,7 +17,7 @@ from refimpl import postings_scores, top_k
 from speed_bags import VOCAB, hand_built_bags
 
 from bench.speed import runner
-from bench.speed.runner import RealSource, index_bags, latency_fit, usable_index
+from bench.speed.runner import RealSource, index_bags, latency_fit, sparse_bytes, usable_index
 from tokretrieve import SparseIndex, index_from_embeddings
 
 
@@ -43,6 +43,11 @@ def test_index_bags_writes_the_real_manifest_with_these_documents(real, tmp_path
     assert manifest.model == source.model and manifest.bags == source.bags
     assert manifest.layout == source.layout and manifest.vocab_size == source.vocab_size
     assert manifest.doc_count == bags.shape[0] and manifest.source == "synthetic: test"
+    segment = tmp_path / "synthetic" / manifest.contents.segments[0].name
+    on_disk = {f.stem: f.stat().st_size for f in segment.glob("postings_*.npy")}
+    assert set(on_disk) == {"postings_indptr", "postings_word_ptr", "postings_words"}  # packed
+    measured = sparse_bytes(tmp_path / "synthetic")
+    assert measured["postings_files"] == on_disk and measured["postings"] == sum(on_disk.values())
     assert manifest.documents_digest is None  # no texts behind synthetic bags
     assert manifest.empty_documents == 1 == info["empty_documents"]  # the hand-built bags' first
     assert info["postings"] == manifest.postings == loaded.postings.n_postings

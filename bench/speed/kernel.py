@@ -85,9 +85,12 @@ def package_top_k(postings: SegmentedPostings, batch: QueryBatch, k: int,
     return postings.top_k(batch.indptr, batch.tokens, batch.weights, k, _SCRATCH, n_threads)
 
 
-def traversal(postings: Postings, batch: QueryBatch) -> dict[str, np.ndarray]:
-    """Per query: postings walked, distinct documents touched, segments scored dense."""
-    walked, touched, dense = _traversal(np.asarray(postings.indptr), np.asarray(postings.docs),
+def traversal(postings: SegmentedPostings, batch: QueryBatch) -> dict[str, np.ndarray]:
+    """Per query: postings walked, distinct documents touched, segments scored dense (packed
+    lists decoded first, segment by segment, into the raw offsets)."""
+    docs = (np.asarray(postings.docs) if isinstance(postings, Postings) else
+            np.concatenate([postings.block(s)[1] for s in range(postings.n_segments)]))
+    walked, touched, dense = _traversal(np.asarray(postings.indptr), docs,
                                         postings.n_docs, postings.segment_docs, batch.indptr,
                                         batch.tokens)
     return {"postings": walked, "touched": touched, "dense_segments": dense}

@@ -153,10 +153,12 @@ def kernel_lines(r: dict[str, Any]) -> list[str]:
     stored = _get(r, "bytes", "sparse") or {}
     est = _get(r, "bytes", "sparse_elias_fano_estimate")
     if stored:
-        lines += ["", f"Postings bytes on disk {_mb(stored.get('postings'))} MB (doc offsets "
-                  f"{_mb(stored.get('postings_docs'))}, impacts "
-                  f"{_mb(stored.get('postings_impacts'))}, indptr "
-                  f"{_mb(stored.get('postings_indptr'))}), doc ids "
+        by_file = stored.get("postings_files") or {  # records before the packed codec
+            name: stored.get(name) for name in ("postings_docs", "postings_impacts",
+                                                "postings_indptr")}
+        files = ", ".join(f"{name.removeprefix('postings_')} {_mb(size)}"
+                          for name, size in by_file.items())
+        lines += ["", f"Postings bytes on disk {_mb(stored.get('postings'))} MB ({files}), doc ids "
                   f"{_mb(stored.get('doc_ids'))} MB"
                   + (f"; with Elias-Fano doc offsets (estimated) {_mb(est['total'])} MB "
                      f"(doc offsets {_mb(est['docs_elias_fano'])} instead of "

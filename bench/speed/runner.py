@@ -64,7 +64,7 @@ from tokretrieve import (
 )
 from tokretrieve.corpus import read_documents, read_queries
 from tokretrieve.errors import TokretrieveError
-from tokretrieve.index.postings import Postings, postings_from_bags
+from tokretrieve.index.postings import SegmentedPostings, postings_from_bags
 from tokretrieve.index.sparse import in_memory
 from tokretrieve.index.storage import folder_bytes
 
@@ -74,7 +74,6 @@ DEMO_INDEX = REPO_ROOT / "index" / "cranfield"
 MODEL = "minilm"
 KS = (10, 1000)
 MODES = ("tokens", "model")
-POSTINGS_FILES = ("postings_indptr.npy", "postings_docs.npy", "postings_impacts.npy")
 TARGETS = {"qps_vs_bm25s": 3.0, "end_to_end_vs_dense": 20.0, "p99_ms_1m": 2.0,
            "bytes_vs_dense": 0.1, "postings_per_s": 5e6}
 
@@ -150,7 +149,8 @@ def real_source(corpus: Path, bag_size: int, index_path: Path | None,
             index = build_index(read_documents(corpus), encoder, cache, source=str(corpus),
                                 progress=True)
     print(f"real bags: {index.path} ({len(index):,} docs, bags of "
-          f"{index.manifest.bags.bag_size}, {index.postings.impacts.dtype} impacts)", flush=True)
+          f"{index.manifest.bags.bag_size}, {index.manifest.layout.impacts} impacts, "
+          f"{index.manifest.layout.codec} lists)", flush=True)
     queries = read_queries(corpus)
     return RealSource(index, encoder, queries[:n_queries] if n_queries else queries)
 
@@ -208,16 +208,19 @@ def index_bags(path: Path, bags: sp.csr_matrix, doc_ids: Sequence[str], real: Re
 def sparse_bytes(path: Path) -> dict[str, int]:
     """What sparse search reads (postings, ids, tokenizer, maps) vs. the whole folder, from the
     files on disk."""
-    sizes = {f.name: f.stat().st_size for f in path.iterdir() if f.is_file()}
-    postings = sum(sizes.get(name, 0) for name in POSTINGS_FILES)
+    sizes: dict[str, int] = {}  # by file name, summed over the segment folders
+    for file in path.rglob("*.npy"):
+        sizes[file.name] = sizes.get(file.name, 0) + file.stat().st_size
+    files = sorted(name for name in sizes if name.startswith("postings_"))  # either codec's
+    postings = sum(sizes[name] for name in files)
     search = folder_bytes(path) - sizes.get("embeddings.npy", 0)
     return {"postings": postings,
-            **{name.removesuffix(".npy"): sizes.get(name, 0) for name in POSTINGS_FILES},
+            "postings_files": {name.removesuffix(".npy"): sizes[name] for name in files},
             "doc_ids": sizes.get("doc_ids.npy", 0),
             "postings_and_ids": postings + sizes.get("doc_ids.npy", 0), "search_total": search}
 
 
-def elias_fano_estimate(postings: Postings) -> dict[str, float]:
+def elias_fano_estimate(postings: SegmentedPostings) -> dict[str, float]:
     """Bytes the same postings would take with Elias-Fano document offsets instead of uint16:
     2 + ceil(log2(span / n)) bits per posting of each (segment, token) list of n postings over a
     segment of `span` documents (the usual bound); impacts and indptr as stored. How far the
@@ -230,10 +233,10 @@ def elias_fano_estimate(postings: Postings) -> dict[str, float]:
     per_posting = 2.0 + np.maximum(0.0, np.ceil(np.log2(np.maximum(spans, 1.0)
                                                         / np.where(present, lengths, 1.0))))
     docs_bytes = float((lengths * per_posting)[present].sum() / 8)
-    impacts_bytes = float(postings.n_postings * postings.impacts.dtype.itemsize)
+    impacts_bytes = float(postings.n_postings * np.dtype(postings.impact_type).itemsize)
     indptr_bytes = float(indptr.nbytes)
     return {"docs_elias_fano": docs_bytes,
-            "docs_uint16": float(postings.n_postings * postings.docs.dtype.itemsize),
+            "docs_uint16": float(postings.n_postings * 2),
             "impacts": impacts_bytes, "indptr": indptr_bytes,
             "total": docs_bytes + impacts_bytes + indptr_bytes}
 
