@@ -119,7 +119,7 @@ SCALE_WORK ?= index/.scale
 bench-scale: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.scale --index index/cranfield --work $(SCALE_WORK)
 
-# Bit-packed postings (three layouts): bytes against the time of the kernel's scatter loop.
+# The packed postings codec against raw lists: bytes, and the time of the package's search.
 bench-packing: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.packing --index index/cranfield
 
