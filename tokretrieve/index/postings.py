@@ -58,6 +58,8 @@ class SegmentedPostings:
     PackedPostings: bit-packed words) and score them."""
 
     codec: ClassVar[str]
+    # The arrays a segment stores, as postings_<name>.npy, in the order of the fields.
+    FILES: ClassVar[tuple[str, ...]]
     indptr: np.ndarray
     scale: float
     n_docs: int
@@ -87,6 +89,21 @@ class SegmentedPostings:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays an index segment stores, by file name (postings_<name>.npy)."""
+        return {name: getattr(self, name) for name in self.FILES}
+
+    @classmethod
+    def open(cls, folder: Path, n_docs: int, vocab_size: int, impacts: str, scale: float,
+             segment_docs: int, mmap: bool = True) -> SegmentedPostings:
+        """The postings stored in `folder` (postings_<name>.npy for each of FILES),
+        memory-mapped by default, checked (`check`) before the kernel may walk them."""
+        postings = cls(*(load_array(folder / f"postings_{name}.npy", mmap)
+                         for name in cls.FILES),
+                       float(scale), n_docs, segment_docs)
+        postings.check(folder, vocab_size, impacts)
+        return postings
+
+    def check(self, folder: Path, vocab_size: int, impacts: str) -> None:
+        """Refuse arrays the kernel could not walk safely."""
         raise NotImplementedError
 
     def top_k(self, query_indptr: np.ndarray, query_tokens: np.ndarray,
@@ -195,6 +212,7 @@ class Postings(SegmentedPostings):
     """Segmented token-major postings as raw arrays (see the module docstring)."""
 
     codec: ClassVar[str] = "raw"
+    FILES: ClassVar[tuple[str, ...]] = ("indptr", "docs", "impacts")
     indptr: np.ndarray        # int64 (n_segments, vocab + 1), offsets into docs / impacts
     docs: np.ndarray          # uint16 offsets within the segment
     impacts: np.ndarray       # uint8 levels or float32 weights
@@ -211,9 +229,6 @@ class Postings(SegmentedPostings):
         start, end = int(row[0]), int(row[-1])
         return row - start, np.asarray(self.docs[start:end]), np.asarray(self.impacts[start:end])
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"indptr": self.indptr, "docs": self.docs, "impacts": self.impacts}
-
     def impacts_of(self, tokens: np.ndarray, hit_docs: np.ndarray) -> np.ndarray:
         return gather_impacts(self.indptr, self.docs, self.impacts, self.segment_docs, tokens,
                               hit_docs)
@@ -225,17 +240,6 @@ class Postings(SegmentedPostings):
         word_ptr, words = pack(self.indptr, self.docs, self.impacts)
         return PackedPostings(np.asarray(self.indptr), word_ptr, words, self.scale, self.n_docs,
                               self.segment_docs)
-
-    @classmethod
-    def open(cls, folder: Path, n_docs: int, vocab_size: int, impacts: str, scale: float,
-             segment_docs: int, mmap: bool = True) -> Postings:
-        """The postings stored in `folder` (postings_indptr / _docs / _impacts.npy),
-        memory-mapped by default, checked (`check`) before the kernel may walk them."""
-        postings = cls(*(load_array(folder / f"postings_{name}.npy", mmap)
-                         for name in ("indptr", "docs", "impacts")),
-                       float(scale), n_docs, segment_docs)
-        postings.check(folder, vocab_size, impacts)
-        return postings
 
     def check(self, folder: Path, vocab_size: int, impacts: str) -> None:
         """Refuse arrays the kernel could not walk safely: wrong dtypes or shapes, offsets that
@@ -267,6 +271,7 @@ class PackedPostings(SegmentedPostings):
     counts each list's postings, `word_ptr` gives its first word. uint8 impacts only."""
 
     codec: ClassVar[str] = "packed"
+    FILES: ClassVar[tuple[str, ...]] = ("indptr", "word_ptr", "words")
     indptr: np.ndarray        # int64 (n_segments, vocab + 1): postings before each list
     word_ptr: np.ndarray      # int64 (n_segments, vocab + 1): words before each list
     words: np.ndarray         # uint32, PAD_WORDS zero words at the end
@@ -286,26 +291,12 @@ class PackedPostings(SegmentedPostings):
             raise _damaged()
         return row - row[0], *raw
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"indptr": self.indptr, "word_ptr": self.word_ptr, "words": self.words}
-
     def impacts_of(self, tokens: np.ndarray, hit_docs: np.ndarray) -> np.ndarray:
         impacts, whole = gather_packed_impacts(self.indptr, self.word_ptr, self.words,
                                                self.n_docs, self.segment_docs, tokens, hit_docs)
         if not whole:
             raise _damaged()
         return impacts
-
-    @classmethod
-    def open(cls, folder: Path, n_docs: int, vocab_size: int, impacts: str, scale: float,
-             segment_docs: int, mmap: bool = True) -> PackedPostings:
-        """The packed postings stored in `folder` (postings_indptr / _word_ptr / _words.npy),
-        memory-mapped by default, checked (`check`) before the kernel may walk them."""
-        postings = cls(*(load_array(folder / f"postings_{name}.npy", mmap)
-                         for name in ("indptr", "word_ptr", "words")),
-                       float(scale), n_docs, segment_docs)
-        postings.check(folder, vocab_size, impacts)
-        return postings
 
     def check(self, folder: Path, vocab_size: int, impacts: str) -> None:
         """Refuse arrays the kernel could not walk safely: wrong dtypes or shapes, list starts
