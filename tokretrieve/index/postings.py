@@ -1,6 +1,10 @@
 """Token-major postings, split into document-range segments, with quantized impacts.
 
-Layout (format version 2). Documents are cut into segments of `segment_docs` consecutive
+Two codecs store the lists: raw arrays (`Postings`, below) and bit-packed words
+(`PackedPostings`, tokretrieve.index.packing; format 4's default for uint8 levels, about half
+the bytes). Both share the list offsets and answer every read and search the same, bit for bit.
+
+Raw layout (format version 2 on). Documents are cut into segments of `segment_docs` consecutive
 positions (65,536 by default). Inside a segment, each token's postings list the documents that
 hold it, as uint16 offsets from the segment's first document, ascending:
 
@@ -47,8 +51,9 @@ IMPACT_TYPES = ("uint8", "float32")
 # The largest segment whose offsets fit in uint16.
 MAX_SEGMENT_DOCS = 65536
 _NONE_DELETED = np.zeros(0, dtype=np.bool_)
-_NO_WORD_PTR = np.zeros((0, 0), dtype=np.int64)
-_NO_WORDS = np.zeros(0, dtype=np.uint32)
+# What the kernel gets for the other codec's arrays.
+_NO_DOCS, _NO_IMPACTS = np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.uint8)
+_NO_WORD_PTR, _NO_WORDS = np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.uint32)
 
 
 class SegmentedPostings:
@@ -119,9 +124,8 @@ class SegmentedPostings:
         """
         accumulators, touched = scratch.buffers(n_threads, min(self.segment_docs, self.n_docs))
         raw = self.arrays()
-        no_docs, no_impacts = np.zeros(0, np.uint16), np.zeros(0, np.uint8)
         docs, sums, counts = batch_top_k(
-            self.indptr, raw.get("docs", no_docs), raw.get("impacts", no_impacts),
+            self.indptr, raw.get("docs", _NO_DOCS), raw.get("impacts", _NO_IMPACTS),
             raw.get("word_ptr", _NO_WORD_PTR), raw.get("words", _NO_WORDS), self.n_docs,
             self.segment_docs, query_indptr, query_tokens, query_weights,
             min(k, max(self.n_docs, 1)), _NONE_DELETED if deleted is None else deleted,
