@@ -185,7 +185,8 @@ def index_bags(path: Path, bags: sp.csr_matrix, doc_ids: Sequence[str], real: Re
     clock.append(time.perf_counter())
     index = in_memory(manifest, postings, np.array(doc_ids, dtype=str),
                       np.zeros((0, real.encoder.model.hidden_size), dtype=np.float32),
-                      np.asarray(real.index.pc1_direction), real.index.token_map)
+                      np.asarray(real.index.pc1_direction), real.index.token_map,
+                      real.index.literal_idf)
     clock.append(time.perf_counter())
     index.write(path, attachments={"tokenizer": real.encoder.tokenizer.save_pretrained})
     clock.append(time.perf_counter())
