@@ -39,12 +39,13 @@ from bench.quality.cache import cache_path
 from bench.quality.datasets import DEFAULT_DATASET, Collection, load_collection, resolve_spec
 from bench.quality.metrics import evaluate
 from bench.quality.runs import Ranking, finalize
+from bench.quality.sizes import index_folder_bytes
 from bench.toolkit import REPO_ROOT
 from bench.toolkit.clock import ONE_PASS, latency, timed
 from bench.toolkit.threads import pinned
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
-from tokretrieve.index.storage import file_digest, folder_bytes
+from tokretrieve.index.storage import file_digest
 
 if TYPE_CHECKING:
     from bench.quality.runner import Options
@@ -269,17 +270,12 @@ def search_ranking(index: SparseIndex, qids: Sequence[str], bags: sp.csr_matrix,
 
 def index_bytes(index: SparseIndex, tokenizer) -> dict[str, int]:
     """The index written to a temporary folder, with the tokenizer its queries need, split as
-    bench.quality.sizes splits the sparse systems' (no embeddings: imported bags have none)."""
+    bench.quality.sizes splits the sparse systems' (imported bags have no embeddings: an empty
+    array)."""
     with tempfile.TemporaryDirectory(prefix="bench-splade-") as tmp:
         folder = Path(tmp) / "index"
         index.write(folder, attachments={"tokenizer": tokenizer.save_pretrained})
-        files = [f for f in folder.rglob("*") if f.is_file()]
-        postings = sum(f.stat().st_size for f in files if f.name.startswith("postings_"))
-        doc_ids = sum(f.stat().st_size for f in files if f.name == "doc_ids.npy")
-        tokenizer_bytes = sum(folder_bytes(f) for f in folder.rglob("tokenizer") if f.is_dir())
-        return {"postings": postings, "doc_ids": doc_ids, "tokenizer": tokenizer_bytes,
-                "search_total": postings + doc_ids + tokenizer_bytes,
-                "folder_total": folder_bytes(folder)}
+        return index_folder_bytes(folder)
 
 
 def _encoding_record(documents: int, seconds: float, encoded_at: str,

@@ -16,6 +16,7 @@ import numpy as np
 from bench.quality.cache import EncodedCollection
 from bench.quality.datasets import Collection
 from bench.quality.systems import BM25System, DenseSystem, SparseConfig, build_sparse_index
+from bench.toolkit.machine import array_bytes
 from tokretrieve import Encoder
 from tokretrieve.index.storage import folder_bytes
 
@@ -29,20 +30,24 @@ def sparse_bytes(encoder: Encoder, collection: Collection, encoded: EncodedColle
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # empty documents: already reported by the run
             build_sparse_index(encoder, collection, encoded.doc_embeddings, config, folder)
-        size: dict[str, int] = {}  # by file name, summed over the segment folders
-        for file in folder.rglob("*.npy"):
-            size[file.name] = size.get(file.name, 0) + file.stat().st_size
-        postings = sum(bytes_ for name, bytes_ in size.items()  # either codec's arrays
-                       if name.startswith("postings_"))
-        tokenizer = sum(folder_bytes(f) for f in folder.rglob("tokenizer") if f.is_dir())
-        return {
-            "postings": postings,
-            "doc_ids": size.get("doc_ids.npy", 0),
-            "embeddings": size.get("embeddings.npy", 0),
-            "tokenizer": tokenizer,
-            "search_total": postings + size.get("doc_ids.npy", 0) + tokenizer,
-            "folder_total": folder_bytes(folder),
-        }
+        return index_folder_bytes(folder)
+
+
+def index_folder_bytes(folder: Path) -> dict[str, int]:
+    """A written tokretrieve index's bytes, split into what sparse search reads (postings of
+    either codec, doc ids, tokenizer: `search_total`) and the embeddings it carries for the
+    dense baseline and re-derivation, each summed over the segment folders."""
+    size = array_bytes(folder)
+    postings = sum(bytes_ for name, bytes_ in size.items() if name.startswith("postings_"))
+    tokenizer = sum(folder_bytes(f) for f in folder.rglob("tokenizer") if f.is_dir())
+    return {
+        "postings": postings,
+        "doc_ids": size.get("doc_ids.npy", 0),
+        "embeddings": size.get("embeddings.npy", 0),
+        "tokenizer": tokenizer,
+        "search_total": postings + size.get("doc_ids.npy", 0) + tokenizer,
+        "folder_total": folder_bytes(folder),
+    }
 
 
 def dense_bytes(dense: DenseSystem) -> dict[str, int]:

@@ -53,6 +53,7 @@ from bench.toolkit.clock import (
     throughput,
     timed,
 )
+from bench.toolkit.machine import array_bytes
 from bench.toolkit.threads import pinned
 from tokretrieve import (
     Encoder,
@@ -209,9 +210,7 @@ def index_bags(path: Path, bags: sp.csr_matrix, doc_ids: Sequence[str], real: Re
 def sparse_bytes(path: Path) -> dict[str, int]:
     """What sparse search reads (postings, ids, tokenizer, maps) vs. the whole folder, from the
     files on disk."""
-    sizes: dict[str, int] = {}  # by file name, summed over the segment folders
-    for file in path.rglob("*.npy"):
-        sizes[file.name] = sizes.get(file.name, 0) + file.stat().st_size
+    sizes = array_bytes(path)
     files = sorted(name for name in sizes if name.startswith("postings_"))  # either codec's
     postings = sum(sizes[name] for name in files)
     search = folder_bytes(path) - sizes.get("embeddings.npy", 0)

@@ -109,6 +109,15 @@ def model_record(model: str, encoder: Encoder) -> dict[str, Any]:
     }
 
 
+def array_bytes(folder: Path) -> dict[str, int]:
+    """Bytes of an index folder's .npy arrays by file name, summed over its segment folders
+    (postings_docs.npy of every segment under one name)."""
+    sizes: dict[str, int] = {}
+    for file in Path(folder).rglob("*.npy"):
+        sizes[file.name] = sizes.get(file.name, 0) + file.stat().st_size
+    return sizes
+
+
 def index_record(index: SparseIndex) -> dict[str, Any]:
     """Where an index-based measurement's bags came from: the folder, the manifest's model
     record (name, weights hash, recipe, dtype) and its bag recipe."""
