@@ -140,7 +140,6 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
         walked += indptr[segment, token + 1] - indptr[segment, token]
     if walked == 0:
         return size
-    damaged = False
     if walked * DENSE_SHARE >= span:
         for i in range(tokens.shape[0]):
             token = tokens[i]
@@ -148,8 +147,8 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
             if packed:
                 if walk_list(indptr, word_ptr, words, segment, token, span, ADD, weight,
                              accumulator, touched, 0, spare, gaps, levels) < 0:
-                    damaged = True
-                    break
+                    accumulator[:span] = 0.0
+                    return -1
                 continue
             for p in range(indptr[segment, token], indptr[segment, token + 1]):
                 accumulator[docs[p]] += weight * np.float32(impacts[p])
@@ -160,12 +159,12 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
         floor = heap_scores[0] if size == k else np.float32(0.0)
         for local in range(span):
             score = accumulator[local]
-            if score > floor and not damaged and not (any_deleted and deleted[base + local]):
+            if score > floor and not (any_deleted and deleted[base + local]):
                 size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
                 if size == k:
                     floor = heap_scores[0]
         accumulator[:span] = 0.0
-        return -1 if damaged else size
+        return size
     n_touched = 0
     for i in range(tokens.shape[0]):
         token = tokens[i]
