@@ -114,7 +114,8 @@ bench-headroom: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.headroom --index index/cranfield --sizes real,100000,1000000
 
 # Synthetic 1 k to 10 M documents drawn into postings on disk block by block (bounded memory) and
-# searched memory-mapped; SCALE_WORK holds the postings (about 17 GB at 10 M), removed per size.
+# searched memory-mapped; SCALE_WORK holds the postings (about 9 GB packed at 10 M), removed per
+# size.
 SCALE_WORK ?= index/.scale
 bench-scale: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.scale --index index/cranfield --work $(SCALE_WORK)

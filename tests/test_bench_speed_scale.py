@@ -12,6 +12,7 @@ from speed_bags import VOCAB, hand_built_bags
 
 from bench.speed.kernel import QueryBatch, package_top_k
 from bench.speed.scale import (
+    bytes_per_document,
     disk_check,
     draw_postings,
     growth_rows,
@@ -30,17 +31,20 @@ def distribution():
     return distribution_from_bags(hand_built_bags(), seed=1)
 
 
-def test_blocks_drawn_to_disk_are_the_corpus_drawn_in_memory(tmp_path, distribution):
-    streamed = draw_postings(tmp_path, distribution, 1000, SCALE, seed=5, block_docs=300)
+@pytest.mark.parametrize("codec", ["raw", "packed"])
+def test_blocks_drawn_to_disk_are_the_corpus_drawn_in_memory(tmp_path, distribution, codec):
+    streamed = draw_postings(tmp_path, distribution, 1000, SCALE, seed=5, block_docs=300,
+                             codec=codec)
     blocks = [generate_bags(distribution, size, seed=5 + b)
               for b, size in enumerate((300, 300, 300, 100))]
     built = postings_from_bags(sp.vstack(blocks, format="csr"), "uint8", scale=SCALE)
-    for name in ("indptr", "docs", "impacts"):
-        assert np.array_equal(np.asarray(getattr(streamed, name)), getattr(built, name))
+    assert streamed.codec == codec
+    assert np.array_equal(streamed.to_bags().toarray(), built.to_bags().toarray())
 
 
-def test_the_memory_mapped_postings_answer_exactly(tmp_path, distribution):
-    streamed = draw_postings(tmp_path, distribution, 700, SCALE, seed=2)
+@pytest.mark.parametrize("codec", ["raw", "packed"])
+def test_the_memory_mapped_postings_answer_exactly(tmp_path, distribution, codec):
+    streamed = draw_postings(tmp_path, distribution, 700, SCALE, seed=2, codec=codec)
     rows = np.zeros((3, VOCAB), dtype=np.float32)
     rows[0, [0, 7]] = [1, 2]
     rows[1, 10:30] = 1
@@ -58,8 +62,9 @@ def test_one_size_is_measured_and_its_files_removed(tmp_path, distribution):
     rows[:, :4] = 1
     batch = QueryBatch.from_bags(sp.csr_matrix(rows))
     result = measure_size(distribution, SCALE, {"tokens": batch, "model": batch}, 2000,
-                          tmp_path, seed=0)
+                          tmp_path, seed=0, codec="raw")
     assert result["documents"] == 2000
+    assert result["codec"] == "raw"
     assert result["bytes"] > result["postings"] * 3  # the arrays plus their .npy headers
     assert result["build_peak_rss_bytes"] >= result["rss_before_build_bytes"] > 0
     for mode in ("tokens", "model"):
@@ -82,6 +87,17 @@ def test_growth_is_per_million_documents_with_log_log_slopes():
     assert second["tokens_p50_slope"] == pytest.approx(np.log10(40))  # 40x over 10x the docs
     assert second["model_p50_per_million"] == pytest.approx(10.0)
     assert "bytes_slope" not in first
+
+
+def test_bytes_per_document_are_those_of_a_written_block(tmp_path, distribution):
+    raw = bytes_per_document(distribution, SCALE, tmp_path, seed=0, codec="raw")
+    packed = bytes_per_document(distribution, SCALE, tmp_path, seed=0, codec="packed")
+    block = generate_bags(distribution, 65536, seed=0)
+    kept = np.count_nonzero(np.rint(block.data / SCALE) > 0)  # level-0 weights are dropped
+    # Raw: 3 bytes a posting, plus three .npy headers and the list offsets, over 65,536 docs.
+    assert raw == pytest.approx(3 * kept / 65536, rel=0.01)
+    assert packed < raw
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_size_the_disk_cannot_hold_is_refused(tmp_path):

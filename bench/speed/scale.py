@@ -3,11 +3,13 @@ memory and searched memory-mapped from disk.
 
     python -m bench.speed.scale --index index/cranfield --work /big/disk/folder
     python -m bench.speed.scale --index index/cranfield --sizes 1000,100000 --work /tmp/scale
+    python -m bench.speed.scale --index index/cranfield --postings raw --work /big/disk/folder
 
 For each size, a child process (so that its peak memory is its own):
 1. draws the corpus block by block (65,536 documents, bench/speed/synth.py, from the real bags'
-   distribution) straight into tokretrieve.index.postings.PostingsWriter, which holds one
-   block's bags at a time: the build's peak RSS does not grow with the corpus;
+   distribution) straight into tokretrieve.index.postings.PostingsWriter, in the codec of
+   `--postings` (packed, the product's default, or raw), which holds one block's bags at a
+   time: the build's peak RSS does not grow with the corpus;
 2. evicts the written files from the page cache (posix_fadvise DONTNEED: they were fsynced, so
    their pages are clean) and opens them memory-mapped, as SparseIndex.load does;
 3. times the first queries of each mode as they come, pages read from disk (`first`), then
@@ -15,10 +17,11 @@ For each size, a child process (so that its peak memory is its own):
    where the machine's memory holds them).
 
 The parent encodes the queries once (the index's model, both modes, as the frontier does),
-measures the single-thread read bandwidth for each size's floor (postings walked x 3 bytes),
-and reports how bytes and latency grow against a straight line: each figure per million
-documents (constant on a line through the origin) and the log-log slope from the size before
-(1.0: linear). A size whose postings would not fit in `--work`'s free disk space is refused before
+measures the single-thread read bandwidth for each size's floor (postings walked x the size's
+bytes per posting), and reports how bytes and latency grow against a straight line: each figure
+per million documents (constant on a line through the origin) and the log-log slope from the
+size before (1.0: linear). A size whose postings would not fit in `--work`'s free disk space
+(bytes per document from one block drawn and written in the codec first) is refused before
 anything is drawn, the arithmetic given. Writes bench/results/speed/scale/<timestamp>/.
 """
 
@@ -41,7 +44,6 @@ from typing import Any
 import numpy as np
 
 from bench.speed.frontier import (
-    BYTES_PER_POSTING,
     add_index_arguments,
     open_index,
     postings_walked,
@@ -57,7 +59,12 @@ from bench.toolkit.results import command_line, finish_record, new_record, run_f
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
 from tokretrieve import SparseIndex
-from tokretrieve.index.postings import MAX_SEGMENT_DOCS, Postings, PostingsWriter
+from tokretrieve.index.postings import (
+    CODECS,
+    MAX_SEGMENT_DOCS,
+    PostingsWriter,
+    SegmentedPostings,
+)
 from tokretrieve.search.query_encoders import index_encoder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "scale"
@@ -69,10 +76,13 @@ K = 10
 
 
 def draw_postings(folder: Path, distribution: TokenDistribution, n_docs: int, scale: float,
-                  seed: int, block_docs: int = MAX_SEGMENT_DOCS) -> Postings:
+                  seed: int, block_docs: int = MAX_SEGMENT_DOCS, codec: str = "packed"
+                  ) -> SegmentedPostings:
     """`n_docs` synthetic documents drawn `block_docs` at a time (block b from seed + b) into
-    a PostingsWriter in `folder`: memory holds one drawn block, whatever `n_docs`."""
-    writer = PostingsWriter(folder, distribution.vocab_size, "uint8", MAX_SEGMENT_DOCS, scale)
+    a PostingsWriter of `codec` in `folder`: memory holds one drawn block, whatever
+    `n_docs`."""
+    writer = PostingsWriter(folder, distribution.vocab_size, "uint8", MAX_SEGMENT_DOCS, scale,
+                            codec)
     for block, start in enumerate(range(0, n_docs, block_docs)):
         writer.add(generate_bags(distribution, min(block_docs, n_docs - start),
                                  seed=seed + block))
@@ -89,7 +99,7 @@ def evict(folder: Path) -> None:
             os.close(fd)
 
 
-def first_queries(postings: Postings, batch: QueryBatch, n: int) -> list[float]:
+def first_queries(postings: SegmentedPostings, batch: QueryBatch, n: int) -> list[float]:
     """Milliseconds of each of the first `n` queries, one call each, no warm-up."""
     out = []
     for single in batch.singles()[:n]:
@@ -108,29 +118,43 @@ def memory_status(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+def bytes_per_document(distribution: TokenDistribution, scale: float, work: Path, seed: int,
+                       codec: str) -> float:
+    """Bytes of postings per document in `codec`, from one full block drawn and written (the
+    packed codec's bytes depend on the gaps, so they are measured, not computed)."""
+    folder = work / "sample"
+    draw_postings(folder, distribution, MAX_SEGMENT_DOCS, scale, seed, codec=codec)
+    out = folder_bytes(folder) / MAX_SEGMENT_DOCS
+    shutil.rmtree(folder)
+    return out
+
+
 def measure_size(distribution: TokenDistribution, scale: float,
-                 batches: dict[str, QueryBatch], n_docs: int, work: Path, seed: int
-                 ) -> dict[str, Any]:
+                 batches: dict[str, QueryBatch], n_docs: int, work: Path, seed: int,
+                 codec: str = "packed") -> dict[str, Any]:
     """One size, in this (child) process: draw, evict, open memory-mapped, time; the
     postings are removed afterwards."""
-    warm = draw_postings(work / "warm-up", distribution, 100, scale, seed)
+    warm = draw_postings(work / "warm-up", distribution, 100, scale, seed, codec=codec)
     for batch in batches.values():  # compile / load the kernel for read-only arrays
         package_top_k(warm, batch.query(0), K, 1)
     shutil.rmtree(work / "warm-up")
     folder = work / f"postings-{n_docs}"
     rss_before = memory_status("VmRSS")
     start = time.perf_counter()
-    written = draw_postings(folder, distribution, n_docs, scale, seed + 1)
-    out: dict[str, Any] = {"documents": n_docs, "postings": written.n_postings,
+    written = draw_postings(folder, distribution, n_docs, scale, seed + 1, codec=codec)
+    out: dict[str, Any] = {"documents": n_docs, "codec": codec, "postings": written.n_postings,
                            "build_s": time.perf_counter() - start,
                            "rss_before_build_bytes": rss_before,
                            "build_peak_rss_bytes": memory_status("VmHWM"),
-                           "bytes": sum(f.stat().st_size for f in folder.iterdir()),
-                           "modes": {}}
+                           "bytes": folder_bytes(folder), "modes": {}}
     del written
     evict(folder)
-    postings = Postings.open(folder, n_docs, distribution.vocab_size, "uint8", scale,
-                             MAX_SEGMENT_DOCS)
+    postings = CODECS[codec].open(folder, n_docs, distribution.vocab_size, "uint8", scale,
+                                  MAX_SEGMENT_DOCS)
     with pinned(1):
         for mode, batch in batches.items():
             first = first_queries(postings, batch, FIRST_QUERIES)
@@ -143,16 +167,20 @@ def measure_size(distribution: TokenDistribution, scale: float,
     return out
 
 
-def run_child(index: Path, work: Path, n_docs: int, seed: int) -> dict[str, Any]:
-    """What the child process runs: the real bags' distribution and the saved queries."""
+def real_distribution(index: Path, seed: int) -> tuple[TokenDistribution, float]:
+    """The distribution of the index's bags, and its scale (the synthetic levels use it)."""
     real = SparseIndex.load(index)
-    scale = float(real.manifest.layout.scale)
-    distribution = distribution_from_bags(real.postings.to_bags(), seed=seed)
-    del real
+    return (distribution_from_bags(real.postings.to_bags(), seed=seed),
+            float(real.manifest.layout.scale))
+
+
+def run_child(index: Path, work: Path, n_docs: int, seed: int, codec: str) -> dict[str, Any]:
+    """What the child process runs: the real bags' distribution and the saved queries."""
+    distribution, scale = real_distribution(index, seed)
     stored = np.load(work / "queries.npz")
     batches = {mode: QueryBatch(stored[f"{mode}_indptr"], stored[f"{mode}_tokens"],
                                 stored[f"{mode}_weights"]) for mode in MODES}
-    return measure_size(distribution, scale, batches, n_docs, work, seed)
+    return measure_size(distribution, scale, batches, n_docs, work, seed, codec)
 
 
 def save_queries(file: Path, batches: dict[str, QueryBatch]) -> None:
@@ -200,13 +228,14 @@ def render(record: dict[str, Any]) -> str:
              f"machine memory {record['machine'].get('memory_gib')} GiB.", "",
              f"Disk: {disk['free_bytes'] / 1e9:.1f} GB free in the work folder at the start, "
              f"{disk['bytes_per_doc_expected']:.0f} bytes of postings per document expected "
-             f"(mean bag length x 3 bytes): the largest corpus it holds is about "
-             f"{disk['largest_documents_disk_holds']:,} documents.", "",
+             f"({record.get('codec', 'raw')} lists, measured on one drawn block): the largest "
+             f"corpus it holds is about {disk['largest_documents_disk_holds']:,} documents.",
+             "",
              "## Build and latency", "",
              "`first`: the first 10 queries right after the files were evicted from the page "
              "cache (median and max ms, pages read from disk); p50 / p99 after that (pages "
-             f"cached where memory holds them). Floor: median postings walked x 3 bytes at "
-             f"{bandwidth / 1e9:.1f} GB/s.", ""]
+             "cached where memory holds them). Floor: median postings walked x the size's "
+             f"bytes per posting, read at {bandwidth / 1e9:.1f} GB/s.", ""]
     rows = []
     for size in record["corpora"].values():
         cells = [f"{size['documents']:,}", f"{size['bytes'] / 1e9:.3f}",
@@ -215,7 +244,7 @@ def render(record: dict[str, Any]) -> str:
                  f"{size['peak_rss_bytes'] / 2**20:.0f}"]
         for mode in MODES:
             m = size["modes"][mode]
-            floor = m["postings_p50"] * BYTES_PER_POSTING / bandwidth * 1e3
+            floor = m["postings_p50"] * size["bytes"] / size["postings"] / bandwidth * 1e3
             cells += [f"{number(float(np.median(m['first_ms'])))} / "
                       f"{number(max(m['first_ms']))}",
                       f"{number(m['p50_ms'])} / {number(m['p99_ms'])}", f"{floor:.3f}"]
@@ -261,20 +290,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a folder on the disk that holds the postings (each size's are "
                              "removed once measured)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--postings", choices=tuple(CODECS), default="packed",
+                        help="the lists' codec (default packed, as tokretrieve index stores)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:  # one size, in its own process (see measure_size)
-        print(json.dumps(run_child(args.index, args.work, args.child, args.seed)))
+        print(json.dumps(run_child(args.index, args.work, args.child, args.seed,
+                                   args.postings)))
         return 0
 
     sizes = parse_sizes(args.sizes)
     index = open_index(args.index)
     args.work.mkdir(parents=True, exist_ok=True)
     record = new_record(command_line("python -m bench.speed.scale", argv),
-                        **index_record(index), corpora={})
-    record["disk"] = disk_check(args.work, sizes, index.manifest.postings / len(index)
-                                * BYTES_PER_POSTING)
+                        **index_record(index), codec=args.postings, corpora={})
+    distribution, scale = real_distribution(args.index, args.seed)
+    record["disk"] = disk_check(args.work, sizes, bytes_per_document(
+        distribution, scale, args.work, args.seed, args.postings))
+    del distribution
     batches, _ = query_batches(index, index_encoder(index), args.corpus, ())
     save_queries(args.work / "queries.npz", batches)
     del index, batches
@@ -285,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{n_docs:,} documents ...", flush=True)
         child = subprocess.run(
             [sys.executable, "-m", "bench.speed.scale", "--child", str(n_docs),
-             "--index", str(args.index), "--work", str(args.work), "--seed", str(args.seed)],
+             "--index", str(args.index), "--work", str(args.work), "--seed", str(args.seed),
+             "--postings", args.postings],
             capture_output=True, text=True, check=False)
         if child.returncode != 0:
             raise SystemExit(f"error: the run at {n_docs:,} documents failed:\n"

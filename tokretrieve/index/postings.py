@@ -54,6 +54,8 @@ _NONE_DELETED = np.zeros(0, dtype=np.bool_)
 # What the kernel gets for the other codec's arrays.
 _NO_DOCS, _NO_IMPACTS = np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.uint8)
 _NO_WORD_PTR, _NO_WORDS = np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.uint32)
+# The per-segment list offsets among a codec's FILES (the others hold the lists themselves).
+_OFFSET_FILES = ("indptr", "word_ptr")
 
 
 class SegmentedPostings:
@@ -438,13 +440,15 @@ def block_postings(bags: sp.csr_matrix, impacts: ImpactType, scale: float
 class PostingsWriter:
     """Postings written to a folder as they come, one block of `segment_docs` documents at a
     time, in bounded memory: the bags of at most one block are held, each block's postings
-    go straight to the end of postings_docs.npy and postings_impacts.npy, and only the
-    (blocks x vocab + 1) list offsets stay in memory until `finish`. For collections whose
-    bags do not fit in memory at once (a uint8 index of 10 M documents of 512 tokens has
-    15 GB of postings). The arrays are the ones `postings_from_bags` gives for the same bags,
-    in the same .npy files an index segment holds (the headers, whose shapes are known only
-    at the end, have a fixed size and are written last).
+    go straight to the end of their .npy files, and only the (blocks x vocab + 1) list
+    offsets stay in memory until `finish`. For collections whose bags do not fit in memory at
+    once (a uint8 index of 10 M documents of 512 tokens has 15 GB of raw postings). The
+    arrays are the ones `postings_from_bags` gives for the same bags (`.packed()` of them for
+    the packed codec: each block is packed on its own, as the packer does), in the same .npy
+    files an index segment holds (the headers, whose shapes are known only at the end, have a
+    fixed size and are written last).
 
+    `codec`: as `build_index`'s (None: packed for uint8 impacts, raw for float32 weights).
     uint8 impacts need their `scale` up front (a stream has no maximum to take it from).
     The folder is created if missing; files of an earlier writer in it are overwritten.
     """
@@ -452,22 +456,28 @@ class PostingsWriter:
     HEADER_BYTES = 128  # a multiple of 64, as numpy aligns its own headers
 
     def __init__(self, folder: str | Path, vocab_size: int, impacts: ImpactType = "uint8",
-                 segment_docs: int = MAX_SEGMENT_DOCS, scale: float | None = None):
-        check_layout(impacts, segment_docs)
+                 segment_docs: int = MAX_SEGMENT_DOCS, scale: float | None = None,
+                 codec: str | None = None):
+        check_layout(impacts, segment_docs, codec)
         if impacts == "uint8" and not (scale and scale > 0 and math.log2(scale).is_integer()):
             raise TokretrieveError(f"uint8 impacts need a power-of-two scale, got {scale!r} "
                                    "(quantization_scale gives one from the largest weight)")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.vocab_size, self.impacts, self.segment_docs = vocab_size, impacts, segment_docs
+        self.codec = resolve_codec(codec, impacts)
         self.scale = 1.0 if impacts == "float32" else float(scale)
         self.n_docs = 0
+        # Per block: each list's first posting, and (packed) its first word.
         self._starts: list[np.ndarray] = []
+        self._word_starts: list[np.ndarray] = []
         self._pending: list[sp.csr_matrix] = []
         self._pending_docs = 0
+        streamed = [name for name in CODECS[self.codec].FILES if name not in _OFFSET_FILES]
         self._files = {name: (self.folder / f"postings_{name}.npy").open("wb")
-                       for name in ("docs", "impacts")}
-        self._written = 0  # postings in each file so far (one offset and one impact each)
+                       for name in streamed}
+        self._written = 0  # postings so far
+        self._words = 0    # packed words so far (before the final padding)
         for handle in self._files.values():
             handle.write(bytes(self.HEADER_BYTES))
 
@@ -489,31 +499,44 @@ class PostingsWriter:
             start += self.segment_docs
         self._pending, self._pending_docs = [held[start:]], held.shape[0] - start
 
-    def finish(self) -> Postings:
-        """Write the last (partial) block, the list offsets and the headers; fsync the files
-        and return the postings memory-mapped from them."""
+    def finish(self) -> SegmentedPostings:
+        """Write the last (partial) block, the padding words (packed), the list offsets and
+        the headers; fsync the files and return the postings memory-mapped from them."""
         if self._pending_docs or not self._starts:
             empty = sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
             self._write_block(sp.vstack([empty, *self._pending], format="csr"))
         self._pending = []
-        dtypes = {"docs": np.dtype(np.uint16), "impacts": np.dtype(self.impacts)}
+        lengths = {"docs": (np.uint16, self._written), "impacts": (self.impacts, self._written),
+                   "words": (np.uint32, self._words + PAD_WORDS)}
+        if "words" in self._files:
+            self._files["words"].write(bytes(4 * PAD_WORDS))
         for name, handle in self._files.items():
+            dtype, length = lengths[name]
             handle.seek(0)
-            handle.write(_npy_header(dtypes[name], self._written, self.HEADER_BYTES))
+            handle.write(_npy_header(np.dtype(dtype), length, self.HEADER_BYTES))
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-        save_array(self.folder, "postings_indptr", np.vstack(self._starts))
-        fsync_tree(self.folder / "postings_indptr.npy")
-        return Postings.open(self.folder, self.n_docs, self.vocab_size, self.impacts,
-                             self.scale, self.segment_docs)
+        offsets = {"indptr": self._starts, "word_ptr": self._word_starts}
+        for name in CODECS[self.codec].FILES:
+            if name in _OFFSET_FILES:
+                save_array(self.folder, f"postings_{name}", np.vstack(offsets[name]))
+                fsync_tree(self.folder / f"postings_{name}.npy")
+        return CODECS[self.codec].open(self.folder, self.n_docs, self.vocab_size, self.impacts,
+                                       self.scale, self.segment_docs)
 
     def _write_block(self, bags: sp.csr_matrix) -> None:
         starts, offsets, levels = block_postings(bags, self.impacts, self.scale)
         self._starts.append(self._written + starts)
+        self._written += len(offsets)
+        if self.codec == "packed":
+            word_ptr, words = pack(starts[None, :], offsets, levels)
+            self._word_starts.append(self._words + word_ptr[0])
+            self._files["words"].write(words[:len(words) - PAD_WORDS].tobytes())
+            self._words += len(words) - PAD_WORDS
+            return
         for name, values in (("docs", offsets), ("impacts", levels)):
             self._files[name].write(np.ascontiguousarray(values).tobytes())
-        self._written += len(offsets)
 
 
 def _npy_header(dtype: np.dtype, length: int, size: int) -> bytes:
