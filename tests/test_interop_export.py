@@ -172,11 +172,14 @@ def test_document_bags_in_any_step_are_the_stored_bags(imported, block_docs):
         assert (got.data * scale).tolist() == weights[order].tolist()
 
 
-def test_document_bags_of_packed_lists_are_those_of_the_raw_ones(imported):
-    packed = SparseIndex.load(imported.path)
-    for segment in packed.segments:
-        segment.postings = segment.postings.packed()
-    for mine, theirs in zip(document_bags(packed, 7), document_bags(imported, 7), strict=True):
+def test_document_bags_of_packed_lists_are_those_of_the_raw_ones(source, imported, tmp_path):
+    raw = delete_documents(index_from_vectors(source[0], tmp_path / "raw", segment_docs=64,
+                                              codec="raw", progress=False).path, DELETED)
+    assert (imported.manifest.layout.codec, raw.manifest.layout.codec) == ("packed", "raw")
+    segment = raw.path / raw.manifest.contents.segments[0].name
+    assert (segment / "postings_docs.npy").is_file()
+    assert not (segment / "postings_words.npy").exists()
+    for mine, theirs in zip(document_bags(imported, 7), document_bags(raw, 7), strict=True):
         assert mine.doc_ids == theirs.doc_ids
         assert mine.levels.shape == theirs.levels.shape
         assert (mine.levels != theirs.levels).nnz == 0
@@ -361,6 +364,17 @@ def test_cli_export_and_import(imported, tmp_path, capsys):
     assert main(["import", str(out), "--output", str(tmp_path / "again")]) == 0
     again = SparseIndex.load(tmp_path / "again")
     assert len(again) == 297 and again.vocab_size == imported.vocab_size
+    assert again.manifest.layout.codec == "packed"
+    assert main(["import", str(out), "--output", str(tmp_path / "raw"), "--postings", "raw"]) == 0
+    assert SparseIndex.load(tmp_path / "raw").manifest.layout.codec == "raw"
+
+
+def test_cli_import_refuses_packed_float32_weights(imported, exported, tmp_path, capsys):
+    out, _, _ = exported
+    assert main(["import", str(out), "--output", str(tmp_path / "f"), "--impacts", "float32",
+                 "--postings", "packed"]) == 2
+    assert "packed postings hold uint8 impacts" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -274,6 +274,9 @@ def _parser() -> argparse.ArgumentParser:
                                "or hub id); default: the keys themselves make the vocabulary")
     imported.add_argument("--impacts", choices=list(IMPACT_TYPES), default="uint8",
                           help="stored weight precision (default uint8)")
+    imported.add_argument("--postings", choices=list(CODECS), default=None,
+                          help="how the lists are stored: packed bits (the default with uint8 "
+                               "impacts) or raw arrays (the only codec with float32 impacts)")
     imported.set_defaults(run=_run_import)
 
     demo = commands.add_parser("demo", help="index Cranfield (or CORPUS) and run a few queries")
@@ -786,7 +789,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_import(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     index = index_from_vectors(args.vectors, args.output, tokenizer=args.tokenizer,
-                               impacts=args.impacts)
+                               impacts=args.impacts, codec=args.postings)
     print(f"imported {len(index)} documents from {args.vectors} into {args.output} in "
           f"{time.perf_counter() - started:.1f} s: {index.manifest.postings} postings over "
           f"{index.vocab_size} tokens (scale {index.manifest.layout.scale:g})")

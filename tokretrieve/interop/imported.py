@@ -39,6 +39,7 @@ from tokretrieve.index.postings import (
     ImpactType,
     check_layout,
     postings_from_bags,
+    resolve_codec,
 )
 from tokretrieve.index.sparse import SparseIndex, in_memory
 from tokretrieve.interop.jsonl import index_keys, read_vectors, vector_files
@@ -52,11 +53,12 @@ _HIDDEN = 1
 
 def index_from_vectors(source: str | Path, output: str | Path, *, tokenizer=None,
                        impacts: ImpactType = "uint8", segment_docs: int = MAX_SEGMENT_DOCS,
-                       progress: bool = True) -> SparseIndex:
+                       codec: str | None = None, progress: bool = True) -> SparseIndex:
     """Write an index at `output` from the vector collection at `source` (a JSONL file, a
     folder of them, or a tokretrieve export folder). `tokenizer`: a tokenizer object or the
-    name of a model whose tokenizer the keys are (alias, folder, hub id)."""
-    check_layout(impacts, segment_docs)
+    name of a model whose tokenizer the keys are (alias, folder, hub id). `codec`: the lists'
+    storage, as `build_index`'s (None: packed for uint8 impacts, raw for float32)."""
+    check_layout(impacts, segment_docs, codec)
     source = Path(source)
     files = vector_files(source)
     export = read_metadata(source) if (source / METADATA).is_file() else None
@@ -86,21 +88,22 @@ def index_from_vectors(source: str | Path, output: str | Path, *, tokenizer=None
         scale = float(export["scale"])
     index = index_from_bags(doc_ids, bags, f"imported:{source.name}", _digest(files),
                             str(source.resolve()), str(source), impacts=impacts,
-                            segment_docs=segment_docs, scale=scale)
+                            segment_docs=segment_docs, scale=scale, codec=codec)
     return index.write(output, attachments={"tokenizer": vocabulary.saver()})
 
 
 def index_from_bags(doc_ids: list[str], bags: sp.csr_matrix, name: str, content_hash: str,
                     model_source: str, source: str, *, impacts: ImpactType = "uint8",
-                    segment_docs: int = MAX_SEGMENT_DOCS,
-                    scale: float | None = None) -> SparseIndex:
+                    segment_docs: int = MAX_SEGMENT_DOCS, scale: float | None = None,
+                    codec: str | None = None) -> SparseIndex:
     """An in-memory index of bags made elsewhere (documents x vocabulary CSR, positive weights,
     row i = `doc_ids[i]`), recorded as imported under the model `name` with `content_hash`:
     the one place an imported index's manifest is made, whether the bags were read from a
     vector collection (`index_from_vectors`) or computed in memory (the quality benchmark's
-    SPLADE peer). `scale`: the uint8 levels' scale (default: fitted to the largest weight).
+    SPLADE peer). `scale`: the uint8 levels' scale (default: fitted to the largest weight);
+    `codec`: how `write` stores the lists (None: packed for uint8 impacts, raw for float32).
     Write it with `.write(path, attachments=...)` to keep it."""
-    check_layout(impacts, segment_docs)
+    check_layout(impacts, segment_docs, codec)
     postings = postings_from_bags(bags, impacts, segment_docs, scale=scale)
     manifest = IndexManifest(
         doc_count=len(doc_ids), vocab_size=int(bags.shape[1]),
@@ -109,7 +112,8 @@ def index_from_bags(doc_ids: list[str], bags: sp.csr_matrix, name: str, content_
         bags=BagRecord(bag_size=int(np.diff(bags.indptr).max(initial=0)),
                        weighting=IMPORTED_METHOD, merge_variants=False, pc1_request=None,
                        pc1_strength=0.0),
-        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=postings.scale),
+        layout=PostingsLayout(segment_docs=segment_docs, impacts=impacts, scale=postings.scale,
+                              codec=resolve_codec(codec, impacts)),
         documents_digest=None, source=source)
     return in_memory(manifest, postings, np.array(doc_ids, dtype=str),
                      np.zeros((0, _HIDDEN), dtype=np.float32),
