@@ -58,11 +58,15 @@ def test_add_delete_compact_show_in_searches_and_info(index_dir, tmp_path, capsy
     assert "documents: 3 (0 empty)" in info and "PC1 cosine" in info
 
     assert main(["compact", "--index", str(index_dir)]) == 0
-    assert "3 documents in one segment" in capsys.readouterr().out
+    assert "3 documents in one segment, packed lists" in capsys.readouterr().out
     index = SparseIndex.load(index_dir)
     assert len(index.segments) == 1 and list(index.doc_ids) == ["d2", "d3", "e1"]
     assert main(["verify", "--index", str(index_dir)]) == 0
     assert "generation 4 is whole" in capsys.readouterr().out
+    assert main(["compact", "--index", str(index_dir), "--postings", "raw"]) == 0
+    assert "3 documents in one segment, raw lists" in capsys.readouterr().out
+    assert SparseIndex.load(index_dir).manifest.layout.codec == "raw"
+    assert main(["search", "--index", str(index_dir), "--mode", "tokens", word]) == 0
 
 
 def test_update_replaces_and_a_plain_add_of_an_existing_id_is_refused(index_dir, tmp_path,

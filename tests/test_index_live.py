@@ -180,3 +180,58 @@ def test_weights_past_the_index_scale_stay_at_the_top_level_and_are_counted():
     assert postings.to_bags().toarray().tolist() == [[1, 0, 255], [255, 255, 2]]
     assert saturated(bags, 1.0, "uint8") == 2 and saturated(bags, 2.0, "uint8") == 0
     assert saturated(bags, 1.0, "float32") == 0
+
+
+def segment_files(index) -> set[str]:
+    return {p.name for p in (index.path / index.manifest.contents.segments[-1].name).iterdir()
+            if p.name.startswith("postings_")}
+
+
+def test_compaction_can_store_the_lists_in_the_other_codec(encoder, index_path):
+    """compact_index(codec=...) re-encodes the lists: same answers, the other codec's files,
+    and documents added afterwards are written in it too."""
+    index = SparseIndex.load(index_path)
+    other = {"raw": "packed", "packed": "raw"}[index.manifest.layout.codec]
+    before = answers(index, encoder)
+    compacted = compact_index(index_path, codec=other)
+    assert compacted.manifest.layout.codec == other
+    assert answers(compacted, encoder) == before
+    expected_files = {f"postings_{name}.npy" for name in compacted.postings.FILES}
+    assert segment_files(compacted) == expected_files
+    added = add_documents(index_path, SECOND, encoder, progress=False)
+    assert added.manifest.layout.codec == other
+    assert segment_files(added) == expected_files
+    assert answers(added, encoder) == answers(fresh(added, FIRST + SECOND, encoder), encoder)
+    assert verify_index(index_path) == []
+
+
+def test_a_format_3_raw_index_is_packed_by_compaction(encoder, tmp_path):
+    """An index of format 3 (raw lists, no codec in its manifest) becomes a packed index of
+    format 4 without encoding anything again."""
+    import json
+
+    path = tmp_path / "old"
+    build_index(FIRST, encoder, path, segment_docs=4, codec="raw", progress=False)
+    before = answers(SparseIndex.load(path), encoder)
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["postings_format"]["codec"]
+    manifest["format_version"] = 3
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert SparseIndex.load(path).manifest.format_version == 3
+    packed = compact_index(path, codec="packed")
+    assert (packed.manifest.format_version, packed.manifest.layout.codec) == (4, "packed")
+    assert segment_files(packed) == {"postings_indptr.npy", "postings_word_ptr.npy",
+                                     "postings_words.npy"}
+    assert answers(packed, encoder) == before
+    assert verify_index(path) == []
+
+
+def test_compaction_refuses_a_codec_that_cannot_hold_the_lists(encoder, tmp_path):
+    path = tmp_path / "f32"
+    build_index(FIRST, encoder, path, impacts="float32", progress=False)
+    with pytest.raises(TokretrieveError, match="packed postings hold uint8 impacts"):
+        compact_index(path, codec="packed")
+    with pytest.raises(TokretrieveError, match="unknown postings codec 'zip'"):
+        compact_index(path, codec="zip")
+    index = SparseIndex.load(path)
+    assert (index.manifest.contents.generation, index.manifest.layout.codec) == (1, "raw")

@@ -9,7 +9,8 @@ Each change is one generation (tokretrieve.index.generations) written under the 
 - update: delete and add in the same commit;
 - compact: the live documents of every segment, in position order, become one segment and the
   deleted set empties, so the index answers as a fresh build of those documents at the same PC1
-  direction, λ and scale would.
+  direction, λ and scale would; it may also store the lists in another codec (a raw index of
+  format 3 becomes a packed one of format 4 without encoding anything again).
 
 Bags come in ready-made: this module knows no model (tokretrieve.build.add_documents encodes).
 A commit reopens the index it just wrote without hashing it again: publishing computed those
@@ -27,7 +28,7 @@ import scipy.sparse as sp
 
 from tokretrieve.errors import IndexFormatError, TokretrieveError
 from tokretrieve.index.generations import Commit
-from tokretrieve.index.postings import postings_from_bags
+from tokretrieve.index.postings import check_codec, postings_from_bags
 from tokretrieve.index.sparse import Segment, SparseIndex, manifest_json, write_segment
 
 
@@ -95,13 +96,17 @@ def delete(commit: Commit, index: SparseIndex, doc_ids: Sequence[str]) -> Sparse
                    [index.position(d) for d in doc_ids])
 
 
-def compact(commit: Commit, index: SparseIndex) -> SparseIndex:
-    """Commit the live documents, in position order, as one segment with no deletions."""
+def compact(commit: Commit, index: SparseIndex, codec: str | None = None) -> SparseIndex:
+    """Commit the live documents, in position order, as one segment with no deletions, its
+    lists in `codec` (None: the index's own)."""
     live = np.flatnonzero(~index.deleted_mask)
     if len(live) == 0:
         raise TokretrieveError(f"every document of {index.path} is deleted: build a new index "
                                "instead of compacting an empty one")
     layout = index.manifest.layout
+    if codec is not None:
+        check_codec(codec, layout.impacts)
+        layout = replace(layout, codec=codec)
     bags = sp.vstack([s.postings.to_bags() for s in index.segments]).tocsr()[live]
     postings = postings_from_bags(bags, layout.impacts, int(layout.segment_docs),
                                   scale=float(layout.scale))
@@ -110,7 +115,7 @@ def compact(commit: Commit, index: SparseIndex) -> SparseIndex:
                       embeddings[live] if len(embeddings) else embeddings)
     record = write_segment(commit.new_entry("seg"), segment, commit.number, layout.codec)
     empty = [str(segment.doc_ids[i]) for i in np.flatnonzero(postings.document_lengths() == 0)]
-    manifest = replace(index.manifest, empty_documents=len(empty),
+    manifest = replace(index.manifest, layout=layout, empty_documents=len(empty),
                        empty_document_ids=tuple(empty[:100]))
     data = manifest_json(manifest, index.manifest.contents.base, [record])
     commit.publish(data)
@@ -123,10 +128,11 @@ def delete_documents(path, doc_ids: Sequence[str]) -> SparseIndex:
         return delete(commit, index, list(doc_ids))
 
 
-def compact_index(path) -> SparseIndex:
-    """Merge the segments of the index at `path` and drop its deleted documents."""
+def compact_index(path, codec: str | None = None) -> SparseIndex:
+    """Merge the segments of the index at `path` and drop its deleted documents; `codec`
+    ("raw" or "packed"; None: the index's own) re-encodes the lists on the way."""
     with changing(path) as (commit, index):
-        return compact(commit, index)
+        return compact(commit, index, codec)
 
 
 def _has(index: SparseIndex, doc_id: str) -> bool:
