@@ -65,6 +65,7 @@ from tokretrieve.index.postings import (
     PostingsWriter,
     SegmentedPostings,
 )
+from tokretrieve.index.storage import folder_bytes
 from tokretrieve.search.query_encoders import index_encoder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "scale"
@@ -118,10 +119,6 @@ def memory_status(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.iterdir())
-
-
 def bytes_per_document(distribution: TokenDistribution, scale: float, work: Path, seed: int,
                        codec: str) -> float:
     """Bytes of postings per document in `codec`, from one full block drawn and written (the
@@ -167,16 +164,15 @@ def measure_size(distribution: TokenDistribution, scale: float,
     return out
 
 
-def real_distribution(index: Path, seed: int) -> tuple[TokenDistribution, float]:
+def real_distribution(index: SparseIndex, seed: int) -> tuple[TokenDistribution, float]:
     """The distribution of the index's bags, and its scale (the synthetic levels use it)."""
-    real = SparseIndex.load(index)
-    return (distribution_from_bags(real.postings.to_bags(), seed=seed),
-            float(real.manifest.layout.scale))
+    return (distribution_from_bags(index.postings.to_bags(), seed=seed),
+            float(index.manifest.layout.scale))
 
 
 def run_child(index: Path, work: Path, n_docs: int, seed: int, codec: str) -> dict[str, Any]:
     """What the child process runs: the real bags' distribution and the saved queries."""
-    distribution, scale = real_distribution(index, seed)
+    distribution, scale = real_distribution(SparseIndex.load(index), seed)
     stored = np.load(work / "queries.npz")
     batches = {mode: QueryBatch(stored[f"{mode}_indptr"], stored[f"{mode}_tokens"],
                                 stored[f"{mode}_weights"]) for mode in MODES}
@@ -305,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     record = new_record(command_line("python -m bench.speed.scale", argv),
                         **index_record(index), codec=args.postings, corpora={})
-    distribution, scale = real_distribution(args.index, args.seed)
+    distribution, scale = real_distribution(index, args.seed)
     record["disk"] = disk_check(args.work, sizes, bytes_per_document(
         distribution, scale, args.work, args.seed, args.postings))
     del distribution
