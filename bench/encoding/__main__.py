@@ -4,6 +4,7 @@ matmul throughput the model forward reaches.
     python -m bench.encoding                                   # minilm + smollm2, fp32 + bf16
     python -m bench.encoding --models minilm --dtypes float32 --docs 200
     python -m bench.encoding --threads 1,2 --batch-sizes 16,32,64
+    python -m bench.encoding --device cuda --skeletons skeletons --batch-sizes 32,128,512
 
 What is measured and why: bench/encoding/measure.py. Writes
 bench/results/encoding/<timestamp>/results.json and report.md, and prints the report.
@@ -19,6 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import argparse
 import contextlib
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from bench.encoding.measure import (
     waste_table,
 )
 from bench.encoding.report import batches_label, render_report
+from bench.encoding.skeleton import rebuild
 from bench.toolkit import CRANFIELD, RESULTS_DIR
 from bench.toolkit.cli import parse_list, positive_int
 from bench.toolkit.clock import timed
@@ -53,6 +56,7 @@ from tokretrieve.encoding.encoder import (
     DEFAULT_MAX_LENGTH,
     DTYPES,
 )
+from tokretrieve.errors import TokretrieveError
 
 DEFAULT_OUTPUT = RESULTS_DIR / "encoding"
 DEFAULT_MODELS = "minilm,smollm2"
@@ -91,6 +95,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              f"{','.join(map(str, MATMUL_SIZES))}; smaller where a dtype is "
                              "emulated: a 4096 bf16 product takes minutes on a CPU without "
                              "bf16 units)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the models run: cpu (default) or cuda[:N]; on CUDA the "
+                             "thread sweep and side-by-side batches (CPU settings) are left out")
+    parser.add_argument("--skeletons", type=Path, default=None,
+                        help="a folder of model skeletons (python -m bench.encoding.skeleton): "
+                             "each --models name is rebuilt from DIR/<name> with random weights "
+                             "instead of loaded, for a machine without the weights; docs/s and "
+                             "GFLOP/s are the real model's, embeddings are not")
     parser.add_argument("--max-length", type=positive_int, default=DEFAULT_MAX_LENGTH)
     parser.add_argument("--bag-size", type=positive_int, default=DEFAULT_BAG_SIZE,
                         help=f"tokens per bag in the bag step (default {DEFAULT_BAG_SIZE}, the "
@@ -107,18 +119,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_model(model: str, dtypes: Sequence[str], texts: list[str], sweep: list[str],
               threads: list[int], batch_sizes: list[int], args: argparse.Namespace,
               references: dict[tuple[int, str], float], corpus: Sequence[str]) -> dict[str, Any]:
-    """All rows of one model: per dtype the headline (all docs, most threads, first batch
-    size), the bag step, then the thread and batch-size comparisons on the subset; and the
-    padding waste batching the whole `corpus` would give."""
+    """One model's rows, loaded (or, with --skeletons, rebuilt with random weights in a
+    scratch folder removed afterwards)."""
+    if args.skeletons is None:
+        return model_rows(model, model, None, dtypes, texts, sweep, threads, batch_sizes, args,
+                          references, corpus)
+    skeleton = args.skeletons / model
+    with tempfile.TemporaryDirectory(prefix=f"rebuilt-{model}-") as scratch:
+        print(f"[encode] {model}: random weights from {skeleton}", flush=True)
+        try:
+            source, method = rebuild(skeleton, Path(scratch) / model)
+        except TokretrieveError as error:
+            raise SystemExit(f"error: --skeletons: {error}") from None
+        record = model_rows(model, str(source), method, dtypes, texts, sweep, threads,
+                            batch_sizes, args, references, corpus)
+    record["model"]["weights"] = f"random, rebuilt from {skeleton}"
+    return record
+
+
+def model_rows(model: str, source: str, method: str | None, dtypes: Sequence[str],
+               texts: list[str], sweep: list[str], threads: list[int], batch_sizes: list[int],
+               args: argparse.Namespace, references: dict[tuple[int, str], float],
+               corpus: Sequence[str]) -> dict[str, Any]:
+    """All rows of one model (`source`: what Encoder.load takes, run by `method`, None for
+    its own): per dtype the headline (all docs, most threads, first batch size), the bag
+    step, then the thread and batch-size comparisons on the subset; and the padding waste
+    batching the whole `corpus` would give."""
     most = max(threads)
+    cuda = args.device.startswith("cuda")
     record: dict[str, Any] = {"rows": [], "bags": {}}
     flops: FlopCache | None = None
     embeddings: dict[str, np.ndarray] = {}
     for dtype in dtypes:
         print(f"[encode] {model} {dtype}: loading", flush=True)
         loaded, load_s = timed(lambda dtype=dtype: Encoder.load(
-            model, max_length=args.max_length, batch_size=batch_sizes[0], device="cpu",
-            dtype=dtype))
+            source, method=method, max_length=args.max_length, batch_size=batch_sizes[0],
+            device=args.device, dtype=dtype))
         encoder: Encoder = loaded
         if "model" not in record:
             record["model"] = model_record(model, encoder) | {"load_s": {}}
@@ -139,7 +175,7 @@ def run_model(model: str, dtypes: Sequence[str], texts: list[str], sweep: list[s
         print(f"  bags: {record['bags'][dtype]['docs_per_s']:.0f} docs/s", flush=True)
         settings = [(t, batch_sizes[0], True) for t in sorted(threads, reverse=True)]
         settings += [(most, b, True) for b in batch_sizes[1:]]
-        if most > 1:
+        if most > 1 and not cuda:
             settings.append((most, batch_sizes[0], False))
         if len(settings) > 1:
             record["rows"] += sweep_rows(model, encoder, sweep, settings, args.rounds, flops,
@@ -197,16 +233,36 @@ def bf16_support() -> dict[str, Any]:
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def device_support(device: str) -> dict[str, Any]:
+    """The accelerator a --device names, or SystemExit where torch has none such here."""
+    if device == "cpu":
+        return {"type": "cpu"}
+    if not device.startswith("cuda"):
+        raise SystemExit(f"error: --device {device}: give cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {device}: torch {torch.__version__} sees no CUDA "
+                         "device on this machine (torch.cuda.is_available() is False)")
+    try:
+        name = torch.cuda.get_device_name(device)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        raise SystemExit(f"error: --device {device}: {error}") from None
+    return {"type": "cuda", "name": name, "bf16": torch.cuda.is_bf16_supported(),
+            "cuda": torch.version.cuda}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    device = device_support(args.device)
     models = parse_list(args.models, str, "--models")
     dtypes = parse_list(args.dtypes, str, "--dtypes")
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:
         raise SystemExit(f"error: --dtypes: unknown {unknown}; choose from {', '.join(DTYPES)}")
     batch_sizes = parse_list(args.batch_sizes, positive_int, "--batch-sizes")
-    threads = parse_list(args.threads or f"1,{torch.get_num_threads()}", positive_int,
-                         "--threads")
+    # On CUDA the threads only feed the device: one setting, torch's own.
+    default_threads = (str(torch.get_num_threads()) if device["type"] == "cuda"
+                       else f"1,{torch.get_num_threads()}")
+    threads = parse_list(args.threads or default_threads, positive_int, "--threads")
     threads = sorted(set(threads))
     matmul_sizes = parse_list(args.matmul_sizes, positive_int, "--matmul-sizes")
     documents = read_documents(args.corpus)
@@ -214,8 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = [documents[i][1] for i in picks]
     sweep = [texts[i] for i in evenly_spaced(args.sweep_docs, len(texts))]
     record = new_record(
-        command_line("python -m bench.encoding", argv), bf16=bf16_support(),
+        command_line("python -m bench.encoding", argv), bf16=bf16_support(), device=device,
         settings={"models": models, "dtypes": dtypes, "docs": len(texts),
+                  "device": args.device,
+                  "skeletons": None if args.skeletons is None else str(args.skeletons),
                   "sweep_docs": len(sweep), "batch_sizes": batch_sizes, "threads": threads,
                   "rounds": args.rounds,
                   "max_length": args.max_length, "bag_size": args.bag_size,
@@ -225,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = run_folder(args.output, record)
     print(f"[encode] {len(texts)} docs from {args.corpus} ({len(sweep)} in the sweep subset); "
           f"threads {threads}, dtypes {dtypes}; measuring torch.mm ...", flush=True)
-    starts = {(t, d): measure_matmul(t, d, matmul_sizes) for t in threads for d in dtypes}
+    starts = {(t, d): measure_matmul(t, d, matmul_sizes, device=args.device)
+              for t in threads for d in dtypes}
     references = {key: value["gflops"] for key, value in starts.items()}
     for model in models:
         record["models"][model] = run_model(model, dtypes, texts, sweep, threads, batch_sizes,
@@ -233,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             [text for _, text in documents])
         write_record(out_dir, record, render_report, partial=True)
     print("[encode] measuring torch.mm again ...", flush=True)
-    ends = {(t, d): measure_matmul(t, d, matmul_sizes) for t in threads for d in dtypes}
+    ends = {(t, d): measure_matmul(t, d, matmul_sizes, device=args.device)
+            for t in threads for d in dtypes}
     for (t, d), start in starts.items():
         best = max(start["gflops"], ends[(t, d)]["gflops"])
         record["matmul"][f"{d}/{t}"] = {"threads": t, "dtype": d, "gflops": best,

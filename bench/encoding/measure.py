@@ -167,25 +167,37 @@ def matmul_flops_counted(size: int, dtype: torch.dtype) -> int:
 
 
 # ---------------------------------------------------------------------------------- measurement
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA runs kernels asynchronously: a wall-clock
+    interval ends when they have run, not when they were queued); nothing on a CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure_matmul(threads: int, dtype: str, sizes: Sequence[int] = MATMUL_SIZES,
-                   repeats: int = MATMUL_REPEATS) -> dict[str, Any]:
-    """Best-of-`repeats` GFLOP/s of a square torch.mm per size (after one warm-up call), at
-    `threads` torch threads; `gflops` is the best over the sizes."""
+                   repeats: int = MATMUL_REPEATS, device: str = "cpu") -> dict[str, Any]:
+    """Best-of-`repeats` GFLOP/s of a square torch.mm per size on `device` (after one warm-up
+    call), at `threads` torch threads; `gflops` is the best over the sizes."""
     torch_dtype = DTYPES[dtype]
     per_size = {}
     generator = torch.Generator().manual_seed(0)
+
+    def product(a: torch.Tensor, b: torch.Tensor) -> None:
+        torch.mm(a, b)
+        synchronize(device)
+
     with pinned(threads), torch.inference_mode():
         for size in sizes:
-            a = torch.randn(size, size, generator=generator).to(torch_dtype)
-            b = torch.randn(size, size, generator=generator).to(torch_dtype)
+            a = torch.randn(size, size, generator=generator).to(device, torch_dtype)
+            b = torch.randn(size, size, generator=generator).to(device, torch_dtype)
             flops = matmul_flops_counted(size, torch_dtype)
-            torch.mm(a, b)
-            seconds = [timed(lambda a=a, b=b: torch.mm(a, b))[1] for _ in range(repeats)]
+            product(a, b)
+            seconds = [timed(lambda a=a, b=b: product(a, b))[1] for _ in range(repeats)]
             per_size[str(size)] = {"flops": flops, "best_s": min(seconds),
                                    "median_s": float(np.median(seconds)),
                                    "gflops": gflops(flops, min(seconds)),
                                    "gflops_median": gflops(flops, float(np.median(seconds)))}
-    return {"threads": threads, "dtype": dtype, "sizes": per_size,
+    return {"threads": threads, "dtype": dtype, "device": str(device), "sizes": per_size,
             "gflops": max(s["gflops"] for s in per_size.values()), "load_avg": load_average()}
 
 
@@ -236,9 +248,11 @@ def observe_backbone(backbone: torch.nn.Module) -> Iterator[BatchLog]:
         with appending:
             log.input_ids.append(ids)
             log.masks.append(mask)
+        synchronize(kwargs["input_ids"].device)
         started.at = time.perf_counter()
 
     def after(module, args, output):
+        synchronize(next(module.parameters()).device)
         log.intervals.append((started.at, time.perf_counter()))
 
     handles = [backbone.register_forward_pre_hook(before, with_kwargs=True),

@@ -89,6 +89,15 @@ def render_report(record: dict[str, Any]) -> str:
              "the row being its median; *CPU share* is CPU seconds "
              "/ wall seconds / threads (below ~0.9: another process had the cores). "
              f"OMP_WAIT_POLICY: {m['env'].get('OMP_WAIT_POLICY')}.", ""]
+    device = record.get("device", {"type": "cpu"})
+    if device["type"] != "cpu":
+        lines += [f"Models and torch.mm ran on {s['device']}: {device['name']} (CUDA "
+                  f"{device['cuda']}, bf16: {number(device['bf16'])}); the CPU above only fed "
+                  "it.", ""]
+    if s.get("skeletons"):
+        lines += [f"Weights: random, each model rebuilt from its skeleton in {s['skeletons']} "
+                  "(bench/encoding/skeleton.py): speed figures are the real architecture's, "
+                  "the embedding checks below are not the real model's.", ""]
     lines += main_table(record)
     lines += ["", "## torch.mm reference (best of start and end)", ""]
     lines += table(["dtype", "threads", "GFLOP/s", "start", "end"], [

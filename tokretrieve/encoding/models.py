@@ -239,7 +239,7 @@ def model_recipe(name: str, source: str, config: object,
             recipe = dataclasses.replace(recipe.with_changes(shown), name=recipe.name)
     recipe = recipe.with_changes(overrides or {})
     if recipe.head not in HEADS:  # a backbone: a folder is recorded by its absolute path
-        recipe = dataclasses.replace(recipe, head=_resolve(recipe.head)[0])
+        recipe = dataclasses.replace(recipe, head=resolve_model(recipe.head)[0])
     return recipe
 
 
@@ -259,7 +259,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         raise ModelLoadError("model name is empty: give an alias "
                              f"({', '.join(ALIASES)}), a local folder, a .gguf file or a hub id")
     device = default_device(device)
-    recorded, source = _resolve(name)
+    recorded, source = resolve_model(name)
     config = _config(name, source)
     recipe = model_recipe(name, source, config, method, overrides)
     _set_attention(config, recipe, name)
@@ -330,7 +330,7 @@ def _set_attention(config, recipe: ModelRecipe, name: str) -> None:
                              f"'{name}' (an encoder) cannot run: drop --attention")
 
 
-def _resolve(name: str) -> tuple[str, str]:
+def resolve_model(name: str) -> tuple[str, str]:
     """(the name to record, what transformers loads) for a model name. A local folder or GGUF
     file is recorded by its absolute path: an index reloads its model by the recorded name,
     and a relative path would only resolve from the working directory of the build."""
@@ -370,7 +370,7 @@ def load_model_tokenizer(name: str):
     hub id), without loading its weights: for bags whose keys are that model's tokens."""
     from transformers import AutoTokenizer
 
-    _, source = _resolve(name)
+    _, source = resolve_model(name)
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -438,7 +438,7 @@ def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe:
     if recipe.head in ("auto", "tied"):
         return _Head(embeddings, None, None, "tied input embeddings")
     try:
-        source = _resolve(recipe.head)[1]
+        source = resolve_model(recipe.head)[1]
         backbone_config = _config(recipe.head, source)
         backbone, backbone_causal, backbone_head = _load_transformers(source, backbone_config,
                                                                       dtype)
