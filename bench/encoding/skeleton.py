@@ -27,6 +27,7 @@ from bench.toolkit.cli import parse_list
 from tokretrieve.encoding.models import ALIASES, resolve_model
 from tokretrieve.encoding.recipes import is_causal_config
 from tokretrieve.errors import TokretrieveError
+from tokretrieve.index.storage import folder_bytes
 
 # Files that hold weights; everything else of a model folder is small and travels.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msgpack", ".ckpt",
@@ -104,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = export_skeleton(model, args.to)
         except TokretrieveError as error:
             raise SystemExit(f"error: {error}") from None
-        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        print(f"{model}: {out} ({size / 2**20:.1f} MiB)", flush=True)
+        print(f"{model}: {out} ({folder_bytes(out) / 2**20:.1f} MiB)", flush=True)
     return 0
 
 
