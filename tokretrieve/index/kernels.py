@@ -128,12 +128,11 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
                    heap_scores, heap_docs, size):
     """Score one query over one segment and offer the positive sums of documents not marked
     in `deleted` (empty: none are) to the heap; returns the heap's new size, or -1 when a
-    packed chunk is damaged. The lists are raw (docs / impacts) or packed (word_ptr / words,
-    the raw arrays then empty; gaps / levels: the decoder's buffers, spare: an empty uint8
-    array, what walk_list writes in a mode the kernel does not use). The accumulator is left
-    zeroed."""
+    packed chunk is damaged. The lists are raw (docs / impacts; word_ptr / words None) or
+    packed (word_ptr / words; docs / impacts empty); gaps / levels: the decoder's buffers,
+    spare: an empty uint8 array, what walk_list writes in a mode the kernel does not use. The
+    accumulator is left zeroed."""
     any_deleted = deleted.shape[0] > 0
-    packed = words.shape[0] > 0
     walked = 0
     for i in range(tokens.shape[0]):
         token = tokens[i]
@@ -144,14 +143,13 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
         for i in range(tokens.shape[0]):
             token = tokens[i]
             weight = np.float32(query_weights[i])
-            if packed:
-                if walk_list(indptr, word_ptr, words, segment, token, span, ADD, weight,
-                             accumulator, touched, 0, spare, gaps, levels) < 0:
-                    accumulator[:span] = 0.0
-                    return -1
-                continue
-            for p in range(indptr[segment, token], indptr[segment, token + 1]):
-                accumulator[docs[p]] += weight * np.float32(impacts[p])
+            if words is None:
+                for p in range(indptr[segment, token], indptr[segment, token + 1]):
+                    accumulator[docs[p]] += weight * np.float32(impacts[p])
+            elif walk_list(indptr, word_ptr, words, segment, token, span, ADD, weight,
+                           accumulator, touched, 0, spare, gaps, levels) < 0:
+                accumulator[:span] = 0.0
+                return -1
         # Ascending positions, after every document already in the heap: a score equal to the
         # heap's worst loses its tie, so only a strictly better one is offered. One test per
         # document against a floor that is rarely beaten keeps the branch predictable (testing
@@ -169,19 +167,19 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
     for i in range(tokens.shape[0]):
         token = tokens[i]
         weight = np.float32(query_weights[i])
-        if packed:
-            n_touched = walk_list(indptr, word_ptr, words, segment, token, span, TRACK, weight,
-                                  accumulator, touched, n_touched, spare, gaps, levels)
-            if n_touched < 0:  # the documents touched so far are lost: zero the whole span
-                accumulator[:span] = 0.0
-                return -1
+        if words is None:
+            for p in range(indptr[segment, token], indptr[segment, token + 1]):
+                local = docs[p]
+                if accumulator[local] == 0.0:
+                    touched[n_touched] = local
+                    n_touched += 1
+                accumulator[local] += weight * np.float32(impacts[p])
             continue
-        for p in range(indptr[segment, token], indptr[segment, token + 1]):
-            local = docs[p]
-            if accumulator[local] == 0.0:
-                touched[n_touched] = local
-                n_touched += 1
-            accumulator[local] += weight * np.float32(impacts[p])
+        n_touched = walk_list(indptr, word_ptr, words, segment, token, span, TRACK, weight,
+                              accumulator, touched, n_touched, spare, gaps, levels)
+        if n_touched < 0:  # the documents touched so far are lost: zero the whole span
+            accumulator[:span] = 0.0
+            return -1
     # Touched in no particular order, so a score equal to the heap's worst may still win its
     # tie (lower position): offer scores >= the floor. A document touched twice (zero product
     # first) is offered once: its second visit reads 0.
@@ -229,9 +227,13 @@ def batch_top_k(indptr, docs, impacts, word_ptr, words, n_docs, segment_docs, qu
                 query_tokens, query_weights, k, deleted, accumulators, touched):
     """Exact top-k of every query of a batch (CSR of query bags), queries spread over the
     threads that `accumulators` / `touched` have rows for (see Scratch), over raw lists
-    (docs / impacts; word_ptr / words empty) or packed ones (word_ptr / words, see
-    tokretrieve.index.packing; docs / impacts empty). Documents whose `deleted` entry is true
-    are never returned (an empty `deleted`: none is deleted).
+    (docs / impacts; word_ptr / words None) or packed ones (word_ptr / words, see
+    tokretrieve.index.packing; docs / impacts empty). Documents whose `deleted` entry is
+    true are never returned (an empty `deleted`: none is deleted).
+
+    None, not empty arrays, for a raw index's word_ptr / words: numba types None apart and
+    drops the branches that test `words is None`, so a raw index's first search compiles no
+    packed decoder (numba prunes on a None argument only, hence empty arrays the other way).
 
     Returns (docs, sums, counts): (queries x k) arrays, row q valid up to counts[q]; sums are
     before the scale. counts[q] is -1 where a packed chunk the query walked is damaged.

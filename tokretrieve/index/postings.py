@@ -51,9 +51,8 @@ IMPACT_TYPES = ("uint8", "float32")
 # The largest segment whose offsets fit in uint16.
 MAX_SEGMENT_DOCS = 65536
 _NONE_DELETED = np.zeros(0, dtype=np.bool_)
-# What the kernel gets for the other codec's arrays.
+# What the kernel gets for a packed index's raw arrays (a raw index's packed ones are None).
 _NO_DOCS, _NO_IMPACTS = np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.uint8)
-_NO_WORD_PTR, _NO_WORDS = np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.uint32)
 # The per-segment list offsets among a codec's FILES (the others hold the lists themselves).
 _OFFSET_FILES = ("indptr", "word_ptr")
 
@@ -71,6 +70,12 @@ class SegmentedPostings:
     scale: float
     n_docs: int
     segment_docs: int
+
+    def __post_init__(self) -> None:
+        # Nothing writes an index's arrays once they exist; read-only views of them all keep
+        # one compiled kernel for lists in memory and lists memory-mapped (_read_only).
+        for name in self.FILES:
+            setattr(self, name, _read_only(getattr(self, name)))
 
     @property
     def vocab_size(self) -> int:
@@ -125,10 +130,10 @@ class SegmentedPostings:
         that results of several segments sharing the scale merge without rounding.
         """
         accumulators, touched = scratch.buffers(n_threads, min(self.segment_docs, self.n_docs))
-        raw = self.arrays()
+        lists = self.arrays()
         docs, sums, counts = batch_top_k(
-            self.indptr, raw.get("docs", _NO_DOCS), raw.get("impacts", _NO_IMPACTS),
-            raw.get("word_ptr", _NO_WORD_PTR), raw.get("words", _NO_WORDS), self.n_docs,
+            lists["indptr"], lists.get("docs", _NO_DOCS), lists.get("impacts", _NO_IMPACTS),
+            lists.get("word_ptr"), lists.get("words"), self.n_docs,
             self.segment_docs, query_indptr, query_tokens, query_weights,
             min(k, max(self.n_docs, 1)), _NONE_DELETED if deleted is None else deleted,
             accumulators, touched)
@@ -330,6 +335,15 @@ def _check_offsets(folder: Path, name: str, bounds: np.ndarray, total: int) -> N
     if (bounds[0, 0] != 0 or bounds[-1, -1] != total
             or np.any(bounds[1:, 0] != bounds[:-1, -1]) or np.any(np.diff(bounds) < 0)):
         _refuse(folder, name, f"offsets not increasing from 0 to {total}")
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of an index array. numba compiles a kernel once per signature, and a
+    writable array is another type than a read-only (memory-mapped) one: viewing both alike
+    keeps one compiled kernel (tens of seconds of compiling, the first time) for either."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _refuse(folder: Path, name: str, why: str) -> None:
