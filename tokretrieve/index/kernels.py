@@ -163,7 +163,7 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
                     floor = heap_scores[0]
         accumulator[:span] = 0.0
         return size
-    n_touched = 0
+    n_touched = np.int64(0)
     for i in range(tokens.shape[0]):
         token = tokens[i]
         weight = np.float32(query_weights[i])
@@ -209,7 +209,7 @@ def _chunk_top_k(indptr, docs, impacts, word_ptr, words, n_docs, segment_docs, q
     spare = np.zeros(0, dtype=np.uint8)
     for q in range(chunk, query_indptr.shape[0] - 1, n_chunks):
         start, end = query_indptr[q], query_indptr[q + 1]
-        size = 0
+        size = np.int64(0)
         for segment in range(indptr.shape[0]):
             base = segment * segment_docs
             size = _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base,
