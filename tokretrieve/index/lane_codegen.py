@@ -10,7 +10,8 @@ generated module is missing or stale:
     python tokretrieve/index/lane_codegen.py     # rewrites tokretrieve/index/lane_decoders.py
 
 It also drops numba's cached kernels of tokretrieve/index, which would keep the old decoders
-(tests/test_index_packing.py checks the committed module is what this writes).
+(tests/test_index_packing.py checks the committed module is what this writes);
+`python -m tokretrieve.index.warmup` compiles them again.
 """
 
 from __future__ import annotations
