@@ -2,10 +2,10 @@
 
 numba compiles a kernel the first time it meets a new signature and keeps the machine code in
 its on-disk cache (`cache=True`: __pycache__ beside the module, or NUMBA_CACHE_DIR). Without
-this, the first search after an install compiles for most of a minute (49 s for a packed index
-on a 2-core Xeon: the packed codec's sixteen decoders, then each level of the kernel
-re-optimizing the code it inlines), and every later process loads the result in about a second.
-`make install` runs this once, so the first search answers at once.
+this, the first search after an install compiles for most of a minute (38 s for a packed index
+on 2 cores, bench/results/speed/coldstart: the packed codec's sixteen decoders, then each level
+of the kernel re-optimizing the code it inlines), and every later process loads the result in
+about 0.35 s. `make install` runs this once, so the first search answers at once.
 
 It drives the postings the way a search, an explanation, a build and a compaction do, on a small
 fixed set of bags, in every codec and impact type an index can have; the arrays have the types
