@@ -72,11 +72,11 @@ print(json.dumps({"first_s": time.perf_counter() - start}))
 """
 
 
-def _run(script: str, cache: Path | None) -> dict:
-    env = dict(os.environ)
-    if cache is not None:
-        env["NUMBA_CACHE_DIR"] = str(cache)
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
+def _run(script: str, cache: Path) -> dict:
+    """Run `script` in a fresh interpreter whose numba cache is `cache`; its last printed line
+    as JSON ({} when it prints nothing)."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"a step failed:\n{done.stderr[-3000:]}")
