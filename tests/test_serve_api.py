@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tokretrieve import DenseSearcher, SparseIndex, SparseSearcher, build_index, delete_documents
-from tokretrieve.encoding.encoder import token_text
+from tokretrieve.encoding.tokenizer import token_text
 from tokretrieve.serve import Limits, create_app
 
 DOCS = [("d1", "wing lift drag"), ("d2", "heat transfer flow"), ("d3", "shock wave flow"),

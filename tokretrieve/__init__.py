@@ -25,8 +25,8 @@ _HOME = {
     "read_documents": "tokretrieve.corpus",
     "read_qrels": "tokretrieve.corpus",
     "read_queries": "tokretrieve.corpus",
-    "BagRecipe": "tokretrieve.encoding",
-    "Encoder": "tokretrieve.encoding",
+    "BagRecipe": "tokretrieve.encoding.encoder",
+    "Encoder": "tokretrieve.encoding.encoder",
     "CorpusError": "tokretrieve.errors",
     "EmptyQueryError": "tokretrieve.errors",
     "IndexBusyError": "tokretrieve.errors",
@@ -105,7 +105,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from tokretrieve.build import add_documents, build_index, index_from_embeddings
     from tokretrieve.corpus import read_documents, read_qrels, read_queries
-    from tokretrieve.encoding import BagRecipe, Encoder
+    from tokretrieve.encoding.encoder import BagRecipe, Encoder
     from tokretrieve.errors import (
         CorpusError,
         EmptyQueryError,

@@ -19,10 +19,10 @@ import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from tokretrieve.errors import CorpusError
+from tokretrieve.errors import CorpusError, TokretrieveError
 
 IRDS_PREFIX = "irds:"
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
@@ -126,6 +126,19 @@ def check_unicode(value: str, what: str) -> str:
         raise CorpusError(f"{what} holds a lone surrogate ({found.group()!r} at character "
                           f"{found.start() + 1}), which is not a character: remove it")
     return value
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list, refusing a bare string (a common slip), non-strings and lone
+    surrogates (the tokenizer would fail on them with a TypeError)."""
+    if isinstance(texts, str):
+        raise TokretrieveError("texts must be a sequence of strings, got a single string")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TokretrieveError(f"text {i} is {type(text).__name__}, not a string")
+        check_unicode(text, f"text {i}")
+    return texts
 
 
 def documents_digest(records: Iterable[tuple[str, str]]) -> str:

@@ -44,8 +44,9 @@ from tokretrieve.encoding.alignment import (
     spectrum,
     uninformative_tokens,
 )
-from tokretrieve.encoding.encoder import Encoder, token_text
+from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.encoding.projection import PC1Adjustment, first_principal_direction
+from tokretrieve.encoding.tokenizer import token_text
 from tokretrieve.encoding.vocabulary import normalise_token, variant_map
 
 matplotlib.use("Agg")

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from tokretrieve.corpus import check_unicode
+from tokretrieve.corpus import check_texts
 from tokretrieve.encoding.literal import (
     LiteralFit,
     LiteralWeights,
@@ -40,6 +40,7 @@ from tokretrieve.encoding.projection import (
     check_weighting,
 )
 from tokretrieve.encoding.recipes import ModelRecipe
+from tokretrieve.encoding.tokenizer import bag_tokens
 from tokretrieve.encoding.vocabulary import merge_variants
 from tokretrieve.errors import TokretrieveError, check_count
 
@@ -420,18 +421,6 @@ def _special_wrap_ids(tokenizer) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def bag_tokens(tokenizer, token_ids: np.ndarray, weights: np.ndarray) -> list[tuple[str, float]]:
-    """Readable (token, weight) pairs, heaviest first."""
-    order = np.argsort(-np.asarray(weights), kind="stable")
-    return [(token_text(tokenizer, int(token_ids[i])), float(weights[i])) for i in order]
-
-
-def token_text(tokenizer, token_id: int) -> str:
-    """A token as a reader sees it: decoded, with the word-boundary space made visible as '_'."""
-    text = tokenizer.decode([token_id])
-    return "_" + text[1:] if text.startswith(" ") and len(text) > 1 else text
-
-
 def _check_recipe(recipe: BagRecipe) -> BagRecipe:
     check_count(recipe.bag_size, "bag_size")
     if recipe.weighting is not None:
@@ -443,16 +432,3 @@ def _check_recipe(recipe: BagRecipe) -> BagRecipe:
         raise TokretrieveError(f"literal must be LiteralWeights, True, False or None, got "
                                f"{recipe.literal!r}")
     return recipe
-
-
-def check_texts(texts: Sequence[str]) -> list[str]:
-    """The texts as a list, refusing a bare string (a common slip), non-strings and lone
-    surrogates (the tokenizer would fail on them with a TypeError)."""
-    if isinstance(texts, str):
-        raise TokretrieveError("texts must be a sequence of strings, got a single string")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TokretrieveError(f"text {i} is {type(text).__name__}, not a string")
-        check_unicode(text, f"text {i}")
-    return texts

@@ -356,15 +356,6 @@ def resolve_model(name: str) -> tuple[str, str]:
     return name, name
 
 
-def load_tokenizer(folder: str | Path):
-    """A tokenizer saved in a local folder, alone: the cheap query path needs no model weights.
-    Local files only: transformers takes a path it cannot find for a hub repo name and spends
-    its retries asking the hub for it."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-
-
 def load_model_tokenizer(name: str):
     """The tokenizer of a model named the way `load_model` takes it (alias, folder, GGUF file,
     hub id), without loading its weights: for bags whose keys are that model's tokens."""

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError, check_count
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.search.bm25 import BM25Searcher
@@ -32,6 +31,9 @@ from tokretrieve.search.searcher import (
     Searcher,
     SparseSearcher,
 )
+
+if TYPE_CHECKING:  # torch loads with the model, never for tokenized queries
+    from tokretrieve.encoding.encoder import Encoder
 
 Fusion = Literal["rrf", "linear"]
 FUSIONS = ("rrf", "linear")

@@ -23,19 +23,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
-from tokretrieve.encoding.encoder import Encoder, check_texts
+from tokretrieve.corpus import check_texts
 from tokretrieve.encoding.literal import LiteralFit, LiteralWeights, token_counts
-from tokretrieve.encoding.models import load_tokenizer
-from tokretrieve.encoding.projection import PC1Adjustment
 from tokretrieve.encoding.recipes import ModelRecipe, get_method
+from tokretrieve.encoding.tokenizer import load_tokenizer
 from tokretrieve.errors import IndexFormatError, TokretrieveError, check_count
 from tokretrieve.index.manifest import IMPORTED_METHOD
 from tokretrieve.index.sparse import SparseIndex
+
+if TYPE_CHECKING:  # torch loads with the model, never for tokenized queries
+    from tokretrieve.encoding.encoder import Encoder
 
 TokenWeighting = Literal["idf", "count"]
 # M of the union query over the default bags (literal weights, count-weighted query tokens): the
@@ -61,6 +63,9 @@ def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder
     manifest records; either way the weights' hash and every field of the recipe must match
     the build's, or the bags would live in another space and the scores would mean nothing.
     """
+    from tokretrieve.encoding.encoder import Encoder
+    from tokretrieve.encoding.projection import PC1Adjustment
+
     record = index.manifest.model
     where = index.path or "this index"
     if record.method == IMPORTED_METHOD:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from tokretrieve.encoding.encoder import Encoder, bag_tokens, check_texts, token_text
+from tokretrieve.corpus import check_texts
+from tokretrieve.encoding.tokenizer import bag_tokens, token_text
 from tokretrieve.errors import EmptyQueryError, TokretrieveError, check_count
 from tokretrieve.index.dense import DenseIndex
 from tokretrieve.index.sparse import SparseIndex
@@ -34,6 +35,9 @@ from tokretrieve.search.query_encoders import (
     index_encoder,
     index_tokenizer,
 )
+
+if TYPE_CHECKING:  # torch loads with the model, never for tokenized queries
+    from tokretrieve.encoding.encoder import Encoder
 
 QueryMode = Literal["model", "tokens", "union"]
 QUERY_MODES = ("model", "tokens", "union")

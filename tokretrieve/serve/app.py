@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from tokretrieve.build import add_documents
-from tokretrieve.encoding.encoder import bag_tokens
+from tokretrieve.encoding.tokenizer import bag_tokens
 from tokretrieve.errors import IndexBusyError, TokretrieveError, check_count
 from tokretrieve.index.live import delete_documents
 from tokretrieve.search.searcher import Hit
