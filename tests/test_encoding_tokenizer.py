@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import CRANFIELD, word_tokenizer
 
@@ -140,26 +139,25 @@ print(json.dumps({"hits": [[h.doc_id, h.score, h.matched] for h in hits], "code"
 """
 
 
-@pytest.mark.parametrize("built", ["softmax_plain"], indirect=True)
+@pytest.mark.parametrize("built", ["log1p_uint8"], indirect=True)
 def test_tokenized_queries_load_no_model_library(built):
     """A fresh interpreter searching with tokenized queries, from Python and from the command
     line, imports neither torch nor transformers, and finds what the searcher finds with
     transformers' tokenizer in this process."""
+    from transformers import AutoTokenizer
+
     from tokretrieve.search import SparseSearcher, TokenQueryEncoder
 
     index, _, _ = built
-    query = "wing flutter"
+    folder = Path(index.path) / index.manifest.contents.base / "tokenizer"
+    reference = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    query = " ".join(reference.convert_ids_to_tokens(index.document_bag(0)[0].tolist()))
     run = subprocess.run([sys.executable, "-c", _PROBE, str(index.path), query],
                          capture_output=True, text=True, timeout=300, check=True)
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [] and report["code"] == 0
-    from transformers import AutoTokenizer
-
-    folder = Path(index.path) / index.manifest.contents.base / "tokenizer"
-    reference = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     expected = SparseSearcher(index, TokenQueryEncoder.for_index(index, tokenizer=reference),
                               reference).search(query, k=3)
     assert expected
     assert [[h.doc_id, h.score, [list(m) for m in h.matched]] for h in expected] == \
         report["hits"]
-    assert np.isfinite([h.score for h in expected]).all()

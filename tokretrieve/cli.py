@@ -6,6 +6,9 @@ where they expect; each count has its own name: `--bag-size` (tokens kept per do
 `--hits` (results per query), `--tokens` (tokens shown). Bad input ends the command with one
 `error:` line and exit status 2, and so does a file system that refuses a write (disk full,
 read-only, permission denied): the line names the path and the cause.
+
+What loads a model (torch, transformers) is imported by the commands that run one, so that the
+others (tokenized search, info, verify, delete, compact, export) start in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -20,21 +23,20 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokretrieve.build import add_documents, build_index, reusable_index
 from tokretrieve.corpus import IRDS_PREFIX, check_unicode, read_documents, read_queries
-from tokretrieve.encoding.alignment import calibrate_pc1_strength
 from tokretrieve.encoding.checkpoint import CHUNK_SIZE
-from tokretrieve.encoding.encoder import (
+from tokretrieve.encoding.choices import (
+    ALIASES,
     DEFAULT_BAG_SIZE,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL,
     DTYPE_CHOICES,
-    Encoder,
+    WEIGHTINGS,
 )
 from tokretrieve.encoding.literal import LiteralWeights
-from tokretrieve.encoding.models import ALIASES, DEFAULT_MODEL
-from tokretrieve.encoding.projection import WEIGHTINGS
 from tokretrieve.encoding.recipes import (
     ATTENTIONS,
     METHODS,
@@ -42,7 +44,6 @@ from tokretrieve.encoding.recipes import (
     POOLINGS,
     describe_families,
 )
-from tokretrieve.encoding.sharded import check_cluster
 from tokretrieve.errors import CorpusError, TokretrieveError, check_count
 from tokretrieve.index.live import compact_index, delete_documents
 from tokretrieve.index.manifest import FORMAT
@@ -60,6 +61,9 @@ from tokretrieve.search.query_encoders import (
 )
 from tokretrieve.search.searcher import QUERY_MODES, DenseSearcher, Hit, SparseSearcher
 from tokretrieve.trec import write_run
+
+if TYPE_CHECKING:
+    from tokretrieve.encoding.encoder import Encoder
 
 # The demo's collection: Cranfield through ir_datasets (downloaded once where a network exists).
 DEMO_CORPUS = "irds:cranfield"
@@ -324,6 +328,8 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
 
 def _load_encoder(args: argparse.Namespace, **options) -> Encoder:
     """The command's encoder: its --model run by its recipe options."""
+    from tokretrieve.encoding.encoder import Encoder
+
     return Encoder.load(args.model, method=args.method, max_length=args.max_length,
                         overrides=_recipe_overrides(args), **options)
 
@@ -452,6 +458,8 @@ def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | N
     if shards is not None:
         check_count(shards, "--shards")
     if cluster is not None:
+        from tokretrieve.encoding.sharded import check_cluster
+
         check_cluster(cluster)
     started = time.perf_counter()
     docs = read_documents(corpus, encoding_errors=args.encoding_errors)
@@ -459,6 +467,8 @@ def _build(args: argparse.Namespace, corpus: str, output: Path, cluster: str | N
     encoder = _load_encoder(args, batch_size=args.batch_size, dtype=args.dtype,
                             bag_size=args.bag_size, weighting=args.weighting,
                             literal=_literal(args))
+    from tokretrieve.build import build_index, reusable_index
+
     options = {"pc1_strength": args.pc1_strength, "merge_variants": args.merge_variants,
                "impacts": args.impacts, "codec": args.postings}
     existing, differences = reusable_index(output, docs, encoder, **options)
@@ -602,6 +612,8 @@ def _key_tokens(encoder: Encoder, text: str, top_k: int, is_query: bool
 
 
 def _run_explain(args: argparse.Namespace) -> int:
+    from tokretrieve.encoding.encoder import Encoder
+
     check_count(args.tokens, "--tokens")
     encoder = (index_encoder(SparseIndex.load(args.index)) if args.index
                else Encoder.load(args.model))
@@ -614,6 +626,8 @@ def _run_explain(args: argparse.Namespace) -> int:
 def _run_calibrate(args: argparse.Namespace) -> int:
     texts = [text for _, text in read_documents(args.corpus, encoding_errors=args.encoding_errors)]
     encoder = _load_encoder(args)
+    from tokretrieve.encoding.alignment import calibrate_pc1_strength
+
     calibration = calibrate_pc1_strength(encoder, texts, sample=args.sample, progress=True)
     print(f"{'λ':>10}  {calibration.criterion}")
     for strength, hit_rate in calibration.curve:
@@ -627,6 +641,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _run_analyze(args: argparse.Namespace) -> int:
     # matplotlib: only when asked
     from tokretrieve.encoding.analysis import write_analysis_report, write_models_report
+    from tokretrieve.encoding.encoder import Encoder
 
     models = args.model or [DEFAULT_MODEL]
     if len(models) > 1 and args.backbone:
@@ -700,6 +715,8 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_add(args: argparse.Namespace) -> int:
+    from tokretrieve.build import add_documents
+
     docs = read_documents(args.corpus, encoding_errors=args.encoding_errors)
     started = time.perf_counter()
     index = add_documents(args.index, docs, update=args.update)

@@ -14,13 +14,16 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from tokretrieve.corpus import documents_digest
-from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import check_count
+
+if TYPE_CHECKING:  # an encoder is handed in; importing its module would load torch
+    from tokretrieve.encoding.encoder import Encoder
 
 CHUNK_SIZE = 1024
 

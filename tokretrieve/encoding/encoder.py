@@ -24,13 +24,21 @@ import torch
 from tqdm.auto import tqdm
 
 from tokretrieve.corpus import check_texts
+from tokretrieve.encoding.choices import (
+    DEFAULT_BAG_SIZE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL,
+    DTYPE_CHOICES,
+    DTYPE_NAMES,
+)
 from tokretrieve.encoding.literal import (
     LiteralFit,
     LiteralWeights,
     mixed_bags,
     token_counts,
 )
-from tokretrieve.encoding.models import DEFAULT_MODEL, LoadedModel, default_device, load_model
+from tokretrieve.encoding.models import LoadedModel, default_device, load_model
 from tokretrieve.encoding.parallel import forward_all
 from tokretrieve.encoding.pooling import pool
 from tokretrieve.encoding.projection import (
@@ -44,17 +52,7 @@ from tokretrieve.encoding.tokenizer import bag_tokens
 from tokretrieve.encoding.vocabulary import merge_variants
 from tokretrieve.errors import TokretrieveError, check_count
 
-DEFAULT_MAX_LENGTH = 256
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# What `dtype="auto"` may resolve to, besides the names above.
-DTYPE_CHOICES = (*DTYPES, "auto")
-# Chosen by measurement on 2 CPU cores, batches side by side (README, Speed: encoding): 8 encoded
-# mpnet 1.10x (bf16) and 1.14x (float32) faster than 16, and 16 beat 32 and 64. Texts are
-# length-sorted before batching, so any of these pads little; GPUs were not measured.
-DEFAULT_BATCH_SIZE = 8
-# 512 gave the best nDCG@10 of every bag size tried (8..512) for both offline models on
-# Cranfield, in both query modes (bench/README.md); 128 quarters the index for about -0.03.
-DEFAULT_BAG_SIZE = 512
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 # Rows projected to vocabulary logits at once: batch x vocabulary floats must stay small.
 PROJECTION_BATCH = 256
 

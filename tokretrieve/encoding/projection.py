@@ -10,16 +10,13 @@ selection of positive token weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from tokretrieve.encoding.choices import WEIGHTINGS, Weighting
 from tokretrieve.errors import TokretrieveError, check_count
-
-Weighting = Literal["shifted", "softmax", "log1p_relu", "logit"]
-WEIGHTINGS: tuple[str, ...] = ("shifted", "softmax", "log1p_relu", "logit")
 
 
 def first_principal_direction(embeddings: np.ndarray, max_sample: int = 10_000,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.interop.keys import KeyStyle
+
+if TYPE_CHECKING:  # an encoder is handed in; importing its module would load torch
+    from tokretrieve.encoding.encoder import Encoder
 
 FILE_FORMATS = ("jsonvector", "seismic", "opensearch")
 EXPORT_FORMATS = (*FILE_FORMATS, "milvus")

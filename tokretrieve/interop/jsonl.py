@@ -19,11 +19,10 @@ import gzip
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tqdm.auto import tqdm
 
-from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import CorpusError, TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.interop.bags import document_bags, integer_impacts
@@ -31,6 +30,9 @@ from tokretrieve.interop.keys import KEY_STYLES, KeyStyle, TokenKeys
 from tokretrieve.interop.output import export_facts, staged_folder, write_metadata
 from tokretrieve.interop.queries import ExportedQueries
 from tokretrieve.search.query_encoders import index_tokenizer
+
+if TYPE_CHECKING:  # an encoder is handed in; importing its module would load torch
+    from tokretrieve.encoding.encoder import Encoder
 
 Target = Literal["jsonvector", "seismic"]
 TEXT_FIELD = {"jsonvector": "contents", "seismic": "content"}

@@ -32,10 +32,10 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.interop.bags import document_bags, integer_impacts
@@ -43,6 +43,9 @@ from tokretrieve.interop.jsonl import index_keys, topic_line, vector_text
 from tokretrieve.interop.keys import KeyStyle
 from tokretrieve.interop.output import export_facts, staged_folder, write_metadata
 from tokretrieve.interop.queries import ExportedQueries
+
+if TYPE_CHECKING:  # an encoder is handed in; importing its module would load torch
+    from tokretrieve.encoding.encoder import Encoder
 
 ID_FIELD, BAG_FIELD = "doc_id", "bag"
 # A bulk file is closed once it holds this many bytes (one request each).

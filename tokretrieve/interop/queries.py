@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
-from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.interop.bags import dequantized, integer_queries
 from tokretrieve.search.searcher import QUERY_MODES, SparseSearcher
+
+if TYPE_CHECKING:  # an encoder is handed in; importing its module would load torch
+    from tokretrieve.encoding.encoder import Encoder
 
 
 @dataclass
