@@ -36,12 +36,14 @@ from bench.toolkit.tables import number, table
 QUERY = "what similarity laws must be obeyed when constructing aeroelastic models"
 MODEL_LIBRARIES = ("torch", "transformers")
 
-# One command in a fresh interpreter: its argv in, the model libraries it imported out (on
-# stderr's last line, after whatever the command printed).
+# One command in a fresh interpreter: its argv in; out, on stderr's last line (after whatever
+# the command printed), the model libraries it imported and the tokretrieve it ran.
 _COMMAND = """
 import atexit, json, sys
-atexit.register(lambda: print(json.dumps(sorted(set({libraries!r}) & set(sys.modules))),
-                              file=sys.stderr))
+import tokretrieve
+atexit.register(lambda: print(json.dumps({{
+    "imported": sorted(set({libraries!r}) & set(sys.modules)),
+    "module": tokretrieve.__file__}}), file=sys.stderr))
 from tokretrieve.cli import main
 sys.exit(main({argv!r}))
 """
@@ -69,8 +71,11 @@ def run_once(argv: Sequence[str], code: Path, log: Path) -> dict:
     lines = log.read_text().strip().splitlines()
     if os.waitstatus_to_exitcode(status) != 0 or not lines:
         raise SystemExit(f"{' '.join(argv)} failed:\n{log.read_text()[-3000:]}")
+    facts = json.loads(lines[-1])
+    if not Path(facts["module"]).is_relative_to(code):
+        raise SystemExit(f"the run imported {facts['module']}, not the tokretrieve of {code}")
     return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024,
-            "imported": json.loads(lines[-1])}
+            "imported": facts["imported"]}
 
 
 def measure(name: str, argv: Sequence[str], code: Path, repeats: int, scratch: Path) -> dict:
