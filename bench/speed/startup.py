@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.toolkit.cli import positive_int
@@ -78,40 +78,59 @@ def run_once(argv: Sequence[str], code: Path, log: Path) -> dict:
             "imported": facts["imported"]}
 
 
-def measure(name: str, argv: Sequence[str], code: Path, repeats: int, scratch: Path) -> dict:
-    runs = [run_once(argv, code, scratch / f"run-{i}.log") for i in range(repeats)]
-    row = {"command": name, "argv": list(argv), "runs": runs,
-           "median_s": statistics.median(r["seconds"] for r in runs),
-           "peak_mib": max(r["peak_mib"] for r in runs),
-           "imported": sorted({lib for r in runs for lib in r["imported"]})}
-    print(summary_line(row), flush=True)
-    return row
+def measure(index: str, codes: Sequence[Path], repeats: int, scratch: Path,
+            on_round: Callable[[list[dict]], None]) -> list[dict]:
+    """Every command on every checkout, `repeats` rounds; each round runs each command once
+    on each checkout in turn, so a change in the machine's load falls on all of them alike.
+    One row per (checkout, command), its runs in round order; `on_round` gets the rows after
+    each round."""
+    rows = [{"command": name, "argv": argv, "code": c, "runs": []}
+            for c in range(len(codes)) for name, argv in commands(index).items()]
+    for round_ in range(repeats):
+        for row in rows:
+            row["runs"].append(run_once(row["argv"], codes[row["code"]],
+                                        scratch / f"run-{round_}.log"))
+            runs = row["runs"]
+            row.update(median_s=statistics.median(r["seconds"] for r in runs),
+                       peak_mib=max(r["peak_mib"] for r in runs),
+                       imported=sorted({lib for r in runs for lib in r["imported"]}))
+        on_round(rows)
+    return rows
 
 
-def summary_line(row: dict) -> str:
+def summary_line(record: dict, row: dict) -> str:
     imported = ", ".join(row["imported"]) or "neither torch nor transformers"
-    return (f"{row['command']}: {row['median_s']:.2f} s median, {row['peak_mib']:.0f} MiB peak, "
-            f"imports {imported}")
+    return (f"{_commit(record['codes'][row['code']])}: {row['command']}: {row['median_s']:.2f} s "
+            f"median, {row['peak_mib']:.0f} MiB peak, imports {imported}")
+
+
+def _order(command: str) -> int:
+    names = list(commands(""))
+    return names.index(command) if command in names else len(names)
+
+
+def _commit(code: dict) -> str:
+    return f"{(code['commit'] or 'no commit')[:12]}{' with changes' if code['dirty'] else ''}"
 
 
 def render(record: dict) -> str:
-    rows = [[r["command"], number(r["median_s"], 2),
+    rows = [[r["command"], _commit(record["codes"][r["code"]]), number(r["median_s"], 2),
              f"{number(min(x['seconds'] for x in r['runs']), 2)}-"
              f"{number(max(x['seconds'] for x in r['runs']), 2)}",
              number(r["peak_mib"], 0), ", ".join(r["imported"]) or "none"]
-            for r in record["rows"]]
-    code = record["code"]
+            for r in sorted(record["rows"], key=lambda r: (_order(r["command"]), r["code"]))]
+    checkouts = "; ".join(f"{c['path']} at {_commit(c)}" for c in record["codes"])
     lines = [
         "# One command, end to end", "",
-        f"`{record['command']}` (bench at commit {record['machine']['git']['commit'][:12]}; "
-        f"the tokretrieve timed: {code['path']} at commit {code['commit'][:12]}"
-        f"{', with changes' if code['dirty'] else ''}), started {record['started']}, on "
-        f"{record['machine']['cpu']} ({record['machine']['cpu_count']} CPUs), load average "
-        f"{(record['machine']['load_avg'] or ['?'])[0]} at the start. Index: {record['index']}. "
-        f"Each command ran {record['repeats']} times, each in a fresh interpreter, timed from "
-        "its start to its exit; the query: "
+        f"`{record['command']}` (bench at commit {record['machine']['git']['commit'][:12]}), "
+        f"started {record['started']}, on {record['machine']['cpu']} "
+        f"({record['machine']['cpu_count']} CPUs), load average "
+        f"{(record['machine']['load_avg'] or ['?'])[0]} at the start. The tokretrieve timed: "
+        f"{checkouts}. Index: {record['index']}. Each command ran {record['repeats']} times on "
+        "each checkout, each time in a fresh interpreter timed from its start to its exit, the "
+        "checkouts taking turns within each round; the query: "
         f"\"{QUERY}\".", "",
-        *table(["command", "median (s)", "range (s)", "peak memory (MiB)",
+        *table(["command", "tokretrieve at", "median (s)", "range (s)", "peak memory (MiB)",
                 "model libraries imported"], rows), ""]
     return "\n".join(lines)
 
@@ -121,8 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", required=True, help="an index with its model (e.g. the "
                         "`make demo` one, index/cranfield)")
-    parser.add_argument("--code", type=Path, default=Path.cwd(),
-                        help="the checkout whose tokretrieve runs (default: this one)")
+    parser.add_argument("--code", type=Path, action="append",
+                        help="a checkout whose tokretrieve runs; repeat it to compare "
+                             "checkouts side by side (default: this one)")
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--output", type=Path, default=Path("bench/results/speed/startup"))
     args = parser.parse_args(argv)
@@ -130,23 +150,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not (Path(index) / "manifest.json").is_file():
         raise SystemExit(f"{args.index} is not an index folder (no manifest.json): build one "
                          "with `make demo` or `tokretrieve index`")
-    code = args.code.resolve()
-    if not (code / "tokretrieve" / "cli.py").is_file():
-        raise SystemExit(f"{args.code} holds no tokretrieve checkout (tokretrieve/cli.py)")
-    git = git_state(code)
+    codes = [code.resolve() for code in args.code or [Path.cwd()]]
+    for code in codes:
+        if not (code / "tokretrieve" / "cli.py").is_file():
+            raise SystemExit(f"{code} holds no tokretrieve checkout (tokretrieve/cli.py)")
     record = new_record(command_line("python -m bench.speed.startup", argv), index=index,
                         repeats=args.repeats, rows=[],
-                        code={"path": str(code), "commit": git["commit"],
-                              "dirty": bool(git["dirty"])})
+                        codes=[{"path": str(code), **git_state(code)} for code in codes])
     out_dir = run_folder(args.output, record)
-    with tempfile.TemporaryDirectory(prefix="tokretrieve-startup-") as scratch:
+    for code in codes:  # each checkout's kernels into numba's cache, as its install would
         subprocess.run([sys.executable, "-m", "tokretrieve.index.warmup"], check=True,
                        env={**os.environ, "PYTHONPATH": str(code)}, cwd=code)
-        for name, command in commands(index).items():
-            record["rows"].append(measure(name, command, code, args.repeats, Path(scratch)))
-            write_record(out_dir, record, render, partial=True)
+    with tempfile.TemporaryDirectory(prefix="tokretrieve-startup-") as scratch:
+        record["rows"] = measure(
+            index, codes, args.repeats, Path(scratch),
+            lambda rows: write_record(out_dir, {**record, "rows": rows}, render, partial=True))
     finish_record(out_dir, record, render,
-                  lambda r: "\n".join(summary_line(row) for row in r["rows"]))
+                  lambda r: "\n".join(summary_line(r, row) for row in r["rows"]))
 
 
 if __name__ == "__main__":
