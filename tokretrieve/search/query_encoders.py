@@ -105,7 +105,9 @@ def index_encoder(index: SparseIndex, encoder: Encoder | None = None) -> Encoder
 
 
 def index_tokenizer(index: SparseIndex):
-    """The tokenizer saved inside an index folder (no model weights needed)."""
+    """The tokenizer saved inside an index folder (no model weights needed): a SavedTokenizer
+    run by `tokenizers` alone where it is a fast one (tokretrieve.encoding.tokenizer), else
+    transformers' own."""
     if index.path is None:
         raise TokretrieveError("this index is not on disk, so it has no saved tokenizer: give "
                                "the searcher the index's model (encoder=...) or a tokenizer")
