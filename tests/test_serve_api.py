@@ -229,3 +229,34 @@ def test_a_busy_writer_is_409(client, index_path):
         answer = client.post("/documents", json={"documents": [{"id": "n", "text": "x y"}]})
         assert answer.status_code == 409
     assert client.delete("/documents/d1").status_code == 200
+
+
+_MODEL_LESS = """
+import json, sys
+from fastapi.testclient import TestClient
+from tokretrieve.serve import create_app
+with TestClient(create_app(sys.argv[1], load_model=False)) as client:
+    found = client.post("/search", json={"query": sys.argv[2], "mode": "tokens"}).json()
+print(json.dumps({"results": found["results"],
+                  "loaded": sorted({"torch", "transformers"} & set(sys.modules))}))
+"""
+
+
+def test_a_model_less_server_loads_no_model_library(client, index_path):
+    """`serve --no-model` in a fresh interpreter answers tokenized queries as this process's
+    server does, and imports neither torch nor transformers."""
+    import json
+    import subprocess
+    import sys
+
+    query = " ".join(token for token, _ in SparseSearcher.from_index(
+        index_path, mode="tokens").document("d1")[:3])  # tokens the index holds
+    run = subprocess.run([sys.executable, "-c", _MODEL_LESS, str(index_path), query],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = client.post("/search", json={"query": query, "mode": "tokens"}).json()
+    for hit in expected["results"][0]["hits"]:
+        hit["text"] = None  # this server was given the texts, that one not
+    assert report["results"] == expected["results"] and expected["results"][0]["hits"]
+    assert report["loaded"] == []

@@ -19,7 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from tokretrieve.build import add_documents
 from tokretrieve.encoding.tokenizer import bag_tokens
 from tokretrieve.errors import IndexBusyError, TokretrieveError, check_count
 from tokretrieve.index.live import delete_documents
@@ -213,6 +212,8 @@ def create_app(path: str | Path, *, load_model: bool = True, read_only: bool = F
         if len(request.documents) > limits.max_documents:
             raise TooLarge(f"{len(request.documents)} documents in one request: the limit is "
                            f"{limits.max_documents}")
+        from tokretrieve.build import add_documents  # the model's code: only where one runs
+
         docs = [(d.id, d.text) for d in request.documents]
         # The texts go in first: a search may open the new generation (and build its BM25)
         # the moment the commit lands. Should the commit fail, the old texts come back.

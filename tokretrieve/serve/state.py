@@ -13,8 +13,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokretrieve.encoding.encoder import Encoder
 from tokretrieve.errors import TokretrieveError
 from tokretrieve.index.manifest import IndexManifest
 from tokretrieve.index.sparse import SparseIndex
@@ -23,6 +23,9 @@ from tokretrieve.search.bm25 import BM25Searcher
 from tokretrieve.search.fusion import HYBRID_PARTS, HybridSearcher, part_searcher
 from tokretrieve.search.query_encoders import index_encoder
 from tokretrieve.search.searcher import Searcher
+
+if TYPE_CHECKING:  # an encoder is handed in; importing its module would load torch
+    from tokretrieve.encoding.encoder import Encoder
 
 MODES = HYBRID_PARTS  # every searcher a hybrid can fuse is also a mode of its own
 # A query mode, or a hybrid: ("hybrid", parts, fusion, weights or None).
