@@ -21,8 +21,8 @@ import numpy as np
 
 # Tokenizer classes whose transformers implementation encodes and decodes with the saved
 # tokenizer.json as it is (checked against transformers by tests/test_encoding_tokenizer.py).
-FAST_CLASSES = frozenset({"BertTokenizer", "MPNetTokenizer", "PreTrainedTokenizerFast",
-                          "TokenizersBackend"})
+FAST_CLASSES = frozenset({"BertTokenizer", "GemmaTokenizer", "MPNetTokenizer",
+                          "PreTrainedTokenizerFast", "TokenizersBackend"})
 
 # The special tokens transformers names in a tokenizer_config.json (all_special_ids).
 _NAMED_SPECIAL = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
