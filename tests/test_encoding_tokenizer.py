@@ -92,9 +92,9 @@ def _edited_config(tmp_path: Path, **changes) -> Path:
 
 @pytest.mark.parametrize("changes", [
     {"clean_up_tokenization_spaces": True},  # decode would clean spaces up
-    {"image_token": "[MASK]"},  # a model-specific special token
     {"tokenizer_class": "BertTokenizerFast"},  # a class name not checked against the file
     {"extra_special_tokens": {"image": "[MASK]"}},  # extra tokens given by name
+    {"image_token": "wing", "model_specific_special_tokens": {"audio_token": "flutter"}},
     {"extra_special_tokens": [], "additional_special_tokens": ["wing"]},  # both names
     {"unk_token": "no such token"},  # transformers would add it to the vocabulary
 ])
@@ -113,9 +113,12 @@ def test_older_special_token_files_load_through_transformers(tmp_path):
 @pytest.mark.parametrize("changes", [
     {"additional_special_tokens": ["wing"]},
     {"extra_special_tokens": ["wing", "flutter"]},
+    {"image_token": "wing", "audio_token": "flutter", "add_bos_token": True},  # model-specific
+    {"image_token": "wing", "model_specific_special_tokens": {"image_token": "wing"}},
 ])
 def test_special_ids_equal_transformers(changes, tmp_path):
-    """Extra special tokens under either name give transformers' special ids."""
+    """Extra special tokens under either name, and model-specific ones, give transformers'
+    special ids."""
     from transformers import AutoTokenizer
 
     folder = _edited_config(tmp_path, **changes)

@@ -111,21 +111,25 @@ def _saved_fast(folder: Path) -> SavedTokenizer | None:
 
 def _special_tokens(config: dict) -> list[str] | None:
     """The special tokens of a tokenizer_config.json as transformers 5 lists them
-    (all_special_tokens): the named ones, then the extra ones; None for a form whose reading
-    is not checked against transformers (a model-specific token such as image_token, a token
-    written as an object, extra tokens given by name or under both of their names)."""
-    if any(key.endswith("_token") and key not in _NAMED_SPECIAL and isinstance(value, str)
-           for key, value in config.items()):
-        return None  # (add_bos_token and the like are switches, not tokens)
-    named = [config.get(key) for key in _NAMED_SPECIAL]
+    (all_special_tokens): the named ones, then the model-specific ones (image_token and the
+    like, in the file's order), then the extra ones; None for a form whose reading is not
+    checked against transformers (a token written as an object, extra tokens given by name or
+    under both of their names, model_specific_special_tokens other than the file's own)."""
     extra_keys = [key for key in ("extra_special_tokens", "additional_special_tokens")
                   if key in config]
     extra = config[extra_keys[0]] if len(extra_keys) == 1 else None if extra_keys else []
-    if (extra is None or not isinstance(extra, list)
+    named = [config.get(key) for key in _NAMED_SPECIAL]
+    explicit = config.get("model_specific_special_tokens") or {}
+    if (not isinstance(extra, list) or not isinstance(explicit, dict)
             or not all(value is None or isinstance(value, str) for value in named)
-            or not all(isinstance(value, str) for value in extra)):
+            or not all(isinstance(value, str) for value in [*extra, *explicit.values()])):
         return None
-    return [value for value in named if value is not None] + extra
+    # (add_bos_token and the like end in _token too, but are switches, not tokens)
+    model_specific = {key: value for key, value in config.items() if key.endswith("_token")
+                      and key not in _NAMED_SPECIAL and isinstance(value, str)}
+    if explicit and explicit != model_specific:
+        return None  # transformers 5 reads the two together in ways not checked here
+    return [value for value in named if value is not None] + list(model_specific.values()) + extra
 
 
 def bag_tokens(tokenizer, token_ids: np.ndarray, weights: np.ndarray) -> list[tuple[str, float]]:
