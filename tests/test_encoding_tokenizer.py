@@ -1,6 +1,6 @@
 """tokretrieve.encoding.tokenizer: a saved fast tokenizer run by `tokenizers` alone gives what
 transformers gives for the same folder (ids, special ids, tokens, decoded texts, the query
-bags), on every tokenizer at hand; other folders load through transformers; and tokenized
+bags), on every fast tokenizer at hand; other folders load through transformers; and tokenized
 queries, from Python and from the command line, import neither torch nor transformers."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _saved(kind: str, folder: Path):
 @pytest.mark.parametrize("kind", ["llama", "bert", "imported", "minilm", "mpnet", "smollm2",
                                   "gemma3", "embeddinggemma"])
 def test_saved_tokenizer_equals_transformers(kind, tmp_path):
-    """Every tokenizer at hand takes the fast path, and every answer the query path reads
+    """Each of these tokenizers takes the fast path, and every answer the query path reads
     from it equals transformers' answer for the same folder."""
     from transformers import AutoTokenizer
 
