@@ -4,6 +4,10 @@ own searchers on the same index, which the API must reproduce exactly."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -245,10 +249,6 @@ print(json.dumps({"results": found["results"],
 def test_a_model_less_server_loads_no_model_library(client, index_path):
     """`serve --no-model` in a fresh interpreter answers tokenized queries as this process's
     server does, and imports neither torch nor transformers."""
-    import json
-    import subprocess
-    import sys
-
     query = " ".join(token for token, _ in SparseSearcher.from_index(
         index_path, mode="tokens").document("d1")[:3])  # tokens the index holds
     run = subprocess.run([sys.executable, "-c", _MODEL_LESS, str(index_path), query],
