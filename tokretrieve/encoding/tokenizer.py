@@ -34,12 +34,11 @@ class SavedTokenizer:
     tokretrieve's query path calls (`__call__` without special tokens, `all_special_ids`,
     `decode`, `convert_ids_to_tokens`, `get_vocab`, `len`)."""
 
-    def __init__(self, backend, special_tokens: Sequence[str]):
+    def __init__(self, backend, all_special_ids: list[int]):
         self.backend = backend
         self.backend.no_truncation()  # transformers sets both per call; a saved file may hold
         self.backend.no_padding()  # its last settings
-        self.all_special_ids = [backend.token_to_id(token)
-                                for token in dict.fromkeys(special_tokens)]
+        self.all_special_ids = all_special_ids
 
     def __call__(self, texts: Sequence[str], add_special_tokens: bool = False,
                  truncation: bool = False, max_length: int | None = None
@@ -104,9 +103,10 @@ def _saved_fast(folder: Path) -> SavedTokenizer | None:
         backend = Tokenizer.from_file(str(file))
     except Exception:  # tokenizers raises a plain Exception for a file it cannot read
         return None  # transformers reports it in its words
-    if any(backend.token_to_id(token) is None for token in special):
-        return None  # transformers would add it to the vocabulary
-    return SavedTokenizer(backend, special)
+    ids = [backend.token_to_id(token) for token in dict.fromkeys(special)]
+    if None in ids:
+        return None  # transformers would add the missing token to the vocabulary
+    return SavedTokenizer(backend, ids)
 
 
 def _special_tokens(config: dict) -> list[str] | None:
