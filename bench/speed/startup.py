@@ -90,6 +90,7 @@ def measure(index: str, codes: Sequence[Path], repeats: int, scratch: Path,
         for row in rows:
             row["runs"].append(run_once(row["argv"], codes[row["code"]],
                                         scratch / f"run-{round_}.log"))
+        for row in rows:
             runs = row["runs"]
             row.update(median_s=statistics.median(r["seconds"] for r in runs),
                        peak_mib=max(r["peak_mib"] for r in runs),
@@ -104,21 +105,17 @@ def summary_line(record: dict, row: dict) -> str:
             f"median, {row['peak_mib']:.0f} MiB peak, imports {imported}")
 
 
-def _order(command: str) -> int:
-    names = list(commands(""))
-    return names.index(command) if command in names else len(names)
-
-
 def _commit(code: dict) -> str:
     return f"{(code['commit'] or 'no commit')[:12]}{' with changes' if code['dirty'] else ''}"
 
 
 def render(record: dict) -> str:
+    names = list(commands(""))  # the commands in the order they are listed
     rows = [[r["command"], _commit(record["codes"][r["code"]]), number(r["median_s"], 2),
              f"{number(min(x['seconds'] for x in r['runs']), 2)}-"
              f"{number(max(x['seconds'] for x in r['runs']), 2)}",
              number(r["peak_mib"], 0), ", ".join(r["imported"]) or "none"]
-            for r in sorted(record["rows"], key=lambda r: (_order(r["command"]), r["code"]))]
+            for r in sorted(record["rows"], key=lambda r: (names.index(r["command"]), r["code"]))]
     checkouts = "; ".join(f"{c['path']} at {_commit(c)}" for c in record["codes"])
     lines = [
         "# One command, end to end", "",
