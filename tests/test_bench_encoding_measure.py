@@ -29,22 +29,33 @@ from bench.encoding.measure import (
     length_sorted_batches,
     matmul_flops_counted,
     measure_bags,
+    measure_breakdown,
     measure_encoding,
     mm_flops,
     observe_backbone,
+    op_class,
     padding_waste,
+    refer_breakdown,
+    time_breakdown,
 )
 
 # Tiny models of conftest.py: hidden 32, 2 layers, intermediate 64.
 LAYERS = 2
 
 
+def llama_linear_flops(rows: int, width: int) -> int:
+    """Tiny Llama backbone's Linear layers: q/o 32x32, k/v 32x16 (2 KV heads of 8), gate/up
+    32x64, down 64x32. No LM head (the backbone is the base model)."""
+    return rows * LAYERS * width * 2 * (32 * 32 * 2 + 32 * 16 * 2 + 32 * 64 * 2 + 64 * 32)
+
+
+def llama_attention_flops(rows: int, width: int) -> int:
+    """Tiny Llama's attention: QK^T and AV over 4 query heads of 8 dimensions."""
+    return rows * LAYERS * 2 * (2 * 4 * width * width * 8)
+
+
 def llama_flops(rows: int, width: int) -> int:
-    """Tiny Llama backbone: q/o 32x32, k/v 32x16 (2 KV heads of 8), gate/up 32x64, down 64x32;
-    4 query heads of 8 dimensions. No LM head (the backbone is the base model)."""
-    linear = 2 * (32 * 32 * 2 + 32 * 16 * 2 + 32 * 64 * 2 + 64 * 32)
-    attention = 2 * (2 * 4 * width * width * 8)  # QK^T and AV
-    return rows * LAYERS * (width * linear + attention)
+    return llama_linear_flops(rows, width) + llama_attention_flops(rows, width)
 
 
 def bert_flops(rows: int, width: int) -> int:
@@ -168,3 +179,61 @@ def test_measure_encoding_row_is_consistent(tiny_encoder):
     assert bags["docs"] == 5 and 0 < bags["nnz_per_doc"] <= 3
     assert bags["bag_size"] == 3
     assert np.isfinite(row["cpu_share"])
+
+
+# ---------------------------------------------------------------------------- time breakdown
+def test_ops_are_classed_as_the_reference_matmul_attention_or_other():
+    assert [op_class(op) for op in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")] \
+        == ["matrix products"] * 4
+    assert op_class("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_class("aten::scaled_dot_product_attention") == "attention"
+    # wrappers whose work is a nested mm, and element-wise ops, are neither
+    assert {op_class(op) for op in ("aten::linear", "aten::matmul", "aten::gelu",
+                                    "aten::native_layer_norm", "aten::copy_")} == {"other"}
+
+
+def test_time_breakdown_by_hand():
+    seconds = {"aten::addmm": 2.0, "aten::mm": 1.0, "aten::gelu": 0.6, "aten::copy_": 0.4,
+               "aten::_scaled_dot_product_flash_attention_for_cpu": 1.0}
+    flops = {"aten::addmm": 4e11, "aten::mm": 2e11,
+             "aten::_scaled_dot_product_flash_attention_for_cpu": 5e10}
+    b = time_breakdown(seconds, flops, 400.0)
+    assert b["ops_s"] == pytest.approx(5.0) and b["flops"] == 650_000_000_000
+    products, attention, other = (b["classes"][name] for name in
+                                  ("matrix products", "attention", "other"))
+    # 6e11 FLOPs in 3 s: 200 GFLOP/s, half the 400 of the reference
+    assert products["seconds"] == 3.0 and products["time_share"] == pytest.approx(0.6)
+    assert products["flop_share"] == pytest.approx(6 / 6.5)
+    assert products["gflops"] == pytest.approx(200.0)
+    assert products["fraction_of_matmul"] == pytest.approx(0.5)
+    assert attention["gflops"] == pytest.approx(50.0)
+    assert attention["fraction_of_matmul"] == pytest.approx(0.125)
+    assert other["seconds"] == pytest.approx(1.0) and other["flops"] == 0
+    assert other["gflops"] is None and other["fraction_of_matmul"] is None
+    assert other["ops"] == {"aten::gelu": 0.6, "aten::copy_": 0.4}
+    # a better reference (the end of the run's) re-divides every class
+    refer_breakdown(b, 200.0)
+    assert b["matmul_gflops"] == 200.0 and products["fraction_of_matmul"] == pytest.approx(1.0)
+    assert attention["fraction_of_matmul"] == pytest.approx(0.25)
+
+
+def test_breakdown_of_a_real_embed_counts_the_architectures_flops(tiny_encoder):
+    encoder = tiny_encoder("llama", "prompteol", batch_size=3)
+    texts = [text_of(n, 2 * n) for n in (4, 9, 1, 6, 6, 2, 8)]
+    with torch.inference_mode(), observe_backbone(encoder.model.backbone) as log:
+        encoder.embed(texts)
+    threads = torch.get_num_threads()
+    b = measure_breakdown(encoder, texts, FlopCache(encoder.model.backbone), 100.0)
+    assert torch.get_num_threads() == threads  # profiled on one thread, then restored
+    classes = b["classes"]
+    # the profiled run forms the same batches: the textbook counts of each part
+    assert classes["matrix products"]["flops"] == sum(llama_linear_flops(r, w)
+                                                      for r, w in log.shapes)
+    assert classes["attention"]["flops"] == sum(llama_attention_flops(r, w)
+                                                for r, w in log.shapes)
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in classes["attention"]["ops"]
+    assert sum(c["seconds"] for c in classes.values()) == pytest.approx(b["ops_s"])
+    assert 0 < b["ops_s"] < b["embed_s"] * 1.05  # one thread: the ops' times do not overlap
+    assert b["threads"] == 1 and b["docs"] == 7 and b["docs_per_s"] == pytest.approx(
+        7 / b["embed_s"])
+    assert sum(c["time_share"] for c in classes.values()) == pytest.approx(1.0)

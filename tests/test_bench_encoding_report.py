@@ -7,7 +7,7 @@ import pytest
 from refimpl import WORDS
 
 from bench.encoding.__main__ import main
-from bench.encoding.measure import FlopCache, measure_bags, measure_encoding
+from bench.encoding.measure import FlopCache, measure_bags, measure_encoding, time_breakdown
 from bench.encoding.report import render_report
 from bench.toolkit.results import new_record
 
@@ -36,6 +36,32 @@ def test_report_cells_are_the_rows_numbers(tiny_encoder):
     share = bags["median_s"] / (bags["median_s"] + row["embed_s"])
     assert cells[18] == f"{100 * share:.1f}%"
     assert "bags of 3" in report
+
+
+def test_breakdown_rows_are_its_classes_numbers():
+    seconds = {"aten::addmm": 3.0, "aten::_scaled_dot_product_flash_attention_for_cpu": 1.5,
+               "aten::gelu": 0.3, "aten::native_layer_norm": 0.2}
+    flops = {"aten::addmm": 6e11, "aten::_scaled_dot_product_flash_attention_for_cpu": 6e10}
+    breakdown = {"dtype": "bfloat16", "threads": 1, "docs_per_s": 12.5, "embed_s": 5.5,
+                 **time_breakdown(seconds, flops, 400.0)}
+    record = new_record(
+        "test", bf16={"native": True},
+        settings={"docs": 4, "sweep_docs": 4, "corpus": "c", "corpus_docs": 4,
+                  "max_length": 256, "matmul_sizes": [64], "bag_size": 3},
+        matmul={}, models={"tiny": {"rows": [], "bags": {},
+                                    "breakdown": {"bfloat16": breakdown}}})
+    report = render_report(record)
+    assert "## Where the time goes" in report
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in report.splitlines() if line.startswith("| tiny | bfloat16")]
+    # ops 5.0 s of 5.5 s; addmm 6e11 / 3 s = 200 GFLOP/s, 50% of 400; attention 40, 10%
+    assert rows == [
+        ["tiny", "bfloat16", "12.5", "91%", "matrix products", "60%", "90.9%", "200", "50%",
+         "addmm 60%"],
+        ["tiny", "bfloat16", "12.5", "91%", "attention", "30%", "9.1%", "40", "10%",
+         "_scaled_dot_product_flash_attention_for_cpu 30%"],
+        ["tiny", "bfloat16", "12.5", "91%", "other", "10%", "0.0%", "-", "-",
+         "gelu 6%, native_layer_norm 4%"]]
 
 
 def test_sweep_rows_show_how_batches_ran_and_every_round(tiny_encoder):

@@ -35,9 +35,11 @@ from bench.encoding.measure import (
     evenly_spaced,
     fraction_of,
     measure_bags,
+    measure_breakdown,
     measure_encoding,
     measure_matmul,
     observe_backbone,
+    refer_breakdown,
     waste_table,
 )
 from bench.encoding.report import batches_label, render_report
@@ -173,6 +175,12 @@ def model_rows(model: str, source: str, method: str | None, dtypes: Sequence[str
             record["flop_check"] = flops.check(log)
         record["bags"][dtype] = measure_bags(encoder, embeddings[dtype], args.bag_size, most)
         print(f"  bags: {record['bags'][dtype]['docs_per_s']:.0f} docs/s", flush=True)
+        if not cuda and (1, dtype) in references:
+            breakdown = measure_breakdown(encoder, sweep, flops, references[(1, dtype)])
+            record.setdefault("breakdown", {})[dtype] = breakdown
+            print("  one thread, by op: " + ", ".join(
+                f"{name} {group['time_share']:.0%} of the time"
+                for name, group in breakdown["classes"].items()), flush=True)
         settings = [(t, batch_sizes[0], True) for t in sorted(threads, reverse=True)]
         settings += [(most, b, True) for b in batch_sizes[1:]]
         if most > 1 and not cuda:
@@ -304,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if row["threads"] == t and row["dtype"] == d:
                     row["matmul_gflops"] = best
                     row["fraction_of_matmul"] = fraction_of(row["forward_gflops"], best)
+            breakdown = model_record_.get("breakdown", {}).get(d)
+            if breakdown is not None and t == breakdown["threads"]:
+                refer_breakdown(breakdown, best)
     finish_record(out_dir, record, render_report, render_report)
     return 0
 

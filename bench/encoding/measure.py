@@ -33,6 +33,12 @@ Why it is built this way:
 - On a CPU the encoder runs batches side by side, one thread each (tokretrieve.encoding.
   parallel); the sweep also times one batch at a time on all threads (`side_by_side = False`)
   at the headline's settings. The forward time is the wall time during which any forward ran.
+- Where the forward's time goes: the FLOP share alone cannot say why a forward reaches less of
+  the matmul than its products would, so one more pass over the sweep subset runs on one
+  thread, batches one at a time (what each side-by-side worker runs), under torch.profiler, and
+  sums the ops' self CPU times into matrix products, attention and everything else, each with
+  its FLOPs (from the same per-width counts), its GFLOP/s and its fraction of the one-thread
+  torch.mm. Not on CUDA, whose kernels run asynchronously to the CPU times the profiler sums.
 - The padding-waste-by-batch-size table is predicted from the token counts of the whole corpus
   (tokenizing is cheap), so it does not depend on how few documents --docs times.
 - The machine is shared: every row records the load average and the share of its threads the
@@ -50,7 +56,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +73,9 @@ MATMUL_SIZES = (2048, 4096)
 MATMUL_REPEATS = 5
 BAG_REPEATS = 5
 FLOP_CHECK_ROWS = 4
+# The ops the reference torch.mm stands for, in the time breakdown (op_class).
+MATRIX_PRODUCT_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
+OP_CLASSES = ("matrix products", "attention", "other")
 # Batch sizes whose padding waste is predicted from token counts alone (no model run).
 WASTE_BATCH_SIZES = (8, 16, 32, 64, 128)
 
@@ -271,6 +280,7 @@ class FlopCache:
     def __init__(self, backbone: torch.nn.Module):
         self.backbone = backbone
         self.per_row: dict[int, int] = {}
+        self.per_row_by_op: dict[int, dict[str, int]] = {}
         self.by_op: dict[str, int] = {}
 
     def row_flops(self, input_ids: torch.Tensor, mask: torch.Tensor) -> int:
@@ -281,6 +291,7 @@ class FlopCache:
             counts = count_forward_flops(self.backbone, input_ids[row:row + 1],
                                          mask[row:row + 1])
             self.per_row[width] = counts.pop("total")
+            self.per_row_by_op[width] = counts
             for op, n in counts.items():
                 self.by_op[op] = self.by_op.get(op, 0) + n
         return self.per_row[width]
@@ -288,6 +299,16 @@ class FlopCache:
     def batch_flops(self, log: BatchLog) -> int:
         return sum(mask.shape[0] * self.row_flops(ids, mask)
                    for ids, mask in zip(log.input_ids, log.masks, strict=True))
+
+    def batch_flops_by_op(self, log: BatchLog) -> dict[str, int]:
+        """The logged batches' FLOPs by op, named as the profiler names them ("aten::addmm")."""
+        totals: dict[str, int] = {}
+        for ids, mask in zip(log.input_ids, log.masks, strict=True):
+            self.row_flops(ids, mask)
+            for op, n in self.per_row_by_op[int(mask.shape[1])].items():
+                name = op.replace("aten.", "aten::", 1)
+                totals[name] = totals.get(name, 0) + int(mask.shape[0]) * n
+        return totals
 
     def check(self, log: BatchLog, rows: int = FLOP_CHECK_ROWS) -> dict[str, Any]:
         """Count a real multi-row slice of the first batch directly, against rows x per-row."""
@@ -349,6 +370,70 @@ def measure_encoding(encoder: Encoder, texts: Sequence[str], threads: int,
         print(f"  warning: the replicated batching ({predicted}) differs from the batches the "
               f"encoder formed ({log.positions} positions, {log.tokens} tokens)", flush=True)
     return row, embeddings
+
+
+def op_class(name: str) -> str:
+    """The class of a profiled op (by its profiler name, "aten::addmm"): a matrix product (what
+    the reference torch.mm stands for), attention (the SDPA kernels and their dispatchers), or
+    other (norms, activations, copies, the encoder's own padding and pooling)."""
+    if name in MATRIX_PRODUCT_OPS:
+        return "matrix products"
+    if "scaled_dot_product" in name:
+        return "attention"
+    return "other"
+
+
+def time_breakdown(self_seconds: Mapping[str, float], flops: Mapping[str, int],
+                   reference: float | None) -> dict[str, Any]:
+    """Ops' self time and FLOPs summed by `op_class`: per class its seconds and share of all the
+    ops' time, its FLOPs and share of all FLOPs, its GFLOP/s and their fraction of `reference`
+    (a timed torch.mm's GFLOP/s). Self times exclude nested ops, so the classes partition the
+    time spent inside torch ops."""
+    classes: dict[str, dict[str, Any]] = {name: {"seconds": 0.0, "flops": 0, "ops": {}}
+                                          for name in OP_CLASSES}
+    for op, seconds in self_seconds.items():
+        group = classes[op_class(op)]
+        group["seconds"] += seconds
+        group["ops"][op] = seconds
+    for op, n in flops.items():
+        classes[op_class(op)]["flops"] += int(n)
+    ops_s = sum(group["seconds"] for group in classes.values())
+    total_flops = sum(group["flops"] for group in classes.values())
+    for group in classes.values():
+        group["time_share"] = group["seconds"] / ops_s if ops_s > 0 else float("nan")
+        group["flop_share"] = group["flops"] / total_flops if total_flops else float("nan")
+        group["gflops"] = gflops(group["flops"], group["seconds"]) if group["flops"] else None
+    breakdown = {"ops_s": ops_s, "flops": total_flops, "classes": classes}
+    return refer_breakdown(breakdown, reference)
+
+
+def refer_breakdown(breakdown: dict[str, Any], reference: float | None) -> dict[str, Any]:
+    """Set (or reset) the breakdown's reference GFLOP/s and each class's fraction of it."""
+    breakdown["matmul_gflops"] = reference
+    for group in breakdown["classes"].values():
+        group["fraction_of_matmul"] = (fraction_of(group["gflops"], reference)
+                                       if group["gflops"] is not None else None)
+    return breakdown
+
+
+def measure_breakdown(encoder: Encoder, texts: Sequence[str], flops: FlopCache,
+                      reference: float | None) -> dict[str, Any]:
+    """Where Encoder.embed's time goes on one thread (batches one at a time: what each worker
+    of side-by-side batches runs), by op class (`time_breakdown`), from torch.profiler's self
+    CPU times, after a one-batch warm-up. `reference`: the one-thread torch.mm GFLOP/s of the
+    encoder's dtype. The profiler's own cost shows in the docs/s beside the unprofiled rows."""
+    with pinned(1):
+        encoder.embed(list(texts[:encoder.batch_size]))
+        with observe_backbone(encoder.model.backbone) as log, \
+                torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as run:
+            _, seconds = timed(lambda: encoder.embed(list(texts)))
+    self_seconds: dict[str, float] = {}
+    for event in run.key_averages():
+        self_seconds[event.key] = self_seconds.get(event.key, 0.0) + event.self_cpu_time_total / 1e6
+    breakdown = time_breakdown(self_seconds, flops.batch_flops_by_op(log), reference)
+    return {"dtype": encoder.dtype, "threads": 1, "batch_size": encoder.batch_size,
+            "docs": len(texts), "embed_s": seconds, "docs_per_s": len(texts) / seconds,
+            "forward_s": log.forward_seconds, **breakdown}
 
 
 def measure_bags(encoder: Encoder, embeddings: np.ndarray, bag_size: int, threads: int,

@@ -37,6 +37,27 @@ def main_table(record: dict[str, Any]) -> list[str]:
     return table(header, rows)
 
 
+def breakdown_table(record: dict[str, Any]) -> list[str]:
+    """Per model, dtype and op class: its share of the ops' time and of the FLOPs, its GFLOP/s
+    and their fraction of the one-thread torch.mm (measure.time_breakdown)."""
+    header = ["model", "dtype", "profiled docs/s", "ops / embed time", "op class",
+              "share of time", "share of FLOPs", "GFLOP/s", "of 1-thread mm", "heaviest ops"]
+    rows = []
+    for model, data in record["models"].items():
+        for dtype, b in data.get("breakdown", {}).items():
+            for name, group in b["classes"].items():
+                heaviest = sorted(group["ops"].items(), key=lambda item: -item[1])[:3]
+                rows.append([model, dtype, number(b["docs_per_s"], 1),
+                             percent(b["ops_s"] / b["embed_s"], 0), name,
+                             percent(group["time_share"], 0), percent(group["flop_share"], 1),
+                             number(group["gflops"], 0),
+                             percent(group["fraction_of_matmul"], 0),
+                             ", ".join(f"{op.removeprefix('aten::')} "
+                                       f"{seconds / b['ops_s']:.0%}"
+                                       for op, seconds in heaviest)])
+    return table(header, rows)
+
+
 def batches_label(row: dict[str, Any]) -> str:
     """How the row's batches ran (results from before side-by-side batches ran one at a time)."""
     if row["threads"] == 1 or not row.get("side_by_side", False):
@@ -99,6 +120,17 @@ def render_report(record: dict[str, Any]) -> str:
                   "(bench/encoding/skeleton.py): speed figures are the real architecture's, "
                   "the embedding checks below are not the real model's.", ""]
     lines += main_table(record)
+    breakdown = breakdown_table(record)
+    if len(breakdown) > 2:  # more than the header and its rule
+        lines += ["", "## Where the time goes: one thread, batches one at a time, by op", "",
+                  "torch.profiler's self CPU time of every op over one `Encoder.embed` of the "
+                  "sweep subset, summed by class: the matrix products (mm, addmm, bmm, "
+                  "baddbmm: what the reference torch.mm measures), attention (the SDPA "
+                  "kernels), and every other op (norms, activations, copies, padding and "
+                  "pooling). *ops / embed time*: the ops' self time over the wall time (the "
+                  "rest is Python and tokenizing); *GFLOP/s*: the class's FLOPs over its "
+                  "time; *profiled docs/s*: with the profiler's own cost.", ""]
+        lines += breakdown
     lines += ["", "## torch.mm reference (best of start and end)", ""]
     lines += table(["dtype", "threads", "GFLOP/s", "start", "end"], [
         [m["dtype"], str(m["threads"]), number(m["gflops"], 0), number(m["start"]["gflops"], 0),
