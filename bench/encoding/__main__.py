@@ -90,7 +90,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "round is reported (default 3)")
     parser.add_argument("--threads", default=None,
                         help="torch thread counts to compare on the sweep subset; the largest is "
-                             "the headline's (default: 1 and torch's default, "
+                             "the headline's; 1 also gives the time breakdown by op "
+                             "(default: 1 and torch's default, "
                              f"{torch.get_num_threads()} here)")
     parser.add_argument("--matmul-sizes", default=",".join(map(str, MATMUL_SIZES)),
                         help="square torch.mm sizes timed for the reference GFLOP/s (default "
@@ -181,6 +182,9 @@ def model_rows(model: str, source: str, method: str | None, dtypes: Sequence[str
             print("  one thread, by op: " + ", ".join(
                 f"{name} {group['time_share']:.0%} of the time"
                 for name, group in breakdown["classes"].items()), flush=True)
+        else:
+            print("  no time breakdown by op: " + ("the profiler's CPU times miss CUDA's "
+                  "kernels" if cuda else "--threads has no 1"), flush=True)
         settings = [(t, batch_sizes[0], True) for t in sorted(threads, reverse=True)]
         settings += [(most, b, True) for b in batch_sizes[1:]]
         if most > 1 and not cuda:
