@@ -1,7 +1,8 @@
 """tokretrieve.encoding.tokenizer: a saved fast tokenizer run by `tokenizers` alone gives what
 transformers gives for the same folder (ids, special ids, tokens, decoded texts, the query
 bags), on every fast tokenizer at hand; other folders load through transformers; and tokenized
-queries, from Python and from the command line, import neither torch nor transformers."""
+queries, from Python and from the command line, import neither torch nor transformers (nor
+FAISS)."""
 
 from __future__ import annotations
 
@@ -141,15 +142,15 @@ from tokretrieve import SparseSearcher
 hits = SparseSearcher.from_index(sys.argv[1], mode="tokens").search(sys.argv[2], k=3)
 code = main(["search", "--index", sys.argv[1], "--mode", "tokens", sys.argv[2]])
 print(json.dumps({"hits": [[h.doc_id, h.score, h.matched] for h in hits], "code": code,
-                  "loaded": sorted({"torch", "transformers"} & set(sys.modules))}))
+                  "loaded": sorted({"faiss", "torch", "transformers"} & set(sys.modules))}))
 """
 
 
 @pytest.mark.parametrize("built", ["log1p_uint8"], indirect=True)
 def test_tokenized_queries_load_no_model_library(built):
     """A fresh interpreter searching with tokenized queries, from Python and from the command
-    line, imports neither torch nor transformers, and finds what the searcher finds with
-    transformers' tokenizer in this process."""
+    line, imports neither torch nor transformers (nor FAISS, which only the dense index needs),
+    and finds what the searcher finds with transformers' tokenizer in this process."""
     from transformers import AutoTokenizer
 
     from tokretrieve.search import SparseSearcher, TokenQueryEncoder

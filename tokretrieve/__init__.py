@@ -7,8 +7,9 @@ The data path runs one way: `tokretrieve.encoding` (text -> embedding -> bag), `
 (bags -> postings -> scores; vectors -> FAISS), joined only by `tokretrieve.build` (encode,
 calibrate, write) and `tokretrieve.search` (a query encoder plus an index).
 
-Names are imported on first use, so that `import tokretrieve.index` loads numpy, numba and
-FAISS only: an index opens and searches without torch or transformers.
+Names are imported on first use, so that `import tokretrieve.index` loads numpy, scipy and numba
+only: an index opens and searches without torch or transformers, and without FAISS until the
+dense index is used.
 """
 
 from __future__ import annotations

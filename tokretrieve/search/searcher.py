@@ -22,7 +22,6 @@ import scipy.sparse as sp
 from tokretrieve.corpus import check_texts
 from tokretrieve.encoding.tokenizer import bag_tokens, token_text
 from tokretrieve.errors import EmptyQueryError, TokretrieveError, check_count
-from tokretrieve.index.dense import DenseIndex
 from tokretrieve.index.sparse import SparseIndex
 from tokretrieve.search.query_encoders import (
     DEFAULT_ALIGNED_TOKENS,
@@ -36,8 +35,9 @@ from tokretrieve.search.query_encoders import (
     index_tokenizer,
 )
 
-if TYPE_CHECKING:  # torch loads with the model, never for tokenized queries
+if TYPE_CHECKING:  # torch loads with the model, FAISS with the dense index, neither for tokens
     from tokretrieve.encoding.encoder import Encoder
+    from tokretrieve.index.dense import DenseIndex
 
 QueryMode = Literal["model", "tokens", "union"]
 QUERY_MODES = ("model", "tokens", "union")
@@ -206,6 +206,8 @@ class DenseSearcher(Searcher):
     def from_index(cls, index: str | Path | SparseIndex,
                    encoder: Encoder | None = None) -> DenseSearcher:
         """The dense side of an index folder, with its model (loaded when not given)."""
+        from tokretrieve.index.dense import DenseIndex
+
         sparse = index if isinstance(index, SparseIndex) else SparseIndex.load(index)
         queries = DenseQueryEncoder.for_index(sparse, encoder)
         return cls(DenseIndex.from_sparse(sparse, queries.encoder.sentence_embedding), queries)
