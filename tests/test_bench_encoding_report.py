@@ -113,3 +113,24 @@ def test_sweep_rows_interleave_the_rounds_and_keep_each_settings_median(tiny_enc
 def test_bad_matmul_sizes_are_refused_before_any_work():
     with pytest.raises(SystemExit, match="--matmul-sizes: bad item '0'"):
         main(["--matmul-sizes", "0,512"])
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--models", "minilm,{tmp}/no-such-model", "model folder not found: .*no-such-model"),
+    ("--corpus", "{tmp}/no-such-corpus", "file not found: .*no-such-corpus"),
+])
+def test_a_bad_model_or_corpus_is_one_message_before_any_work(tmp_path, monkeypatch, flag,
+                                                              value, message):
+    import bench.encoding.__main__ as bench_main
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed torch.mm before refusing the input")
+
+    monkeypatch.setattr(bench_main, "measure_matmul", no_timing)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "d1", "text": "a wing"}\n', encoding="utf-8")
+    output = tmp_path / "results"
+    with pytest.raises(SystemExit, match=f"^error: {message}"):
+        main(["--corpus", str(corpus), flag, value.format(tmp=tmp_path),
+              "--output", str(output)])
+    assert not output.exists()  # no results folder for a run that never started

@@ -58,6 +58,7 @@ from tokretrieve.encoding.encoder import (
     DEFAULT_MAX_LENGTH,
     DTYPES,
 )
+from tokretrieve.encoding.models import model_config
 from tokretrieve.errors import TokretrieveError
 
 DEFAULT_OUTPUT = RESULTS_DIR / "encoding"
@@ -277,7 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = parse_list(args.threads or default_threads, positive_int, "--threads")
     threads = sorted(set(threads))
     matmul_sizes = parse_list(args.matmul_sizes, positive_int, "--matmul-sizes")
-    documents = read_documents(args.corpus)
+    try:  # a bad corpus or model name is refused before the minutes of timing
+        documents = read_documents(args.corpus)
+        if args.skeletons is None:
+            for model in models:
+                model_config(model)
+    except TokretrieveError as error:
+        raise SystemExit(f"error: {error}") from None
     picks = evenly_spaced(args.docs, len(documents))
     texts = [documents[i][1] for i in picks]
     sweep = [texts[i] for i in evenly_spaced(args.sweep_docs, len(texts))]
@@ -299,9 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               for t in threads for d in dtypes}
     references = {key: value["gflops"] for key, value in starts.items()}
     for model in models:
-        record["models"][model] = run_model(model, dtypes, texts, sweep, threads, batch_sizes,
-                                            args, references,
-                                            [text for _, text in documents])
+        try:
+            record["models"][model] = run_model(model, dtypes, texts, sweep, threads,
+                                                batch_sizes, args, references,
+                                                [text for _, text in documents])
+        except TokretrieveError as error:  # e.g. weights that do not load: earlier models kept
+            raise SystemExit(f"error: {model}: {error} (results so far: {out_dir})") from None
         write_record(out_dir, record, render_report, partial=True)
     print("[encode] measuring torch.mm again ...", flush=True)
     ends = {(t, d): measure_matmul(t, d, matmul_sizes, device=args.device)

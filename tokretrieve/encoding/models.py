@@ -218,6 +218,12 @@ def _load_error(name: str, error: Exception) -> ModelLoadError:
         f"({' '.join(str(error).split())[:400]})")
 
 
+def model_config(name: str):
+    """The transformers configuration of a model named as `load_model` takes it, without
+    reading its weights: a bad name is refused in seconds, before work that takes minutes."""
+    return _config(name, resolve_model(name)[1])
+
+
 def _config(name: str, source: str):
     from transformers import AutoConfig
 
