@@ -30,3 +30,16 @@ def test_python_m_bench_is_the_quality_benchmark():
     import bench.__main__
 
     assert bench.__main__.main is quality_main
+
+
+def test_a_bad_model_is_one_message_before_any_collection(tmp_path, monkeypatch):
+    import pytest
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("started a collection before refusing the model")
+
+    monkeypatch.setattr("bench.quality.__main__.run_dataset", no_run)
+    with pytest.raises(SystemExit, match=r"^error: --model: model folder not found: .*absent"):
+        quality_main(["--model", "minilm", "--model", str(tmp_path / "absent"),
+                      "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

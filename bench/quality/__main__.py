@@ -18,7 +18,9 @@ from bench.quality.runner import Options, run_dataset
 from bench.quality.systems import SparseConfig
 from bench.toolkit import RESULTS_DIR
 from bench.toolkit.results import command_line
+from tokretrieve.encoding.models import model_config
 from tokretrieve.encoding.projection import WEIGHTINGS
+from tokretrieve.errors import TokretrieveError
 
 DEFAULT_MODELS = ("minilm", "smollm2")
 DEFAULT_OUTPUT = RESULTS_DIR / "quality"
@@ -98,6 +100,11 @@ def options_from(args: argparse.Namespace, command: str) -> Options:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.quality") -> int:
     args = parse_args(argv, prog)
     options = options_from(args, command_line(prog, argv))
+    try:  # a bad model name is refused now, not after a collection's other work
+        for model in options.models:
+            model_config(model)
+    except TokretrieveError as error:
+        raise SystemExit(f"error: --model: {error}") from None
     specs = args.dataset or [DEFAULT_DATASET]
     status = 0
     for given in specs:
