@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.quality.__main__ import main as quality_main
 from bench.quality.__main__ import options_from, parse_args
 from bench.quality.systems import SparseConfig
@@ -33,8 +35,6 @@ def test_python_m_bench_is_the_quality_benchmark():
 
 
 def test_a_bad_model_is_one_message_before_any_collection(tmp_path, monkeypatch):
-    import pytest
-
     def no_run(*args, **kwargs):
         raise AssertionError("started a collection before refusing the model")
 
