@@ -38,6 +38,7 @@ from bench.toolkit.cli import positive_int
 from bench.toolkit.machine import model_record
 from tokretrieve import Encoder, SparseIndex
 from tokretrieve.build import index_from_embeddings
+from tokretrieve.errors import TokretrieveError
 
 DEFAULT_CACHE = RESULTS_DIR / "quality" / "cache"
 
@@ -79,8 +80,12 @@ def open_collection(args: argparse.Namespace) -> tuple[str, Collection] | None:
 def load_embeddings(args: argparse.Namespace,
                     collection: Collection) -> tuple[Encoder, EncodedCollection]:
     """The --model encoder and the collection's embeddings from the cache (encoded into it
-    when missing, or again with --refresh-cache)."""
-    encoder = Encoder.load(args.model, max_length=args.max_length)
+    when missing, or again with --refresh-cache); a model that does not load is one error
+    line (SystemExit), not a traceback."""
+    try:
+        encoder = Encoder.load(args.model, max_length=args.max_length)
+    except TokretrieveError as error:
+        raise SystemExit(f"error: --model: {error}") from None
     encoded = encode_collection(encoder, collection, args.model, args.cache_dir,
                                 refresh=args.refresh_cache)
     return encoder, encoded
