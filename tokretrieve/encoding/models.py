@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ from tokretrieve.encoding.recipes import (
     is_causal_config,
 )
 from tokretrieve.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @dataclass
@@ -218,7 +222,7 @@ def _load_error(name: str, error: Exception) -> ModelLoadError:
         f"({' '.join(str(error).split())[:400]})")
 
 
-def model_config(name: str):
+def model_config(name: str) -> PretrainedConfig:
     """The transformers configuration of a model named as `load_model` takes it, without
     reading its weights: a bad name is refused in seconds, before work that takes minutes."""
     return _config(name, resolve_model(name)[1])
