@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,9 @@ from tokretrieve.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
+
+# Seconds to wait for the hub's TCP handshake before taking it as unreachable.
+HUB_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -282,7 +288,40 @@ def resolve_model(name: str) -> tuple[str, str]:
         raise ModelLoadError(f"unknown model '{name}': did you mean '{close[0]}'? Aliases: "
                              f"{', '.join(ALIASES)}; or give a local folder, a .gguf file or "
                              "a hub id 'org/name'")
-    return name, name
+    if hub_reachable():
+        return name, name
+    return name, _cached_snapshot(name)
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub (its endpoint, HF_ENDPOINT) answers a TCP connection, once
+    per process. Offline, transformers retries each hub request for about 25 s before it fails;
+    a hub id then loads from the local hub cache instead, or is refused at once."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=HUB_TIMEOUT_S):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _cached_snapshot(name: str) -> str:
+    """The local hub cache's snapshot folder of hub id `name`, without the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, OSError) as error:
+        raise _load_error(name, OSError(
+            f"no connection to the hub, and '{name}' is not in the local hub cache: "
+            f"{' '.join(str(error).split())[:200]}")) from None
 
 
 def load_model_tokenizer(name: str):
