@@ -189,6 +189,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
                              f"({', '.join(ALIASES)}), a local folder, a .gguf file or a hub id")
     device = default_device(device)
     recorded, source = resolve_model(name)
+    source = _offline_source(name, source)
     config = _config(name, source)
     recipe = model_recipe(name, source, config, method, overrides)
     _set_attention(config, recipe, name)
@@ -231,7 +232,7 @@ def _load_error(name: str, error: Exception) -> ModelLoadError:
 def model_config(name: str) -> PretrainedConfig:
     """The transformers configuration of a model named as `load_model` takes it, without
     reading its weights: a bad name is refused in seconds, before work that takes minutes."""
-    return _config(name, resolve_model(name)[1])
+    return _config(name, _offline_source(name, resolve_model(name)[1]))
 
 
 def _config(name: str, source: str):
@@ -288,9 +289,16 @@ def resolve_model(name: str) -> tuple[str, str]:
         raise ModelLoadError(f"unknown model '{name}': did you mean '{close[0]}'? Aliases: "
                              f"{', '.join(ALIASES)}; or give a local folder, a .gguf file or "
                              "a hub id 'org/name'")
-    if hub_reachable():
-        return name, name
-    return name, _cached_snapshot(name)
+    return name, name
+
+
+def _offline_source(name: str, source: str) -> str:
+    """What to load for `name`, resolved to `source` by resolve_model: the same, except a hub
+    id (its source is its own name, not a path here) while the hub does not answer, which loads
+    from the local hub cache's snapshot, or is refused at once."""
+    if source != name or Path(source).exists() or hub_reachable():
+        return source
+    return _cached_snapshot(name)
 
 
 @functools.cache
@@ -330,6 +338,7 @@ def load_model_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     _, source = resolve_model(name)
+    source = _offline_source(name, source)
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -397,7 +406,7 @@ def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe:
     if recipe.head in ("auto", "tied"):
         return _Head(embeddings, None, None, "tied input embeddings")
     try:
-        source = resolve_model(recipe.head)[1]
+        source = _offline_source(recipe.head, resolve_model(recipe.head)[1])
         backbone_config = _config(recipe.head, source)
         backbone, backbone_causal, backbone_head = _load_transformers(source, backbone_config,
                                                                       dtype)
