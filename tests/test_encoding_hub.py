@@ -57,7 +57,7 @@ def test_offline_a_cached_hub_id_loads_from_the_cache(tiny_bert_dir, tmp_path, m
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "hub_reachable", lambda: False)
     assert models.resolve_model("org/tiny-bert") == ("org/tiny-bert", "org/tiny-bert")
-    assert models._offline_source("org/tiny-bert", "org/tiny-bert") == snapshot
+    assert models._loadable("org/tiny-bert") == ("org/tiny-bert", snapshot)
     cached = Encoder.load("org/tiny-bert", method="mean", device="cpu")
     folder = Encoder.load(str(tiny_bert_dir), method="mean", device="cpu")
     assert cached.model.name == "org/tiny-bert"  # an index records the hub id, not the cache

@@ -281,7 +281,6 @@ class FlopCache:
         self.backbone = backbone
         self.per_row: dict[int, int] = {}
         self.per_row_by_op: dict[int, dict[str, int]] = {}
-        self.by_op: dict[str, int] = {}
 
     def row_flops(self, input_ids: torch.Tensor, mask: torch.Tensor) -> int:
         """FLOPs of one row of this batch's width (the batch's longest row, unpadded)."""
@@ -292,9 +291,16 @@ class FlopCache:
                                          mask[row:row + 1])
             self.per_row[width] = counts.pop("total")
             self.per_row_by_op[width] = counts
-            for op, n in counts.items():
-                self.by_op[op] = self.by_op.get(op, 0) + n
         return self.per_row[width]
+
+    @property
+    def by_op(self) -> dict[str, int]:
+        """One row's FLOPs by op, summed over the widths counted so far."""
+        totals: dict[str, int] = {}
+        for counts in self.per_row_by_op.values():
+            for op, n in counts.items():
+                totals[op] = totals.get(op, 0) + n
+        return totals
 
     def batch_flops(self, log: BatchLog) -> int:
         return sum(mask.shape[0] * self.row_flops(ids, mask)

@@ -120,8 +120,7 @@ def render_report(record: dict[str, Any]) -> str:
                   "(bench/encoding/skeleton.py): speed figures are the real architecture's, "
                   "the embedding checks below are not the real model's.", ""]
     lines += main_table(record)
-    breakdown = breakdown_table(record)
-    if len(breakdown) > 2:  # more than the header and its rule
+    if any(data.get("breakdown") for data in record["models"].values()):
         lines += ["", "## Where the time goes: one thread, batches one at a time, by op", "",
                   "torch.profiler's self CPU time of every op over one `Encoder.embed` of the "
                   "sweep subset, summed by class: the matrix products (mm, addmm, bmm, "
@@ -130,7 +129,7 @@ def render_report(record: dict[str, Any]) -> str:
                   "pooling). *ops / embed time*: the ops' self time over the wall time (the "
                   "rest is Python and tokenizing); *GFLOP/s*: the class's FLOPs over its "
                   "time; *profiled docs/s*: with the profiler's own cost.", ""]
-        lines += breakdown
+        lines += breakdown_table(record)
     lines += ["", "## torch.mm reference (best of start and end)", ""]
     lines += table(["dtype", "threads", "GFLOP/s", "start", "end"], [
         [m["dtype"], str(m["threads"]), number(m["gflops"], 0), number(m["start"]["gflops"], 0),

@@ -188,8 +188,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         raise ModelLoadError("model name is empty: give an alias "
                              f"({', '.join(ALIASES)}), a local folder, a .gguf file or a hub id")
     device = default_device(device)
-    recorded, source = resolve_model(name)
-    source = _offline_source(name, source)
+    recorded, source = _loadable(name)
     config = _config(name, source)
     recipe = model_recipe(name, source, config, method, overrides)
     _set_attention(config, recipe, name)
@@ -232,7 +231,7 @@ def _load_error(name: str, error: Exception) -> ModelLoadError:
 def model_config(name: str) -> PretrainedConfig:
     """The transformers configuration of a model named as `load_model` takes it, without
     reading its weights: a bad name is refused in seconds, before work that takes minutes."""
-    return _config(name, _offline_source(name, resolve_model(name)[1]))
+    return _config(name, _loadable(name)[1])
 
 
 def _config(name: str, source: str):
@@ -292,13 +291,14 @@ def resolve_model(name: str) -> tuple[str, str]:
     return name, name
 
 
-def _offline_source(name: str, source: str) -> str:
-    """What to load for `name`, resolved to `source` by resolve_model: the same, except a hub
-    id (its source is its own name, not a path here) while the hub does not answer, which loads
-    from the local hub cache's snapshot, or is refused at once."""
+def _loadable(name: str) -> tuple[str, str]:
+    """resolve_model's (recorded name, source), except that a hub id (its source is its own
+    name, not a path here) loads from the local hub cache's snapshot while the hub does not
+    answer, or is refused at once."""
+    recorded, source = resolve_model(name)
     if source != name or Path(source).exists() or hub_reachable():
-        return source
-    return _cached_snapshot(name)
+        return recorded, source
+    return recorded, _cached_snapshot(name)
 
 
 @functools.cache
@@ -337,8 +337,7 @@ def load_model_tokenizer(name: str):
     hub id), without loading its weights: for bags whose keys are that model's tokens."""
     from transformers import AutoTokenizer
 
-    _, source = resolve_model(name)
-    source = _offline_source(name, source)
+    _, source = _loadable(name)
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -406,7 +405,7 @@ def _projection(model: torch.nn.Module, is_causal: bool, has_head: bool, recipe:
     if recipe.head in ("auto", "tied"):
         return _Head(embeddings, None, None, "tied input embeddings")
     try:
-        source = _offline_source(recipe.head, resolve_model(recipe.head)[1])
+        source = _loadable(recipe.head)[1]
         backbone_config = _config(recipe.head, source)
         backbone, backbone_causal, backbone_head = _load_transformers(source, backbone_config,
                                                                       dtype)
