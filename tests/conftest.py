@@ -13,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,26 @@ def save_tiny_bert(folder: Path, seed: int) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def sentence_transformers_folder(source: Path, target: Path, mode: str) -> Path:
+    """A copy of a model folder in the sentence-transformers layout: modules.json naming a
+    Transformer, a Pooling module in `1_Pooling/` set to `mode`, and a Normalize module."""
+    shutil.copytree(source, target)
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize"}]
+    (target / "modules.json").write_text(json.dumps(modules))
+    (target / "1_Pooling").mkdir()
+    modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens",
+             "weightedmean_tokens", "lasttoken")
+    config = {"word_embedding_dimension": 32,
+              **{f"pooling_mode_{m}": m == mode for m in modes}}
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    return target
 
 
 @pytest.fixture(scope="session")

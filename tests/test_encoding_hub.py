@@ -4,11 +4,14 @@ not, loads a hub id from the local hub cache or refuses it at once."""
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import socket
 
 import numpy as np
+import huggingface_hub
 import pytest
+from conftest import sentence_transformers_folder
 from huggingface_hub import constants
 
 import tokretrieve.encoding.models as models
@@ -76,3 +79,31 @@ def test_offline_an_uncached_hub_id_is_refused_without_transformers(tmp_path, mo
                                              r"to the hub, and 'org/absent' is not in the local "
                                              r"hub cache"):
         Encoder.load("org/absent")
+
+
+def test_online_a_hub_id_runs_as_its_sentence_transformers_files_say(tiny_bert_dir, tmp_path,
+                                                                    monkeypatch):
+    """Online, transformers loads a hub id by name; its authors' pooling, prompts and head
+    live in sentence-transformers files beside the weights, fetched from the same snapshot
+    (and only they: the weights are transformers' to fetch). The hub is played by its cache:
+    snapshot_download answers from it, and transformers reads it as the cached hub id."""
+    folder = sentence_transformers_folder(tiny_bert_dir, tmp_path / "st", "cls_token")
+    snapshot = _hub_cache(tmp_path / "hub", "org/tiny-st", folder)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    asked = []
+
+    def hub_snapshot(repo_id, allow_patterns=None, **kwargs):
+        asked.append(allow_patterns)
+        return snapshot if repo_id == "org/tiny-st" else None
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub_snapshot)
+    assert models._loadable("org/tiny-st") == ("org/tiny-st", "org/tiny-st")  # by name
+    online = Encoder.load("org/tiny-st", device="cpu")
+    local = Encoder.load(str(folder), device="cpu")
+    assert online.method.pooling == local.method.pooling == "cls"  # the family's is mean
+    assert online.model.sentence_head is not None and online.model.sentence_head.normalize
+    np.testing.assert_array_equal(online.embed(TEXTS), local.embed(TEXTS))
+    fetched = [f for f in ("modules.json", "1_Pooling/config.json", "model.safetensors",
+                           "vocab.txt") if any(fnmatch.fnmatch(f, p) for p in asked[0])]
+    assert fetched == ["modules.json", "1_Pooling/config.json"]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import sentence_transformers_folder
 from refimpl import PROMPTEOL, SGPT_DOC, SGPT_QUERY, hidden_states, pool, random_texts
 
 from tokretrieve import Encoder
@@ -187,29 +186,6 @@ def test_method_registry_and_family_defaults():
     specb = family_recipe("Muennighoff/SGPT-1.3B-weightedmean-msmarco-specb-bitfit", neo)
     assert (specb.wrap(True), specb.wrap(False)) == (("[", "]"), ("{", "}"))
     assert specb.head == "EleutherAI/gpt-neo-1.3B"
-
-
-def sentence_transformers_folder(source: Path, target: Path, mode: str) -> Path:
-    """A copy of a model folder in the sentence-transformers layout: modules.json naming a
-    Transformer, a Pooling module in `1_Pooling/` set to `mode`, and a Normalize module."""
-    import json
-    import shutil
-
-    shutil.copytree(source, target)
-    modules = [{"idx": 0, "name": "0", "path": "",
-                "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling",
-                "type": "sentence_transformers.models.Pooling"},
-               {"idx": 2, "name": "2", "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize"}]
-    (target / "modules.json").write_text(json.dumps(modules))
-    (target / "1_Pooling").mkdir()
-    modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens",
-             "weightedmean_tokens", "lasttoken")
-    config = {"word_embedding_dimension": 32,
-              **{f"pooling_mode_{m}": m == mode for m in modes}}
-    (target / "1_Pooling" / "config.json").write_text(json.dumps(config))
-    return target
 
 
 @pytest.mark.parametrize(("mode", "method"), [("cls_token", "cls"), ("mean_tokens", "mean"),

@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 # Seconds to wait for the hub's TCP handshake before taking it as unreachable.
 HUB_TIMEOUT_S = 3.0
+# A hub repository's sentence-transformers files, by the folder names sentence-transformers
+# writes (1_Pooling, 2_Dense); its Normalize module has no files of its own.
+SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json", "*_Pooling/*",
+                  "*_Dense/*")
 
 
 @dataclass
@@ -148,13 +152,13 @@ def alias_path(alias: str) -> Path:
     return path
 
 
-def model_recipe(name: str, source: str, config: object,
+def model_recipe(name: str, folder: Path | None, config: object,
                  method: str | ModelRecipe | None = None,
                  overrides: Mapping[str, object] | None = None) -> ModelRecipe:
     """The recipe a model runs with: `method` (a named recipe or a whole one) where given; else
     an alias's measured method; else the checkpoint's family (tokretrieve.encoding.recipes) with
-    what its sentence-transformers files say on top (their pooling and prompts are the
-    authors'); then `overrides`, field by field."""
+    what the sentence-transformers files in `folder` (see sentence_folder) say on top (their
+    pooling and prompts are the authors'); then `overrides`, field by field."""
     if isinstance(method, ModelRecipe):
         recipe = method
     elif method is not None:
@@ -162,8 +166,7 @@ def model_recipe(name: str, source: str, config: object,
     else:
         recipe = (get_method(ALIASES[name].default_method) if name in ALIASES
                   else family_recipe(name, config))
-        folder = Path(source)
-        if folder.is_dir():  # the authors' own files, not an override: the name stays
+        if folder is not None:  # the authors' own files, not an override: the name stays
             shown = {**(st_folder.pooling(folder) or {}), **st_folder.prompts(folder)}
             recipe = dataclasses.replace(recipe.with_changes(shown), name=recipe.name)
     recipe = recipe.with_changes(overrides or {})
@@ -190,7 +193,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
     device = default_device(device)
     recorded, source = _loadable(name)
     config = _config(name, source)
-    recipe = model_recipe(name, source, config, method, overrides)
+    folder = sentence_folder(name, source)
+    recipe = model_recipe(name, folder, config, method, overrides)
     _set_attention(config, recipe, name)
     try:
         model, is_causal, has_head = _load_transformers(source, config, dtype)
@@ -199,7 +203,6 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         raise _load_error(name, error) from error
     model.to(device).eval()
     head = _projection(model, is_causal, has_head, recipe, name, device, dtype)
-    folder = Path(source)
     return LoadedModel(
         name=recorded,
         source=source,
@@ -211,7 +214,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
         head_description=head.description,
         is_causal=is_causal,
         recipe=recipe,
-        sentence_head=st_folder.sentence_head(folder) if folder.is_dir() else None,
+        sentence_head=st_folder.sentence_head(folder) if folder is not None else None,
         # Unmeasured models get the weighting that won for their family on Cranfield: log1p_relu
         # for the causal LM (SmolLM2), softmax for the encoder (MiniLM).
         default_weighting=(ALIASES[name].default_weighting if name in ALIASES
@@ -299,6 +302,24 @@ def _loadable(name: str) -> tuple[str, str]:
     if source != name or Path(source).exists() or hub_reachable():
         return recorded, source
     return recorded, _cached_snapshot(name)
+
+
+def sentence_folder(name: str, source: str) -> Path | None:
+    """The folder whose sentence-transformers files (modules.json, the Pooling and Dense
+    modules, config_sentence_transformers.json) say how the model's authors run it: the
+    model's own folder; for a hub id that transformers loads by name, the hub cache's snapshot
+    of just those files (SENTENCE_FILES, a few kB; the weights are transformers' to fetch), so
+    that a hub id pools, prompts and projects online as it does from the cache offline."""
+    folder = Path(source)
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=list(SENTENCE_FILES)))
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise _load_error(name, error) from error
 
 
 @functools.cache
