@@ -50,9 +50,11 @@ def test_one_round_fills_every_row():
               "machine": {"git": {"commit": "abcdef123456", "dirty": False}},
               "result": measure(raw, {"tokens": batch, "model": batch}, 768, rounds=1)}
     result = record["result"]
-    assert set(result["codecs"]) == {"raw", "packed"}
+    assert set(result["codecs"]) == {"raw", "packed, chunks only", "packed"}
     assert result["codecs"]["raw"]["bytes"] == stored_bytes(raw)
     assert result["codecs"]["packed"]["bytes"] == stored_bytes(raw.packed())
+    assert result["codecs"]["packed, chunks only"]["bytes"] == stored_bytes(
+        raw.packed(dense=False))
     for mode in ("tokens", "model"):
         assert result["codecs"]["raw"]["modes"][mode]["rounds_x_raw"] == [1.0]
         assert result["codecs"]["packed"]["modes"][mode]["p50_ms"] > 0
@@ -60,5 +62,5 @@ def test_one_round_fills_every_row():
     assert np.isclose(result["codecs"]["raw"]["vs_dense"], stored_bytes(raw) / raw.n_postings
                       * mean_length / (768 * 4))
     text = render(record)
-    assert "| raw |" in text and "| packed |" in text
+    assert "| raw |" in text and "| packed |" in text and "| packed, chunks only |" in text
     assert summary(record).splitlines()[0].startswith("raw: ")

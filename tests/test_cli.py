@@ -245,7 +245,7 @@ def test_explain_and_info(beir_folder, tiny_llama_dir, tmp_path, capsys):
     assert shares == [pytest.approx(100 * w / total, abs=0.006) for _, w in expected]
     assert main(["info", "--index", str(output)]) == 0
     info = capsys.readouterr().out
-    assert "tokretrieve.sparse v4" in info and "4 (1 empty)" in info
+    assert "tokretrieve.sparse v5" in info and "4 (1 empty)" in info
     assert "packed lists of uint8 impacts" in info
     assert "bag_size=8, weighting=shifted, pc1_strength=0," in info
 

@@ -8,8 +8,8 @@ import fnmatch
 import shutil
 import socket
 
-import numpy as np
 import huggingface_hub
+import numpy as np
 import pytest
 from conftest import sentence_transformers_folder
 from huggingface_hub import constants

@@ -207,7 +207,7 @@ def test_compaction_can_store_the_lists_in_the_other_codec(encoder, index_path):
 
 def test_a_format_3_raw_index_is_packed_by_compaction(encoder, tmp_path):
     """An index of format 3 (raw lists, no codec in its manifest) becomes a packed index of
-    format 4 without encoding anything again."""
+    format 5 without encoding anything again."""
     import json
 
     path = tmp_path / "old"
@@ -219,7 +219,7 @@ def test_a_format_3_raw_index_is_packed_by_compaction(encoder, tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     assert SparseIndex.load(path).manifest.format_version == 3
     packed = compact_index(path, codec="packed")
-    assert (packed.manifest.format_version, packed.manifest.layout.codec) == (4, "packed")
+    assert (packed.manifest.format_version, packed.manifest.layout.codec) == (5, "packed")
     assert segment_files(packed) == {"postings_indptr.npy", "postings_word_ptr.npy",
                                      "postings_words.npy"}
     assert answers(packed, encoder) == before

@@ -83,8 +83,8 @@ def edit_manifest(path, **changes):
 # ------------------------------------------------------------------------------ format checks
 def test_other_format_version_is_refused(old_index):
     """An index written in another format version is refused, naming both versions."""
-    edit_manifest(old_index, format_version=5)
-    with pytest.raises(IndexFormatError, match=r"format version 5.*reads versions 2, 3, 4"):
+    edit_manifest(old_index, format_version=6)
+    with pytest.raises(IndexFormatError, match=r"format version 6.*reads versions 2, 3, 4, 5"):
         SparseIndex.load(old_index)
 
 
@@ -127,7 +127,7 @@ def test_format_1_index_is_refused_with_a_rebuild_hint(built, old_index, encoder
     path = old_index
     write_format_1(SparseIndex.load(path), path)
     files = sorted(p.name for p in path.iterdir())
-    refusal = r"format version 1; this tokretrieve reads versions 2, 3, 4: rebuild the index"
+    refusal = r"format version 1; this tokretrieve reads versions 2, 3, 4, 5: rebuild the index"
     with pytest.raises(IndexFormatError, match=refusal):
         SparseIndex.load(path)
     for mode in ("model", "tokens"):
@@ -138,14 +138,14 @@ def test_format_1_index_is_refused_with_a_rebuild_hint(built, old_index, encoder
     assert sorted(p.name for p in path.iterdir()) == files
     assert read_json(path)["format_version"] == 1
     build_index(DOCS, encoder, path, **BUILD)
-    assert SparseIndex.load(path).manifest.format_version == 4
+    assert SparseIndex.load(path).manifest.format_version == 5
     assert results(path, encoder) == expected
 
 
 def test_format_2_index_opens_and_answers_as_before(built, old_index, encoder):
     """A format-2 folder (every file at the root) still opens and answers exactly like the
-    format-4 index it was flattened from; changing it in place is refused with a rebuild
-    hint; a rebuild turns it into format 4 and removes the old root files, not the user's."""
+    format-5 index it was flattened from; changing it in place is refused with a rebuild
+    hint; a rebuild turns it into format 5 and removes the old root files, not the user's."""
     _, expected = built
     flatten(old_index)
     (old_index / "notes.txt").write_text("mine")
@@ -155,7 +155,7 @@ def test_format_2_index_opens_and_answers_as_before(built, old_index, encoder):
     with pytest.raises(IndexFormatError, match=r"format 2.*rebuild it"):
         delete_documents(old_index, ["old0"])
     build_index(DOCS, encoder, old_index, **BUILD)
-    assert SparseIndex.load(old_index).manifest.format_version == 4
+    assert SparseIndex.load(old_index).manifest.format_version == 5
     assert results(old_index, encoder) == expected
     build_index(DOCS[:5], encoder, old_index, **BUILD)  # the format-2 files go a commit later
     assert sorted(p.name for p in old_index.iterdir()) == [
@@ -165,7 +165,7 @@ def test_format_2_index_opens_and_answers_as_before(built, old_index, encoder):
 
 def test_format_3_index_opens_answers_and_changes_as_before(built, old_index, encoder):
     """A format-3 manifest (no postings codec: raw lists) opens and answers exactly as the
-    format-4 index it was written from; a change in place commits it as format 4, raw."""
+    format-5 index it was written from; a change in place commits it as format 5, raw."""
     _, expected = built
     manifest = read_json(old_index)
     del manifest["postings_format"]["codec"]
@@ -176,10 +176,25 @@ def test_format_3_index_opens_answers_and_changes_as_before(built, old_index, en
     assert results(old_index, encoder) == expected
     from tokretrieve.index.live import delete_documents
     changed_index = delete_documents(old_index, ["old0"])
-    assert changed_index.manifest.format_version == 4
+    assert changed_index.manifest.format_version == 5
     assert read_json(old_index)["postings_format"]["codec"] == "raw"
     assert "old0" not in [hit.doc_id for query in QUERIES for hit in
                           SparseSearcher.from_index(old_index, mode="tokens").search(query)]
+
+
+def test_format_4_index_opens_answers_and_changes_as_before(built, old_index, encoder):
+    """A format-4 manifest opens and answers as it did (format 5 only adds dense packed
+    lists; format-4 packed lists, all in chunks, are tests/test_index_packing.py's); a change
+    in place commits it as format 5."""
+    _, expected = built
+    manifest = read_json(old_index)
+    manifest["format_version"] = 4
+    write_json(old_index, manifest)
+    index = SparseIndex.load(old_index)
+    assert index.manifest.format_version == 4
+    assert results(old_index, encoder) == expected
+    from tokretrieve.index.live import delete_documents
+    assert delete_documents(old_index, ["old0"]).manifest.format_version == 5
 
 
 def test_other_format_or_damaged_index_is_refused(old_index, tmp_path):

@@ -13,15 +13,16 @@ from tokretrieve.errors import IndexFormatError, TokretrieveError
 from tokretrieve.index import lane_codegen
 from tokretrieve.index.kernels import Scratch
 from tokretrieve.index.lane_decoders import unpack_stream
-from tokretrieve.index.packing import PAD_WORDS
+from tokretrieve.index.packing import DENSE, PAD_WORDS
 from tokretrieve.index.postings import PackedPostings, check_layout, postings_from_bags
 
 
-def one_token(offsets, levels, n_docs: int = 65_536) -> PackedPostings:
-    """Packed postings of one token held by the documents `offsets` at `levels` (scale 1)."""
+def one_token(offsets, levels, n_docs: int = 65_536, dense: bool = False) -> PackedPostings:
+    """Packed postings of one token held by the documents `offsets` at `levels` (scale 1), in
+    chunks (the codec's dense lists where `dense`)."""
     bags = sp.csr_matrix((np.asarray(levels, dtype=np.float32),
                           (offsets, np.zeros(len(offsets), dtype=int))), shape=(n_docs, 1))
-    return postings_from_bags(bags, "uint8", scale=1.0).packed()
+    return postings_from_bags(bags, "uint8", scale=1.0).packed(dense)
 
 
 def sixteen_lanes(values, width: int) -> list[int]:
@@ -195,3 +196,95 @@ def test_float32_weights_cannot_be_packed():
     raw = postings_from_bags(random_bags(50, 5, seed=1), "float32")
     with pytest.raises(TokretrieveError, match="packed postings hold uint8 impacts"):
         raw.packed()
+
+
+def test_a_list_holding_most_documents_up_to_its_last_is_one_row_of_levels():
+    # 400 postings among documents 0..999 (40%: dense from 30%): DENSE, the length 1,000,
+    # then a level byte per document, 0 where the token is absent, four to a word
+    offsets = np.sort(np.random.default_rng(3).choice(1000, 400, replace=False))
+    offsets[-1] = 999
+    levels = np.arange(400) % 250 + 1
+    postings = one_token(offsets, levels, dense=True)
+    row = np.zeros(1000, dtype=np.uint8)
+    row[offsets] = levels
+    assert postings.words[:2].tolist() == [DENSE, 1000]
+    assert postings.words[2:252].view(np.uint8).tolist() == row.tolist()
+    assert postings.word_ptr.tolist() == [[0, 252]]
+    _, docs, impacts = postings.block(0)  # read back as the raw lists
+    assert docs.tolist() == offsets.tolist() and impacts.tolist() == levels.tolist()
+
+
+@pytest.mark.parametrize(("count", "last", "dense"), [
+    (300, 999, True),    # 30% of the documents up to the last: dense
+    (299, 999, False),   # just under
+    (127, 126, False),   # every document, but under 128 postings: chunks
+    (128, 127, True)])
+def test_a_list_is_dense_from_thirty_percent_of_its_documents(count, last, dense):
+    offsets = np.linspace(0, last, count).astype(int)
+    postings = one_token(offsets, np.ones(count), dense=True)
+    assert (postings.words[0] == DENSE) == dense
+
+
+def test_dense_lists_read_and_score_as_the_raw_lists_they_came_from():
+    """Bags whose common tokens make dense lists (in some segments and not others): every
+    read and every search of the packed postings equals the raw ones', and both scoring
+    ways of a segment (dense scan and touched list) meet dense lists."""
+    rng = np.random.default_rng(8)
+    n_docs, vocab = 5000, 12
+    share = np.array([0.9, 0.6, 0.35, 0.31, 0.2, 0.05, 0.01, 0.5, 0.3, 0.1, 0.7, 0.02])
+    present = rng.random((n_docs, vocab)) < share
+    present[:2500, 7] = False  # token 7: dense in the second half of the documents only
+    levels = rng.integers(1, 256, size=(n_docs, vocab)) * present
+    bags = sp.csr_matrix(levels.astype(np.float32))
+    for segment_docs in (1024, 65_536):
+        raw = postings_from_bags(bags, "uint8", segment_docs, scale=1.0)
+        packed = raw.packed()
+        assert (packed.words[packed.word_ptr[:, :-1]] == DENSE).sum() >= 4  # dense lists
+        assert (packed.to_bags() != raw.to_bags()).nnz == 0
+        hits = np.array([0, 17, 2600, 4999])
+        assert np.array_equal(packed.impacts_of(np.arange(vocab), hits),
+                              raw.impacts_of(np.arange(vocab), hits))
+        queries = [[0], [5], [6, 11], [7], list(range(vocab)), [2, 3, 8]]
+        indptr = np.cumsum([0, *map(len, queries)]).astype(np.int64)
+        tokens = np.concatenate(queries).astype(np.int64)
+        weights = rng.random(len(tokens)).astype(np.float32)
+        for k in (1, 10, n_docs):
+            mine = packed.top_k(indptr, tokens, weights, k, Scratch(), 2)
+            theirs = raw.top_k(indptr, tokens, weights, k, Scratch(), 1)
+            for a, b in zip(mine, theirs, strict=True):
+                assert np.array_equal(a, b)
+
+
+def dense_damaged(change) -> PackedPostings:
+    """A dense list of one token in 3,000 documents, `change` applied to a copy of its
+    words."""
+    postings = one_token(np.arange(0, 3000, 2), np.arange(1500) % 200 + 1, n_docs=3000,
+                         dense=True)
+    assert postings.words[0] == DENSE
+    words = postings.words.copy()
+    change(words)
+    return PackedPostings(postings.indptr, postings.word_ptr, words, 1.0, 3000)
+
+
+@pytest.mark.parametrize("change", [
+    lambda words: words.__setitem__(1, 4000),  # longer than the segment's 3,000 documents
+    lambda words: words.__setitem__(1, 1000),  # shorter than its 1,500 postings
+    lambda words: words.__setitem__(5, 0),     # 4 levels gone: fewer postings than counted
+], ids=["past the segment", "too short", "levels lost"])
+def test_damaged_dense_lists_are_refused(change):
+    postings = dense_damaged(change)
+    with pytest.raises(IndexFormatError, match="packed postings are damaged"):
+        postings.to_bags()
+    with pytest.raises(IndexFormatError, match="packed postings are damaged"):
+        postings.impacts_of(np.array([0]), np.array([2]))
+
+
+def test_a_dense_list_past_its_words_stops_a_search_with_an_error():
+    postings = dense_damaged(lambda words: None)
+    short = PackedPostings(postings.indptr, np.array([[0, 300]]), postings.words, 1.0, 3000)
+    query = (np.array([0, 1], dtype=np.int64), np.array([0], dtype=np.int64),
+             np.array([1.0], dtype=np.float32))
+    scratch = Scratch()
+    with pytest.raises(IndexFormatError, match="packed postings are damaged"):
+        short.top_k(*query, 10, scratch, 1)
+    assert not scratch.buffers(1, 3000)[0].any()

@@ -104,7 +104,7 @@ def test_loaded_arrays_are_memory_mapped(old_index):
         assert not array.flags.writeable
     assert not isinstance(SparseIndex.load(path, mmap=False).postings.indptr, np.memmap)
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 4 and manifest["format"] == "tokretrieve.sparse"
+    assert manifest["format_version"] == 5 and manifest["format"] == "tokretrieve.sparse"
     assert manifest["postings_format"]["codec"] == "packed"  # the default for uint8 impacts
     arrays = [f"seg-000001/{name}.npy" for name in ("doc_ids", "postings_indptr",
                                                     "postings_word_ptr", "postings_words",

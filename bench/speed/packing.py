@@ -14,6 +14,11 @@ of the packed postings of the same documents, k = 10, one thread, one query per 
 on every query. The two are timed in interleaved rounds (`--rounds`), so that a slow spell
 of a shared machine falls on both.
 
+Three codecs: the raw lists; the packed codec with every list in chunks, as format 4 stored
+it; and the packed codec as format 5 stores it, the lists that hold most documents dense (a
+byte per document, added in one vectorized pass): the last two rows say what the dense lists
+bring by themselves.
+
 The corpus is synthetic (bench/speed/synth.py, drawn from the index's bags) at `--docs`
 documents, so that the gaps are those of full 65,536-document blocks; the queries are the
 index model's, both modes, as the frontier encodes them. Writes
@@ -52,6 +57,7 @@ from tokretrieve.search.query_encoders import index_encoder
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "packing"
 K = 10
 RAW = "raw"
+CHUNKS = "packed, chunks only"  # format 4's packed lists: no dense ones
 
 
 def stored_bytes(postings: SegmentedPostings) -> int:
@@ -75,7 +81,7 @@ def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int
     interleaved in each: per codec and mode, the median round's p50 / p99 / mean, and the
     median of its rounds' time over the raw codec's time in the same round, both of the mean
     call and of the typical one (`_typical_ms`)."""
-    codecs = {RAW: postings, "packed": postings.packed()}
+    codecs = {RAW: postings, CHUNKS: postings.packed(dense=False), "packed": postings.packed()}
     mean_length = postings.n_postings / max(postings.n_docs, 1)
     out: dict[str, Any] = {"documents": postings.n_docs, "postings": postings.n_postings,
                            "dense_bytes_per_doc": hidden_size * 4, "rounds": rounds, "k": K,

@@ -10,7 +10,7 @@ Each change is one generation (tokretrieve.index.generations) written under the 
 - compact: the live documents of every segment, in position order, become one segment and the
   deleted set empties, so the index answers as a fresh build of those documents at the same PC1
   direction, λ and scale would; it may also store the lists in another codec (a raw index of
-  format 3 becomes a packed one of format 4 without encoding anything again).
+  format 3 becomes a packed one of format 5 without encoding anything again).
 
 Bags come in ready-made: this module knows no model (tokretrieve.build.add_documents encodes).
 A commit reopens the index it just wrote without hashing it again: publishing computed those

@@ -19,6 +19,9 @@ folder's root, with no deletions and no checksums.
 Format 4 adds `postings_format.codec`: a segment's lists as raw arrays (postings_docs and
 postings_impacts.npy, as in formats 2 and 3) or bit-packed words (postings_word_ptr and
 postings_words.npy, tokretrieve.index.packing). A format-3 manifest reads as the raw codec.
+
+Format 5 lets a packed list be dense (a byte per document, tokretrieve.index.packing); the
+manifest is format 4's, and format-4 lists, all in chunks, read as they did.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from tokretrieve.index.postings import CODECS, IMPACT_TYPES, MAX_SEGMENT_DOCS
 from tokretrieve.index.storage import MANIFEST, read_json
 
 FORMAT = "tokretrieve.sparse"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (2, 3, 4, 5)
 # The method (and weighting) an index records when its bags were made by another model and
 # imported (tokretrieve.interop.imported): it has no model to load.
 IMPORTED_METHOD = "imported"

@@ -1,4 +1,4 @@
-"""Bit-packed postings (the "packed" codec of format 4): a list's document gaps and impact
+"""Bit-packed postings (the "packed" codec, formats 4 and 5): a list's document gaps and impact
 levels in as few bits as they need, decoded by vectorized code inside the scoring kernel.
 
 Raw postings spend 3 bytes on a posting (a uint16 document offset, a uint8 level); packed ones
@@ -19,6 +19,12 @@ two streams, the gaps (offset minus the previous offset of the list, minus 1; th
   exception, as PForDelta does: one word after the stream, its index (9 bits) and its bits
   above the width, added back after decoding (at most 255 a stream, the header's field).
 
+A list that holds at least DENSE_SHARE of the documents up to its last one (and at least
+SHORTEST postings) is instead *dense* (format 5): a header word DENSE, a word with its length
+(last offset + 1), then one byte per document up to the last, its level or 0 (four to a word,
+in memory order), so that the kernel adds it to the accumulator in one vectorized pass instead
+of one scatter per posting (README, Speed: "Dense lists").
+
 Lists follow each other in token order, segments in order, with `word_ptr` (like `indptr`,
 int64 per segment and token) giving each list's first word; the number of postings of a list
 stays in `indptr`. The words end with PAD_WORDS zero words, so that the decoder of a damaged
@@ -36,6 +42,11 @@ from tokretrieve.index.lane_codegen import CHUNK, LANES, MAX_WIDTH, SHORTEST
 from tokretrieve.index.lane_decoders import unpack_stream
 
 MAX_EXCEPTIONS = 255  # per stream: the header's field
+# A dense list's header word: a gap width no packed chunk can have.
+DENSE = 255
+# The share of its documents (up to its last) from which a list is stored dense, as a fraction:
+# chosen on synthetic corpora drawn from the default model's Cranfield bags (README, Speed).
+DENSE_SHARE = (3, 10)
 INDEX_BITS = (CHUNK - 1).bit_length()  # an exception word's index of its value in the chunk
 # What one chunk's decoding may read past its start before its end is checked: the header, two
 # vertical streams of the widest (a short chunk's decoder reads a full chunk's words) and their
@@ -112,9 +123,15 @@ def _put_stream(words, at, values, n, width, filling):
 
 
 @numba.njit(nogil=True, cache=True)
-def _pack(indptr, docs, impacts, word_ptr, words):
+def _is_dense(n, last, dense):
+    """Whether a list of n postings whose last offset is `last` is stored dense."""
+    return dense and n >= SHORTEST and n * DENSE_SHARE[1] >= (last + 1) * DENSE_SHARE[0]
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack(indptr, docs, impacts, word_ptr, words, dense):
     """Fill `words` (zeroed, sized by a first call with an empty `words`) and `word_ptr`
-    (each list's first word); returns the words used."""
+    (each list's first word), with dense lists where `dense`; returns the words used."""
     filling = words.shape[0] > 0
     gaps = np.empty(CHUNK, dtype=np.int64)
     levels = np.empty(CHUNK, dtype=np.int64)
@@ -124,6 +141,16 @@ def _pack(indptr, docs, impacts, word_ptr, words):
             word_ptr[segment, token] = at
             previous = -1
             start, stop = indptr[segment, token], indptr[segment, token + 1]
+            if start < stop and _is_dense(stop - start, int(docs[stop - 1]), dense):
+                length = int(docs[stop - 1]) + 1
+                if filling:
+                    words[at] = DENSE
+                    words[at + 1] = length
+                    row = words[at + 2:at + 2 + (length + 3) // 4].view(np.uint8)
+                    for i in range(start, stop):
+                        row[int(docs[i])] = impacts[i]
+                at += 2 + (length + 3) // 4
+                continue
             while start < stop:
                 n = min(CHUNK, stop - start)
                 for i in range(n):
@@ -142,16 +169,17 @@ def _pack(indptr, docs, impacts, word_ptr, words):
     return at
 
 
-def pack(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray
+def pack(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray, dense: bool = True
          ) -> tuple[np.ndarray, np.ndarray]:
     """(word_ptr, words) of raw postings (tokretrieve.index.postings' indptr, uint16 offsets,
     uint8 levels) in the packed codec: int64 (segments x vocab + 1) list starts, and the
-    uint32 words, PAD_WORDS zero words at the end."""
+    uint32 words, PAD_WORDS zero words at the end. `dense=False` packs every list in chunks,
+    as format 4 did (the benchmarks' comparison)."""
     indptr, docs, impacts = np.asarray(indptr), np.asarray(docs), np.asarray(impacts)
     word_ptr = np.zeros_like(indptr)
-    used = _pack(indptr, docs, impacts, word_ptr, np.zeros(0, dtype=np.uint32))
+    used = _pack(indptr, docs, impacts, word_ptr, np.zeros(0, dtype=np.uint32), dense)
     words = np.zeros(used + PAD_WORDS, dtype=np.uint32)
-    _pack(indptr, docs, impacts, word_ptr, words)
+    _pack(indptr, docs, impacts, word_ptr, words, dense)
     return word_ptr, words
 
 
@@ -187,6 +215,9 @@ def walk_list(indptr, word_ptr, words, segment, token, span, mode, weight, accum
     left = indptr[segment, token + 1] - indptr[segment, token]
     at, limit = word_ptr[segment, token], word_ptr[segment, token + 1]
     after, out = np.uint64(0), 0  # the smallest offset the next posting may have
+    if left > 0 and words[at] == DENSE:
+        return _walk_dense(words, at, limit, left, span, mode, weight, accumulator, touched,
+                           n_touched, impacts)
     while left > 0:
         n = min(left, CHUNK)
         header = words[at]
@@ -223,6 +254,41 @@ def walk_list(indptr, word_ptr, words, segment, token, span, mode, weight, accum
                 after = doc + np.uint64(1)
             out += n
         left -= n
+    return n_touched
+
+
+@numba.njit(nogil=True, cache=True)
+def _walk_dense(words, at, limit, n, span, mode, weight, accumulator, touched, n_touched,
+                impacts):
+    """walk_list's part for a dense list of n postings at words[at]: one pass over its
+    bytes, a level of 0 being a document without the token. Damaged (-1): its bytes run past
+    the list's words or the segment, or (WRITE) it holds other than n nonzero levels."""
+    length = np.int64(words[at + 1])
+    end = at + 2 + (length + 3) // 4
+    if length > span or end > limit or length < n:
+        return -1
+    row = words[at + 2:end].view(np.uint8)
+    if mode == ADD:  # adding 0 changes no sum: no test, so that the loop vectorizes
+        for doc in range(length):
+            accumulator[doc] += weight * np.float32(row[doc])
+    elif mode == TRACK:
+        for doc in range(length):
+            if row[doc] > 0:
+                if accumulator[doc] == 0.0:
+                    touched[n_touched] = doc
+                    n_touched += 1
+                accumulator[doc] += weight * np.float32(row[doc])
+    else:
+        out = 0
+        for doc in range(length):
+            if row[doc] > 0:
+                if out == n:
+                    return -1
+                touched[out] = doc
+                impacts[out] = row[doc]
+                out += 1
+        if out != n:
+            return -1
     return n_touched
 
 

@@ -244,11 +244,12 @@ class Postings(SegmentedPostings):
         return gather_impacts(self.indptr, self.docs, self.impacts, self.segment_docs, tokens,
                               hit_docs)
 
-    def packed(self) -> PackedPostings:
+    def packed(self, dense: bool = True) -> PackedPostings:
         """These postings in the packed codec (tokretrieve.index.packing): uint8 levels only
-        (float32 weights have no small integers to pack)."""
+        (float32 weights have no small integers to pack). `dense=False`: no dense lists, as
+        format 4 packed them."""
         check_codec("packed", str(self.impacts.dtype))
-        word_ptr, words = pack(self.indptr, self.docs, self.impacts)
+        word_ptr, words = pack(self.indptr, self.docs, self.impacts, dense)
         return PackedPostings(np.asarray(self.indptr), word_ptr, words, self.scale, self.n_docs,
                               self.segment_docs)
 
