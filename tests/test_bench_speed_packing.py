@@ -4,12 +4,15 @@ renders (the raw codec's time over its own is 1 in every round)."""
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from speed_bags import VOCAB, hand_built_bags
 
 from bench.speed.kernel import QueryBatch
-from bench.speed.packing import measure, render, same_results, stored_bytes, summary
+from bench.speed.packing import measure, render, same_results, shares, stored_bytes, summary
 from tokretrieve.index.postings import postings_from_bags
 
 
@@ -50,17 +53,25 @@ def test_one_round_fills_every_row():
               "machine": {"git": {"commit": "abcdef123456", "dirty": False}},
               "result": measure(raw, {"tokens": batch, "model": batch}, 768, rounds=1)}
     result = record["result"]
-    assert set(result["codecs"]) == {"raw", "packed, chunks only", "packed"}
+    assert set(result["codecs"]) == {"raw", "packed, chunks only", "packed, dense from 45%"}
     assert result["codecs"]["raw"]["bytes"] == stored_bytes(raw)
-    assert result["codecs"]["packed"]["bytes"] == stored_bytes(raw.packed())
+    assert result["codecs"]["packed, dense from 45%"]["bytes"] == stored_bytes(raw.packed())
     assert result["codecs"]["packed, chunks only"]["bytes"] == stored_bytes(
-        raw.packed(dense=False))
+        raw.packed(None))
     for mode in ("tokens", "model"):
         assert result["codecs"]["raw"]["modes"][mode]["rounds_x_raw"] == [1.0]
-        assert result["codecs"]["packed"]["modes"][mode]["p50_ms"] > 0
+        assert result["codecs"]["packed, dense from 45%"]["modes"][mode]["p50_ms"] > 0
     mean_length = raw.n_postings / raw.n_docs
     assert np.isclose(result["codecs"]["raw"]["vs_dense"], stored_bytes(raw) / raw.n_postings
                       * mean_length / (768 * 4))
     text = render(record)
-    assert "| raw |" in text and "| packed |" in text and "| packed, chunks only |" in text
+    assert "| raw |" in text and "| packed, chunks only |" in text
+    assert "| packed, dense from 45% |" in text
     assert summary(record).splitlines()[0].startswith("raw: ")
+
+
+def test_dense_shares_must_be_numbers_in_the_unit_interval():
+    assert shares("0.3,0.45") == (0.3, 0.45)
+    for bad in ("0", "1.5", "x", "0.3,,0.4"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            shares(bad)

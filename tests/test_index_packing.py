@@ -13,16 +13,17 @@ from tokretrieve.errors import IndexFormatError, TokretrieveError
 from tokretrieve.index import lane_codegen
 from tokretrieve.index.kernels import Scratch
 from tokretrieve.index.lane_decoders import unpack_stream
-from tokretrieve.index.packing import DENSE, PAD_WORDS
+from tokretrieve.index.packing import DENSE, DENSE_SHARE, PAD_WORDS
 from tokretrieve.index.postings import PackedPostings, check_layout, postings_from_bags
 
 
 def one_token(offsets, levels, n_docs: int = 65_536, dense: bool = False) -> PackedPostings:
     """Packed postings of one token held by the documents `offsets` at `levels` (scale 1), in
-    chunks (the codec's dense lists where `dense`)."""
+    chunks (dense where the codec makes it so, if `dense`)."""
     bags = sp.csr_matrix((np.asarray(levels, dtype=np.float32),
                           (offsets, np.zeros(len(offsets), dtype=int))), shape=(n_docs, 1))
-    return postings_from_bags(bags, "uint8", scale=1.0).packed(dense)
+    return postings_from_bags(bags, "uint8", scale=1.0).packed(
+        DENSE_SHARE if dense else None)
 
 
 def sixteen_lanes(values, width: int) -> list[int]:
@@ -199,11 +200,11 @@ def test_float32_weights_cannot_be_packed():
 
 
 def test_a_list_holding_most_documents_up_to_its_last_is_one_row_of_levels():
-    # 400 postings among documents 0..999 (40%: dense from 30%): DENSE, the length 1,000,
+    # 500 postings among documents 0..999 (50%: dense from 45%): DENSE, the length 1,000,
     # then a level byte per document, 0 where the token is absent, four to a word
-    offsets = np.sort(np.random.default_rng(3).choice(1000, 400, replace=False))
+    offsets = np.sort(np.random.default_rng(3).choice(999, 500, replace=False))
     offsets[-1] = 999
-    levels = np.arange(400) % 250 + 1
+    levels = np.arange(500) % 250 + 1
     postings = one_token(offsets, levels, dense=True)
     row = np.zeros(1000, dtype=np.uint8)
     row[offsets] = levels
@@ -215,11 +216,12 @@ def test_a_list_holding_most_documents_up_to_its_last_is_one_row_of_levels():
 
 
 @pytest.mark.parametrize(("count", "last", "dense"), [
-    (300, 999, True),    # 30% of the documents up to the last: dense
-    (299, 999, False),   # just under
+    (450, 999, True),    # 45% of the documents up to the last: dense
+    (449, 999, False),   # just under
     (127, 126, False),   # every document, but under 128 postings: chunks
     (128, 127, True)])
-def test_a_list_is_dense_from_thirty_percent_of_its_documents(count, last, dense):
+def test_a_list_is_dense_from_45_percent_of_its_documents(count, last, dense):
+    assert DENSE_SHARE == 0.45
     offsets = np.linspace(0, last, count).astype(int)
     postings = one_token(offsets, np.ones(count), dense=True)
     assert (postings.words[0] == DENSE) == dense
@@ -231,7 +233,7 @@ def test_dense_lists_read_and_score_as_the_raw_lists_they_came_from():
     ways of a segment (dense scan and touched list) meet dense lists."""
     rng = np.random.default_rng(8)
     n_docs, vocab = 5000, 12
-    share = np.array([0.9, 0.6, 0.35, 0.31, 0.2, 0.05, 0.01, 0.5, 0.3, 0.1, 0.7, 0.02])
+    share = np.array([0.9, 0.6, 0.55, 0.5, 0.2, 0.05, 0.01, 0.8, 0.3, 0.1, 0.7, 0.02])
     present = rng.random((n_docs, vocab)) < share
     present[:2500, 7] = False  # token 7: dense in the second half of the documents only
     levels = rng.integers(1, 256, size=(n_docs, vocab)) * present

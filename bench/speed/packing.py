@@ -51,6 +51,7 @@ from bench.toolkit.machine import index_record
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
+from tokretrieve.index.packing import DENSE_SHARE
 from tokretrieve.index.postings import Postings, SegmentedPostings, postings_from_bags
 from tokretrieve.search.query_encoders import index_encoder
 
@@ -58,6 +59,11 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "speed" / "pa
 K = 10
 RAW = "raw"
 CHUNKS = "packed, chunks only"  # format 4's packed lists: no dense ones
+
+
+def dense_name(share: float) -> str:
+    """The row of the packed codec with lists dense from `share` of their documents."""
+    return f"packed, dense from {share:.0%}"
 
 
 def stored_bytes(postings: SegmentedPostings) -> int:
@@ -76,12 +82,14 @@ def same_results(codecs: dict[str, SegmentedPostings], batch: QueryBatch) -> boo
 
 
 def measure(postings: Postings, batches: dict[str, QueryBatch], hidden_size: int,
-            rounds: int = 5) -> dict[str, Any]:
+            rounds: int = 5, dense_shares: Sequence[float] = (DENSE_SHARE,)
+            ) -> dict[str, Any]:
     """Bytes of each codec, and its search latencies in `rounds` rounds, the codecs
     interleaved in each: per codec and mode, the median round's p50 / p99 / mean, and the
     median of its rounds' time over the raw codec's time in the same round, both of the mean
     call and of the typical one (`_typical_ms`)."""
-    codecs = {RAW: postings, CHUNKS: postings.packed(dense=False), "packed": postings.packed()}
+    codecs = {RAW: postings, CHUNKS: postings.packed(None),
+              **{dense_name(share): postings.packed(share) for share in dense_shares}}
     mean_length = postings.n_postings / max(postings.n_docs, 1)
     out: dict[str, Any] = {"documents": postings.n_docs, "postings": postings.n_postings,
                            "dense_bytes_per_doc": hidden_size * 4, "rounds": rounds, "k": K,
@@ -142,7 +150,9 @@ def render(record: dict[str, Any]) -> str:
              f"Times: the median of {result['rounds']} rounds, the codecs interleaved in "
              "each; a codec's time over the raw one's is taken within each round, of the mean "
              "call and of the mean of each query's median call (which a slow spell of the "
-             "machine moves less).", ""]
+             "machine moves less). *packed, chunks only*: every list in chunks, as format 4 "
+             "stored them; *packed, dense from N%*: as format 5 stores them, a list that holds "
+             "at least N% of the documents up to its last one dense, a byte per document.", ""]
     rows = []
     for name, codec in result["codecs"].items():
         cells = [name, f"{codec['bytes_per_posting']:.3f}", f"{codec['vs_dense']:.3f}"]
@@ -172,6 +182,18 @@ def summary(record: dict[str, Any]) -> str:
         for name, codec in codecs.items())
 
 
+def shares(text: str) -> tuple[float, ...]:
+    """--dense-shares: numbers in (0, 1]."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers"
+                                         ) from None
+    if not values or not all(0 < value <= 1 for value in values):
+        raise argparse.ArgumentTypeError(f"'{text}': every share must be in (0, 1]")
+    return values
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.speed.packing",
                                      description=__doc__.split("\n")[0])
@@ -181,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=positive_int, default=5,
                         help="timing rounds, the codecs interleaved in each (default 5)")
+    parser.add_argument("--dense-shares", type=shares, default=(DENSE_SHARE,),
+                        help="comma-separated shares of its documents from which a list is "
+                             f"stored dense, a packed row each (default {DENSE_SHARE}, the "
+                             "codec's)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     index = open_index(args.index)
@@ -191,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = new_record(command_line("python -m bench.speed.packing", argv),
                         **index_record(index))
     out = run_folder(args.output, record)
-    record["result"] = measure(postings, batches, index.manifest.model.hidden_size, args.rounds)
+    record["result"] = measure(postings, batches, index.manifest.model.hidden_size, args.rounds,
+                               args.dense_shares)
     write_record(out, record, render, partial=True)
     finish_record(out, record, render, summary)
     return 0

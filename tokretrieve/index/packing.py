@@ -19,7 +19,7 @@ two streams, the gaps (offset minus the previous offset of the list, minus 1; th
   exception, as PForDelta does: one word after the stream, its index (9 bits) and its bits
   above the width, added back after decoding (at most 255 a stream, the header's field).
 
-A list that holds at least DENSE_SHARE of the documents up to its last one (and at least
+A list that holds at least DENSE_SHARE (45%) of the documents up to its last one (and at least
 SHORTEST postings) is instead *dense* (format 5): a header word DENSE, a word with its length
 (last offset + 1), then one byte per document up to the last, its level or 0 (four to a word,
 in memory order), so that the kernel adds it to the accumulator in one vectorized pass instead
@@ -44,9 +44,10 @@ from tokretrieve.index.lane_decoders import unpack_stream
 MAX_EXCEPTIONS = 255  # per stream: the header's field
 # A dense list's header word: a gap width no packed chunk can have.
 DENSE = 255
-# The share of its documents (up to its last) from which a list is stored dense, as a fraction:
-# chosen on synthetic corpora drawn from the default model's Cranfield bags (README, Speed).
-DENSE_SHARE = (3, 10)
+# The share of its documents (up to its last) from which a list is stored dense: chosen on
+# synthetic corpora drawn from the default model's Cranfield bags, where it kept the index
+# under 0.3x the dense one's bytes (README, Speed: "Dense lists").
+DENSE_SHARE = 0.45
 INDEX_BITS = (CHUNK - 1).bit_length()  # an exception word's index of its value in the chunk
 # What one chunk's decoding may read past its start before its end is checked: the header, two
 # vertical streams of the widest (a short chunk's decoder reads a full chunk's words) and their
@@ -123,15 +124,16 @@ def _put_stream(words, at, values, n, width, filling):
 
 
 @numba.njit(nogil=True, cache=True)
-def _is_dense(n, last, dense):
+def _is_dense(n, last, share):
     """Whether a list of n postings whose last offset is `last` is stored dense."""
-    return dense and n >= SHORTEST and n * DENSE_SHARE[1] >= (last + 1) * DENSE_SHARE[0]
+    return n >= SHORTEST and n >= share * (last + 1)
 
 
 @numba.njit(nogil=True, cache=True)
-def _pack(indptr, docs, impacts, word_ptr, words, dense):
+def _pack(indptr, docs, impacts, word_ptr, words, share):
     """Fill `words` (zeroed, sized by a first call with an empty `words`) and `word_ptr`
-    (each list's first word), with dense lists where `dense`; returns the words used."""
+    (each list's first word), a list dense from `share` of its documents (inf: none);
+    returns the words used."""
     filling = words.shape[0] > 0
     gaps = np.empty(CHUNK, dtype=np.int64)
     levels = np.empty(CHUNK, dtype=np.int64)
@@ -141,7 +143,7 @@ def _pack(indptr, docs, impacts, word_ptr, words, dense):
             word_ptr[segment, token] = at
             previous = -1
             start, stop = indptr[segment, token], indptr[segment, token + 1]
-            if start < stop and _is_dense(stop - start, int(docs[stop - 1]), dense):
+            if start < stop and _is_dense(stop - start, int(docs[stop - 1]), share):
                 length = int(docs[stop - 1]) + 1
                 if filling:
                     words[at] = DENSE
@@ -169,17 +171,19 @@ def _pack(indptr, docs, impacts, word_ptr, words, dense):
     return at
 
 
-def pack(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray, dense: bool = True
-         ) -> tuple[np.ndarray, np.ndarray]:
+def pack(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
+         dense_share: float | None = DENSE_SHARE) -> tuple[np.ndarray, np.ndarray]:
     """(word_ptr, words) of raw postings (tokretrieve.index.postings' indptr, uint16 offsets,
     uint8 levels) in the packed codec: int64 (segments x vocab + 1) list starts, and the
-    uint32 words, PAD_WORDS zero words at the end. `dense=False` packs every list in chunks,
-    as format 4 did (the benchmarks' comparison)."""
+    uint32 words, PAD_WORDS zero words at the end. A list is dense from `dense_share` of its
+    documents up to its last; None packs every list in chunks, as format 4 did (the
+    benchmarks compare both)."""
     indptr, docs, impacts = np.asarray(indptr), np.asarray(docs), np.asarray(impacts)
+    share = np.inf if dense_share is None else float(dense_share)
     word_ptr = np.zeros_like(indptr)
-    used = _pack(indptr, docs, impacts, word_ptr, np.zeros(0, dtype=np.uint32), dense)
+    used = _pack(indptr, docs, impacts, word_ptr, np.zeros(0, dtype=np.uint32), share)
     words = np.zeros(used + PAD_WORDS, dtype=np.uint32)
-    _pack(indptr, docs, impacts, word_ptr, words, dense)
+    _pack(indptr, docs, impacts, word_ptr, words, share)
     return word_ptr, words
 
 

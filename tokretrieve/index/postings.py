@@ -43,7 +43,7 @@ from tokretrieve.index.kernels import (
     gather_impacts,
     gather_packed_impacts,
 )
-from tokretrieve.index.packing import PAD_WORDS, pack, unpack_segment
+from tokretrieve.index.packing import DENSE_SHARE, PAD_WORDS, pack, unpack_segment
 from tokretrieve.index.storage import fsync_tree, load_array, save_array
 
 ImpactType = Literal["uint8", "float32"]
@@ -244,12 +244,12 @@ class Postings(SegmentedPostings):
         return gather_impacts(self.indptr, self.docs, self.impacts, self.segment_docs, tokens,
                               hit_docs)
 
-    def packed(self, dense: bool = True) -> PackedPostings:
+    def packed(self, dense_share: float | None = DENSE_SHARE) -> PackedPostings:
         """These postings in the packed codec (tokretrieve.index.packing): uint8 levels only
-        (float32 weights have no small integers to pack). `dense=False`: no dense lists, as
-        format 4 packed them."""
+        (float32 weights have no small integers to pack); lists dense from `dense_share` of
+        their documents, None: none, as format 4 packed them."""
         check_codec("packed", str(self.impacts.dtype))
-        word_ptr, words = pack(self.indptr, self.docs, self.impacts, dense)
+        word_ptr, words = pack(self.indptr, self.docs, self.impacts, dense_share)
         return PackedPostings(np.asarray(self.indptr), word_ptr, words, self.scale, self.n_docs,
                               self.segment_docs)
 
