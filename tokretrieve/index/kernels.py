@@ -18,7 +18,12 @@ the next segment. Two ways to do a segment, chosen by the work it needs:
   against the touched-list way alone, in the benchmark's former prototype kernels).
 Lists are raw (uint16 offsets, impacts) or packed (tokretrieve.index.packing): a packed list
 is decoded 512 postings at a time into two small buffers, then scattered the same way, so both
-give the same sums.
+give the same sums; a dense packed list (format 5: a byte per document) is added in one
+vectorized pass, its zero levels adding nothing.
+
+numba caches each kernel with the stamp of its own file only, not of the packing functions it
+inlines: a change to tokretrieve/index/packing.py or lane_decoders.py must also drop the
+cached kernels (lane_codegen.py does for the decoders), or edit this file.
 Accumulators and touched lists are allocated once per thread by `Scratch` and reused, so a call
 allocates nothing of collection size. Memory: the index (memory-mapped) plus, per thread, one
 segment's accumulator and touched list and a k-sized heap.
