@@ -24,6 +24,7 @@ vectorized pass, its zero levels adding nothing.
 numba caches each kernel with the stamp of its own file only, not of the packing functions it
 inlines: a change to tokretrieve/index/packing.py or lane_decoders.py must also drop the
 cached kernels (lane_codegen.py does for the decoders), or edit this file.
+
 Accumulators and touched lists are allocated once per thread by `Scratch` and reused, so a call
 allocates nothing of collection size. Memory: the index (memory-mapped) plus, per thread, one
 segment's accumulator and touched list and a k-sized heap.
