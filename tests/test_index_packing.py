@@ -233,9 +233,10 @@ def test_dense_lists_read_and_score_as_the_raw_lists_they_came_from():
     ways of a segment (dense scan and touched list) meet dense lists."""
     rng = np.random.default_rng(8)
     n_docs, vocab = 5000, 12
-    share = np.array([0.9, 0.6, 0.55, 0.5, 0.2, 0.05, 0.01, 0.8, 0.3, 0.1, 0.7, 0.02])
+    share = np.array([0.9, 0.6, 0.55, 0.5, 0.2, 0.05, 0.01, 0.8, 0.3, 0.1, 0.7, 0.7])
     present = rng.random((n_docs, vocab)) < share
     present[:2500, 7] = False  # token 7: dense in the second half of the documents only
+    present[400:, 11] = False  # token 11: dense in a short prefix, scored the touched-list way
     levels = rng.integers(1, 256, size=(n_docs, vocab)) * present
     bags = sp.csr_matrix(levels.astype(np.float32))
     for segment_docs in (1024, 65_536):
@@ -246,7 +247,8 @@ def test_dense_lists_read_and_score_as_the_raw_lists_they_came_from():
         hits = np.array([0, 17, 2600, 4999])
         assert np.array_equal(packed.impacts_of(np.arange(vocab), hits),
                               raw.impacts_of(np.arange(vocab), hits))
-        queries = [[0], [5], [6, 11], [7], list(range(vocab)), [2, 3, 8]]
+        assert packed.words[packed.word_ptr[0, 11]] == DENSE
+        queries = [[0], [5], [11], [6, 11], [7], list(range(vocab)), [2, 3, 8]]
         indptr = np.cumsum([0, *map(len, queries)]).astype(np.int64)
         tokens = np.concatenate(queries).astype(np.int64)
         weights = rng.random(len(tokens)).astype(np.float32)
