@@ -11,13 +11,14 @@ kernel (tokretrieve.index.kernels) decodes them chunk by chunk into two small bu
 the same scatter-adds. This benchmark times the package's own search, `top_k` of the raw and
 of the packed postings of the same documents, k = 10, one thread, one query per call
 (bench.toolkit.clock.latency), after checking that both return the same documents and sums
-on every query. The two are timed in interleaved rounds (`--rounds`), so that a slow spell
+on every query. The codecs are timed in interleaved rounds (`--rounds`), so that a slow spell
 of a shared machine falls on both.
 
-Three codecs: the raw lists; the packed codec with every list in chunks, as format 4 stored
-it; and the packed codec as format 5 stores it, the lists that hold most documents dense (a
-byte per document, added in one vectorized pass): the last two rows say what the dense lists
-bring by themselves.
+The rows: the raw lists; the packed codec with every list in chunks, as format 4 stored it;
+and the packed codec as format 5 stores it, the lists that hold most documents dense (a byte
+per document, added in one vectorized pass), at the codec's share or at each of
+`--dense-shares`: the chunk row against a dense one is what the dense lists bring by
+themselves.
 
 The corpus is synthetic (bench/speed/synth.py, drawn from the index's bags) at `--docs`
 documents, so that the gaps are those of full 65,536-document blocks; the queries are the
