@@ -4,15 +4,21 @@ renders (the raw codec's time over its own is 1 in every round)."""
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from speed_bags import VOCAB, hand_built_bags
 
 from bench.speed.kernel import QueryBatch
-from bench.speed.packing import measure, render, same_results, shares, stored_bytes, summary
+from bench.speed.packing import (
+    measure,
+    render,
+    same_results,
+    stored_bytes,
+    summary,
+    unit_share,
+)
+from bench.toolkit.cli import parse_list
 from tokretrieve.index.postings import postings_from_bags
 
 
@@ -71,7 +77,7 @@ def test_one_round_fills_every_row():
 
 
 def test_dense_shares_must_be_numbers_in_the_unit_interval():
-    assert shares("0.3,0.45") == (0.3, 0.45)
-    for bad in ("0", "1.5", "x", "0.3,,0.4"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            shares(bad)
+    assert parse_list("0.3,0.45", unit_share, "--dense-shares") == [0.3, 0.45]
+    for bad in ("0", "1.5", "x", "0.3,y"):
+        with pytest.raises(SystemExit, match="error: --dense-shares: bad item"):
+            parse_list(bad, unit_share, "--dense-shares")

@@ -46,7 +46,7 @@ import numpy as np
 from bench.speed.frontier import add_index_arguments, open_index, postings_walked, query_batches
 from bench.speed.kernel import QueryBatch, package_top_k
 from bench.speed.synth import corpus_at
-from bench.toolkit.cli import positive_int
+from bench.toolkit.cli import parse_list, positive_int
 from bench.toolkit.clock import latency
 from bench.toolkit.machine import index_record
 from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
@@ -183,16 +183,12 @@ def summary(record: dict[str, Any]) -> str:
         for name, codec in codecs.items())
 
 
-def shares(text: str) -> tuple[float, ...]:
-    """--dense-shares: numbers in (0, 1]."""
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers"
-                                         ) from None
-    if not values or not all(0 < value <= 1 for value in values):
-        raise argparse.ArgumentTypeError(f"'{text}': every share must be in (0, 1]")
-    return values
+def unit_share(text: str) -> float:
+    """A share in (0, 1]; a ValueError otherwise, which `parse_list` reports by option."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(text)
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,12 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=positive_int, default=5,
                         help="timing rounds, the codecs interleaved in each (default 5)")
-    parser.add_argument("--dense-shares", type=shares, default=(DENSE_SHARE,),
+    parser.add_argument("--dense-shares", default=str(DENSE_SHARE),
                         help="comma-separated shares of its documents from which a list is "
                              f"stored dense, a packed row each (default {DENSE_SHARE}, the "
                              "codec's)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
+    dense_shares = parse_list(args.dense_shares, unit_share, "--dense-shares")
     index = open_index(args.index)
     batches, _ = query_batches(index, index_encoder(index), args.corpus, ())
     postings = postings_from_bags(corpus_at(str(args.docs), index.postings.to_bags(),
@@ -219,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         **index_record(index))
     out = run_folder(args.output, record)
     record["result"] = measure(postings, batches, index.manifest.model.hidden_size, args.rounds,
-                               args.dense_shares)
+                               dense_shares)
     write_record(out, record, render, partial=True)
     finish_record(out, record, render, summary)
     return 0
