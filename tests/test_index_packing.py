@@ -147,10 +147,13 @@ def test_packed_postings_take_about_half_the_raw_bytes():
     assert packed.words.nbytes < 0.6 * (raw.docs.nbytes + raw.impacts.nbytes)
 
 
-def damaged(change) -> PackedPostings:
-    """Packed postings of one token in 3,000 documents (two chunks), `change` applied to a
-    copy of their words."""
-    postings = one_token(np.arange(0, 3000, 3), np.arange(1000) % 200 + 1, n_docs=3000)
+def damaged(change, dense: bool = False) -> PackedPostings:
+    """Packed postings of one token in 3,000 documents, `change` applied to a copy of their
+    words: every third document in two chunks, or (`dense`) every second, a dense list."""
+    step = 2 if dense else 3
+    postings = one_token(np.arange(0, 3000, step), np.arange(3000 // step) % 200 + 1,
+                         n_docs=3000, dense=dense)
+    assert (postings.words[0] == DENSE) == dense
     words = postings.words.copy()
     change(words)
     return PackedPostings(postings.indptr, postings.word_ptr, words, 1.0, 3000)
@@ -259,24 +262,13 @@ def test_dense_lists_read_and_score_as_the_raw_lists_they_came_from():
                 assert np.array_equal(a, b)
 
 
-def dense_damaged(change) -> PackedPostings:
-    """A dense list of one token in 3,000 documents, `change` applied to a copy of its
-    words."""
-    postings = one_token(np.arange(0, 3000, 2), np.arange(1500) % 200 + 1, n_docs=3000,
-                         dense=True)
-    assert postings.words[0] == DENSE
-    words = postings.words.copy()
-    change(words)
-    return PackedPostings(postings.indptr, postings.word_ptr, words, 1.0, 3000)
-
-
 @pytest.mark.parametrize("change", [
     lambda words: words.__setitem__(1, 4000),  # longer than the segment's 3,000 documents
     lambda words: words.__setitem__(1, 1000),  # shorter than its 1,500 postings
     lambda words: words.__setitem__(5, 0),     # 4 levels gone: fewer postings than counted
 ], ids=["past the segment", "too short", "levels lost"])
 def test_damaged_dense_lists_are_refused(change):
-    postings = dense_damaged(change)
+    postings = damaged(change, dense=True)
     with pytest.raises(IndexFormatError, match="packed postings are damaged"):
         postings.to_bags()
     with pytest.raises(IndexFormatError, match="packed postings are damaged"):
@@ -284,7 +276,7 @@ def test_damaged_dense_lists_are_refused(change):
 
 
 def test_a_dense_list_past_its_words_stops_a_search_with_an_error():
-    postings = dense_damaged(lambda words: None)
+    postings = damaged(lambda words: None, dense=True)
     short = PackedPostings(postings.indptr, np.array([[0, 300]]), postings.words, 1.0, 3000)
     query = (np.array([0, 1], dtype=np.int64), np.array([0], dtype=np.int64),
              np.array([1.0], dtype=np.float32))
