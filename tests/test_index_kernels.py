@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 from refimpl import brute_force_ranking, postings_scores, top_k
 
-from tokretrieve.index.kernels import Scratch
+from tokretrieve.index.kernels import SCAN_BLOCK, Scratch
 from tokretrieve.index.postings import postings_from_bags
 
 N_DOCS, VOCAB = 203, 40
@@ -137,3 +137,32 @@ def test_uint8_levels_are_within_half_a_step_of_the_weights():
     assert np.all(np.abs(kept - original)[kept > 0] <= postings.scale / 2 + 1e-7)
     assert np.all(original[(kept == 0) & (original > 0)] < postings.scale / 2 + 1e-7)
     assert 128 <= postings.impacts.max() <= 255
+
+
+@pytest.mark.parametrize("codec", ["raw", "packed"])
+@pytest.mark.parametrize("segment_docs", [300, 65536])
+def test_dense_scan_skips_blocks_without_losing_a_winner(segment_docs, codec):
+    """Segments of several SCAN_BLOCK blocks and a short last one, scored the dense way: the
+    winners sit one per block here and there (a block's first and last position, the short
+    last block), their ties at the k-th score in later blocks, and deleted documents that
+    would win; the kernel still returns the brute-force top-k, so no block that holds a
+    winner is skipped and a skipped block holds none."""
+    n_docs = 3 * SCAN_BLOCK + 37
+    rng = np.random.default_rng(21)
+    dense = rng.integers(1, 3, size=(n_docs, 6)) * (rng.random((n_docs, 6)) < 0.7)
+    winners = [0, SCAN_BLOCK - 1, SCAN_BLOCK + 5, 2 * SCAN_BLOCK, n_docs - 1, n_docs - 30]
+    dense[winners] = 9
+    dense[[3, 2 * SCAN_BLOCK + 7, n_docs - 2]] = 8  # ties of one another, below the winners
+    deleted = np.zeros(n_docs, dtype=bool)
+    deleted[[SCAN_BLOCK + 1, 2 * SCAN_BLOCK + 100]] = True
+    dense[deleted] = 10  # would win, but are deleted
+    bags = sp.csr_matrix(dense.astype(np.float32))
+    postings = stored(bags, segment_docs, codec)
+    queries = [(np.arange(6), np.ones(6)), (np.array([1, 4]), np.array([3.0, 1.0]))]
+    matrix = np.where(deleted[:, None], 0, dense).astype(np.float64)
+    for k in (1, 4, 8, 12):
+        for (tokens, weights), (docs, scores) in zip(
+                queries, run_kernel(postings, queries, k, 1, deleted), strict=True):
+            exact = matrix[:, tokens] @ weights
+            assert docs == brute_force_ranking(exact, k)
+            assert scores == exact[docs].tolist()

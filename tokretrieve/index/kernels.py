@@ -46,6 +46,8 @@ from tokretrieve.index.packing import ADD, TRACK, WRITE, walk_list
 
 # A segment is scored the dense way when the query walks at least span / DENSE_SHARE postings.
 DENSE_SHARE = 8
+# Scores the dense way's scan tests at once (one vectorized maximum) before any one of them.
+SCAN_BLOCK = 256
 
 
 @numba.njit(nogil=True, cache=True)
@@ -157,16 +159,25 @@ def _segment_top_k(indptr, docs, impacts, word_ptr, words, segment, base, span, 
                 accumulator[:span] = 0.0
                 return -1
         # Ascending positions, after every document already in the heap: a score equal to the
-        # heap's worst loses its tie, so only a strictly better one is offered. One test per
-        # document against a floor that is rarely beaten keeps the branch predictable (testing
-        # score > 0 first mispredicts on about half of the documents: 4x slower).
+        # heap's worst loses its tie, so only a strictly better one is offered. A block of
+        # SCAN_BLOCK scores is first counted against the floor in one vectorized loop; only a
+        # block with a score above it is walked score by score (the floor rarely falls to a
+        # score once the heap is full, so most blocks are skipped whole).
         floor = heap_scores[0] if size == k else np.float32(0.0)
-        for local in range(span):
-            score = accumulator[local]
-            if score > floor and not (any_deleted and deleted[base + local]):
-                size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
-                if size == k:
-                    floor = heap_scores[0]
+        for start in range(0, span, SCAN_BLOCK):
+            stop = min(start + SCAN_BLOCK, span)
+            block = accumulator[start:stop]
+            above = 0
+            for j in range(block.shape[0]):  # from 0: no negative-index test, so no gathers
+                above += block[j] > floor
+            if above == 0:
+                continue
+            for local in range(start, stop):
+                score = accumulator[local]
+                if score > floor and not (any_deleted and deleted[base + local]):
+                    size = heap_offer(heap_scores, heap_docs, size, k, score, base + local)
+                    if size == k:
+                        floor = heap_scores[0]
         accumulator[:span] = 0.0
         return size
     n_touched = np.int64(0)
