@@ -15,7 +15,10 @@ the next segment. Two ways to do a segment, chosen by the work it needs:
 - dense: when the query walks at least 1/8 as many postings as the segment has documents, the
   bookkeeping per posting costs more than a plain scatter-add followed by one scan of the
   accumulator, so do that (p99 3x lower on 1 M synthetic documents when this was measured
-  against the touched-list way alone, in the benchmark's former prototype kernels).
+  against the touched-list way alone, in the benchmark's former prototype kernels). The scan
+  counts a block of SCAN_BLOCK scores above the heap's floor in one vectorized loop and
+  walks only the blocks that hold one: once the heap is full, that is a few blocks a segment
+  (README, Speed: "The scan").
 Lists are raw (uint16 offsets, impacts) or packed (tokretrieve.index.packing): a packed list
 is decoded 512 postings at a time into two small buffers, then scattered the same way, so both
 give the same sums; a dense packed list (format 5: a byte per document) is added in one
