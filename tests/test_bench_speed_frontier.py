@@ -15,6 +15,7 @@ from bench.speed.frontier import (
     open_index,
     pisa_runs,
     postings_walked,
+    query_batches,
     recall,
     top_sets,
     unit_peers,
@@ -101,3 +102,8 @@ def test_bm25s_and_faiss_are_timed_on_every_query():
 def test_a_missing_index_is_refused_with_how_to_build_one(tmp_path):
     with pytest.raises(SystemExit, match=r"no index at .*`make demo` builds"):
         open_index(tmp_path)
+
+
+def test_a_missing_query_file_is_one_message_naming_it(tmp_path):
+    with pytest.raises(SystemExit, match=r"file not found: .*absent.*pass --corpus"):
+        query_batches(None, None, tmp_path / "absent", ())

@@ -67,6 +67,7 @@ from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
 from tokretrieve import Encoder, SparseIndex
 from tokretrieve.corpus import read_queries
+from tokretrieve.errors import CorpusError
 from tokretrieve.index.postings import Postings, postings_from_bags
 from tokretrieve.search import ModelQueryEncoder, TokenQueryEncoder
 from tokretrieve.search.query_encoders import index_encoder
@@ -133,7 +134,11 @@ def query_batches(index: SparseIndex, encoder: Encoder, corpus: Path, bag_sizes:
     """tokens (the index's default weighting), model (the documents' bag size) and model@N
     for every lighter query bag size N, from one embedding of the queries; and those unit
     query embeddings (the dense side's queries). `encoder`: the index's (index_encoder)."""
-    texts = [text for _, text in read_queries(corpus)]
+    try:
+        texts = [text for _, text in read_queries(corpus)]
+    except CorpusError as error:
+        raise SystemExit(f"error: {error}: pass --corpus, a BEIR folder with the queries "
+                         "(queries.jsonl)") from None
     embeddings = encoder.embed(texts, is_query=True)
     batches = {"tokens": TokenQueryEncoder.for_index(index, tokenizer=encoder.tokenizer)
                .encode(texts),
