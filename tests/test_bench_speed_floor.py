@@ -97,6 +97,19 @@ def test_targets_say_whether_the_kernel_and_the_floor_meet_each_one():
     assert (ratio["kernel_meets"], ratio["floor_meets"]) == (False, True)
 
 
+def test_the_bm25s_ratio_comes_from_the_largest_corpus_that_has_it():
+    large = corpus(tokens_p99=3.1, floor_p99=1.4, model_p50=33.0, floor_p50=4.0,
+                   tokens_mean=1.5, floor_mean=0.5, bm25_mean=0.0)
+    del large["bm25s"]
+    small = {**corpus(tokens_p99=0.3, floor_p99=0.1, model_p50=3.0, floor_p50=1.0,
+                      tokens_mean=0.2, floor_mean=0.05, bm25_mean=0.5), "documents": 100_000}
+    assert len(targets(large)) == 2
+    rows = targets(large, small)
+    assert rows[2]["target"] == ">= 3x BM25S's queries per second (at 100,000 documents)"
+    assert rows[2]["kernel"] == pytest.approx(2.5) and rows[2]["floor"] == pytest.approx(10.0)
+    assert rows[0]["kernel"] == 3.1  # latency targets stay on the large corpus
+
+
 def test_one_small_corpus_fills_every_table():
     batch = batch_of([0, 1, 7], [12, 40, 59], [3], [0, 20, 30, 45])
     rates = {"scatter_ns": 0.5, "dense_add_ns": 0.05}
