@@ -8,6 +8,7 @@ passes or timed its warm-up, the first sample would carry one-off costs.
 from __future__ import annotations
 
 import math
+import mmap
 import time
 
 import numpy as np
@@ -98,9 +99,12 @@ def test_timed_returns_the_result_and_the_wall_time():
 def test_memory_and_load_readings():
     assert len(load_average()) == 3 and all(x >= 0 for x in load_average())
     before = current_rss_mb()
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    # 64 MiB of fresh pages, touched: an anonymous map of its own, because malloc may hand a
+    # large array pages this process already holds (then the resident set would not grow).
+    block = mmap.mmap(-1, 64 * 2**20)
+    np.frombuffer(block, dtype=np.uint8)[:] = 1
     assert current_rss_mb() >= before + 60
     assert peak_rss_mb() >= current_rss_mb()
-    del block
+    block.close()
     if reset_peak_rss():  # Linux: the high-water mark restarts from the current resident set
         assert peak_rss_mb() < current_rss_mb() + 16
