@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.toolkit.results import command_line, new_record, run_folder, write_record
+from bench.toolkit.results import command_line, new_record, provenance, run_folder, write_record
 
 
 def render(record: dict) -> str:
@@ -46,3 +46,13 @@ def test_run_folder_and_command_line():
     assert command_line("python -m bench.speed", []) == "python -m bench.speed"
     assert (command_line("python -m bench.speed", ["--sizes", "cranfield", "a b"])
             == "python -m bench.speed --sizes cranfield 'a b'")
+
+
+def test_provenance_names_the_command_commit_changes_and_start():
+    record = {"command": "python -m bench.speed.floor", "started": "2026-12-06T22:14:35",
+              "machine": {"git": {"commit": "b030085fea7e0123", "dirty": False}}}
+    assert provenance(record) == ("`python -m bench.speed.floor` at commit b030085fea7e, "
+                                  "2026-12-06T22:14:35")
+    record["machine"]["git"]["dirty"] = True
+    assert provenance(record) == ("`python -m bench.speed.floor` at commit b030085fea7e "
+                                  "(uncommitted changes), 2026-12-06T22:14:35")

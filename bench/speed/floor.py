@@ -60,7 +60,14 @@ from bench.speed.peers import BM25Peer
 from bench.speed.synth import corpus_at, corpus_sizes
 from bench.toolkit.clock import latency
 from bench.toolkit.machine import index_record
-from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
+from bench.toolkit.results import (
+    command_line,
+    finish_record,
+    new_record,
+    provenance,
+    run_folder,
+    write_record,
+)
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
 from tokretrieve.index.packing import DENSE
@@ -263,9 +270,7 @@ def targets(corpus: dict[str, Any], bm25_corpus: dict[str, Any] | None = None
 def render(record: dict[str, Any]) -> str:
     rates, bandwidth = record["rates"], record["bandwidth"]["bytes_per_s"]
     lines = ["# The work floor: the least an exhaustive query takes on this core", "",
-             f"`{record['command']}` at commit {record['machine']['git']['commit'][:12]}"
-             f"{' (uncommitted changes)' if record['machine']['git'].get('dirty') else ''}, "
-             f"{record['started']}; index {record['index']}.", "",
+             provenance(record) + f"; index {record['index']}.", "",
              "Rates, bare compiled loops on one thread over data in cache (best of "
              f"{RATE_ROUNDS}, median in brackets): scatter-add float32 "
              f"{rates['scatter_float32_ns']:.3f} ns ({rates['scatter_float32_ns_median']:.3f}), "

@@ -60,6 +60,7 @@ from bench.toolkit.results import (
     command_line,
     finish_record,
     new_record,
+    provenance,
     run_folder,
     write_record,
 )
@@ -296,9 +297,7 @@ def measure_corpus(bags: sp.csr_matrix, scale: float, batches: dict[str, QueryBa
 def render(record: dict[str, Any]) -> str:
     bandwidth = record["bandwidth"]
     lines = ["# Speed frontier: the exact kernel, lighter queries, Seismic and PISA", "",
-             f"`{record['command']}` at commit {record['machine']['git']['commit'][:12]}"
-             f"{' (uncommitted changes)' if record['machine']['git'].get('dirty') else ''}, "
-             f"{record['started']}; index {record['index']}.", "",
+             provenance(record) + f"; index {record['index']}.", "",
              f"Single-thread read bandwidth: {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s best, "
              f"{bandwidth['bytes_per_s_median'] / 1e9:.1f} GB/s median (1 GiB, 5 passes). "
              "Floor: a query's median postings x 3 bytes at the best bandwidth. Latency: one "

@@ -49,7 +49,14 @@ from bench.speed.synth import corpus_at
 from bench.toolkit.cli import parse_list, positive_int
 from bench.toolkit.clock import latency
 from bench.toolkit.machine import index_record
-from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
+from bench.toolkit.results import (
+    command_line,
+    finish_record,
+    new_record,
+    provenance,
+    run_folder,
+    write_record,
+)
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
 from tokretrieve.index.packing import DENSE_SHARE
@@ -141,9 +148,7 @@ def _typical_ms(timing: dict[str, Any]) -> float:
 def render(record: dict[str, Any]) -> str:
     result = record["result"]
     lines = ["# Packed postings: bytes saved, decoding's cost in the kernel", "",
-             f"`{record['command']}` at commit {record['machine']['git']['commit'][:12]}"
-             f"{' (uncommitted changes)' if record['machine']['git'].get('dirty') else ''}, "
-             f"{record['started']}; {result['documents']:,} synthetic documents drawn from "
+             provenance(record) + f"; {result['documents']:,} synthetic documents drawn from "
              f"{record['index']} ({result['postings'] / result['documents']:.0f} postings per "
              f"document, dense float32 {result['dense_bytes_per_doc']} bytes per document). "
              f"The package's search (top {result['k']}), one thread, one query per call; the "

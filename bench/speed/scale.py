@@ -55,7 +55,14 @@ from bench.speed.kernel import QueryBatch, package_top_k
 from bench.speed.synth import TokenDistribution, distribution_from_bags, generate_bags
 from bench.toolkit.cli import parse_list, positive_int
 from bench.toolkit.machine import index_record
-from bench.toolkit.results import command_line, finish_record, new_record, run_folder, write_record
+from bench.toolkit.results import (
+    command_line,
+    finish_record,
+    new_record,
+    provenance,
+    run_folder,
+    write_record,
+)
 from bench.toolkit.tables import number, table
 from bench.toolkit.threads import pinned
 from tokretrieve import SparseIndex
@@ -218,9 +225,7 @@ def render(record: dict[str, Any]) -> str:
     bandwidth = record["bandwidth"]["bytes_per_s"]
     disk = record["disk"]
     lines = ["# Scale: synthetic corpora built in bounded memory, searched memory-mapped", "",
-             f"`{record['command']}` at commit {record['machine']['git']['commit'][:12]}"
-             f"{' (uncommitted changes)' if record['machine']['git'].get('dirty') else ''}, "
-             f"{record['started']}; bags drawn from {record['index']}. One thread, k=10; "
+             provenance(record) + f"; bags drawn from {record['index']}. One thread, k=10; "
              f"machine memory {record['machine'].get('memory_gib')} GiB.", "",
              f"Disk: {disk['free_bytes'] / 1e9:.1f} GB free in the work folder at the start, "
              f"{disk['bytes_per_doc_expected']:.0f} bytes of postings per document expected "

@@ -41,6 +41,14 @@ def new_record(command: str, **fields: Any) -> dict[str, Any]:
             "machine": machine(), **fields}
 
 
+def provenance(record: dict[str, Any]) -> str:
+    """A report's first words on what made it: the command, its commit (and whether the tree
+    had uncommitted changes) and its start time, from the record."""
+    git = record["machine"]["git"]
+    return (f"`{record['command']}` at commit {git['commit'][:12]}"
+            f"{' (uncommitted changes)' if git.get('dirty') else ''}, {record['started']}")
+
+
 def run_folder(output: Path, record: dict[str, Any]) -> Path:
     """`output/<start time as YYYYmmdd-HHMMSS>`: runs sort by time, one folder each."""
     return Path(output) / dt.datetime.fromisoformat(record["started"]).strftime(STAMP)
