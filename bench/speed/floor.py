@@ -16,8 +16,10 @@ heap, no memory traffic. That is the *work floor* of this query on this core. Th
 scatter-adds counts: the kernel's float32 one and an int32 one (integer accumulation, the
 cheapest read-modify-write measured), so the floor holds for an integer kernel too. Exact
 pruning would walk fewer postings, but on these bags it could skip almost none
-(bench.speed.headroom, README "Exact pruning"), so for an exact engine that walks its postings
-the floor is a bound, and the gap between it and the kernel is all that faster code could win.
+(bench.speed.headroom, README "Exact pruning"), so for an exact engine that adds its postings one
+at a time the floor is a bound, and the gap between it and the kernel is what faster code of that
+kind could win. It is this core's measured rate, not a theoretical one: LLVM compiles the bare
+loops to scalar code, and no vector scatter instruction was tried.
 
 Reported per corpus (the index's real bags, synthetic ones drawn from them, bench/speed/synth.py)
 and query mode (tokens, model; the index's model encodes the queries, as bench.speed.frontier):
@@ -240,8 +242,8 @@ def targets(corpus: dict[str, Any], bm25_corpus: dict[str, Any] | None = None
     """The release's speed targets: what each asks, the kernel's figure, the work floor's, and
     whether each meets it. Latency targets on `corpus`; the BM25S ratio on `bm25_corpus`
     (default `corpus`; none where it has no BM25S timing), of single-thread mean times (the
-    queries per second of one thread), the floor's being the most any kernel that walks these
-    postings could reach."""
+    queries per second of one thread), the floor's being the most a kernel that adds these
+    postings one at a time could reach."""
     tokens, model = corpus["modes"]["tokens"], corpus["modes"]["model"]
     rows = [
         {"target": f"tokens p99 <= {TOKENS_P99_MS:g} ms", "unit": "ms",
