@@ -35,15 +35,19 @@ def batch_of(*queries: list[int]) -> QueryBatch:
     return QueryBatch.from_bags(sp.csr_matrix(rows))
 
 
+def raw_postings():
+    return postings_from_bags(bags(), "uint8", SEGMENT, scale=2.0 ** -6)
+
+
 def raw_lists(token: int):
-    raw = postings_from_bags(bags(), "uint8", SEGMENT, scale=2.0 ** -6)
+    raw = raw_postings()
     for segment in range(raw.n_segments):
         row, docs, _ = raw.block(segment)
         yield docs[row[token]:row[token + 1]]
 
 
 def test_without_dense_lists_every_walked_posting_is_a_scatter_add():
-    raw = postings_from_bags(bags(), "uint8", SEGMENT, scale=2.0 ** -6)
+    raw = raw_postings()
     batch = batch_of([0, 1, 7], [12, 40, 59], [3])
     work = query_work(raw.packed(None), batch)
     assert work["scattered"].tolist() == postings_walked(raw, batch).tolist()
@@ -52,7 +56,7 @@ def test_without_dense_lists_every_walked_posting_is_a_scatter_add():
 
 
 def test_a_dense_list_costs_the_documents_up_to_its_last_and_no_scatter_add():
-    raw = postings_from_bags(bags(), "uint8", SEGMENT, scale=2.0 ** -6)
+    raw = raw_postings()
     head, tail = 0, VOCAB - 1
     work = query_work(raw.packed(), batch_of([head], [tail], [head, tail]))
     covered = sum(int(docs[-1]) + 1 for docs in raw_lists(head) if len(docs))
